@@ -1,0 +1,68 @@
+// The operations every backend implements (netfilter.cpp on Linux,
+// winsock.cpp on Windows, unsupported.cpp elsewhere). Exactly one backend is
+// compiled into the extension; setup.py picks it.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "byte_buffer.hpp"
+#include "socket_address.hpp"
+#include "status.hpp"
+
+namespace wfpredirect::core {
+
+#if defined(_WIN32)
+using SocketHandle = std::uintptr_t; // SOCKET: pointer-sized and unsigned
+#else
+using SocketHandle = int;
+#endif
+
+// Turns an integer handle (a Python fileno()) into the platform's handle.
+// -1 is passed on so that the OS reports the bad handle itself. False when
+// the value cannot be a handle of this platform.
+bool socket_handle_from_integer(long long value, SocketHandle& out);
+
+// The netfilter marks (DESIGN.md, "Linux facts"). Other backends ignore them.
+// `error` is non-null when the configuration is invalid: it names the
+// variable or keyword at fault, and every netfilter call reports it.
+struct MarkConfig {
+    std::uint32_t loop_mark = 0;
+    std::uint32_t mark_mask = 0;
+    const char* error = nullptr;
+};
+
+// "winsock", "netfilter" or "unsupported".
+extern const char* const kBackendName;
+
+// The platform's own SO_ORIGINAL_DST option number; 0 where there is none.
+extern const int kSoOriginalDst;
+
+// Whether the operations can block or take long (WSAIoctl: layered
+// providers may intervene), so that callers release their interpreter lock.
+// The Linux getsockopt/setsockopt paths cost less than releasing it.
+#if defined(_WIN32)
+constexpr bool kOperationsMayBlock = true;
+#else
+constexpr bool kOperationsMayBlock = false;
+#endif
+
+// Records: on success Status::size is the record's length and `out` holds it.
+Status query_redirect_records(SocketHandle socket, ByteBuffer& out, const MarkConfig& marks);
+// Writes into [buffer, buffer + capacity) and nowhere else; buffer_too_small
+// carries the required size.
+Status query_redirect_records_into(SocketHandle socket, std::uint8_t* buffer, std::size_t capacity,
+                                   const MarkConfig& marks);
+
+// Context: a size of 0 on success means "redirected, no context".
+Status query_redirect_context(SocketHandle socket, ByteBuffer& out, const MarkConfig& marks);
+Status query_redirect_context_into(SocketHandle socket, std::uint8_t* buffer, std::size_t capacity,
+                                   const MarkConfig& marks);
+
+// `records` is 1..kMaxQuerySize bytes (the glue checks the size).
+Status set_redirect_records(SocketHandle socket, const std::uint8_t* records, std::size_t size,
+                            const MarkConfig& marks);
+
+Status original_destination(SocketHandle socket, SocketAddress& out, const MarkConfig& marks);
+
+} // namespace wfpredirect::core

@@ -1,0 +1,263 @@
+// The netfilter backend (Linux): redirect state lives in conntrack (REDIRECT,
+// DNAT), in the socket itself (TPROXY) and in the connection's mark. See
+// DESIGN.md, "Linux facts", for every rule applied here.
+#include <cerrno>
+#include <cstring>
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include "../backend.hpp"
+#include "../netfilter_record.hpp"
+
+namespace wfpredirect::core {
+namespace {
+// linux/netfilter_ipv4.h and linux/netfilter_ipv6/ip6_tables.h define these,
+// but those headers clash with glibc's netinet/in.h.
+constexpr int kLinuxSoOriginalDst = 80;   // SO_ORIGINAL_DST, level SOL_IP
+constexpr int kLinuxIp6tSoOriginalDst = 80; // IP6T_SO_ORIGINAL_DST, level SOL_IPV6
+} // namespace
+
+const char* const kBackendName = "netfilter";
+const int kSoOriginalDst = kLinuxSoOriginalDst;
+
+namespace {
+
+// Linux errno values that mean "no such privilege": SO_MARK and
+// IP_TRANSPARENT need CAP_NET_RAW or CAP_NET_ADMIN.
+Status os_failure(int error, const char* call) {
+    const auto code = static_cast<std::uint32_t>(error);
+    if (error == EPERM || error == EACCES)
+        return Status::failure(Outcome::permission_denied, code, call);
+    return Status::failure(Outcome::os_error, code, call);
+}
+
+Status not_redirected(int error, const char* why) {
+    return Status::failure(Outcome::not_redirected, static_cast<std::uint32_t>(error), why);
+}
+
+// An IPv4-mapped IPv6 address (::ffff:a.b.c.d) is an IPv4 connection on a
+// dual-stack socket: it is reported, and redirected, as IPv4.
+bool to_socket_address(const sockaddr_storage& storage, SocketAddress& out) {
+    if (storage.ss_family == AF_INET) {
+        const auto& v4 = reinterpret_cast<const sockaddr_in&>(storage);
+        out = SocketAddress{};
+        out.version = IpVersion::v4;
+        std::memcpy(out.address, &v4.sin_addr, 4);
+        out.port = ntohs(v4.sin_port);
+        return true;
+    }
+    if (storage.ss_family == AF_INET6) {
+        const auto& v6 = reinterpret_cast<const sockaddr_in6&>(storage);
+        out = SocketAddress{};
+        if (IN6_IS_ADDR_V4MAPPED(&v6.sin6_addr)) {
+            out.version = IpVersion::v4;
+            std::memcpy(out.address, v6.sin6_addr.s6_addr + 12, 4);
+        } else {
+            out.version = IpVersion::v6;
+            std::memcpy(out.address, &v6.sin6_addr, 16);
+            out.flowinfo = ntohl(v6.sin6_flowinfo);
+            out.scope_id = v6.sin6_scope_id;
+        }
+        out.port = ntohs(v6.sin6_port);
+        return true;
+    }
+    return false;
+}
+
+bool same_endpoint(const SocketAddress& a, const SocketAddress& b) {
+    return a.version == b.version && a.port == b.port &&
+           std::memcmp(a.address, b.address, a.address_size()) == 0;
+}
+
+struct Redirect {
+    SocketAddress original_destination;
+    bool transparent = false;
+};
+
+// A connection with no NAT entry is still redirected when it was accepted
+// on an IP_TRANSPARENT (TPROXY) socket: its local address is the original
+// destination. `nat_error` is what SO_ORIGINAL_DST answered.
+Status resolve_transparent(int fd, const SocketAddress& local, int nat_error, const char* nat_why,
+                           Redirect& out) {
+    int transparent = 0;
+    socklen_t size = sizeof transparent;
+    // IP_TRANSPARENT at SOL_IP reads the same flag on IPv4 and IPv6 sockets.
+    if (getsockopt(fd, SOL_IP, IP_TRANSPARENT, &transparent, &size) != 0)
+        return os_failure(errno, "getsockopt(IP_TRANSPARENT)");
+    if (!transparent)
+        return not_redirected(nat_error, nat_why);
+    // A listening or unconnected transparent socket has no original
+    // destination.
+    sockaddr_storage peer;
+    socklen_t peer_size = sizeof peer;
+    if (getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &peer_size) != 0) {
+        if (errno == ENOTCONN)
+            return not_redirected(ENOTCONN, "getpeername: the socket is not connected");
+        return os_failure(errno, "getpeername");
+    }
+    out.original_destination = local;
+    out.transparent = true;
+    return Status::success(0);
+}
+
+Status resolve_redirect(int fd, Redirect& out) {
+    sockaddr_storage local_storage;
+    socklen_t local_size = sizeof local_storage;
+    if (getsockname(fd, reinterpret_cast<sockaddr*>(&local_storage), &local_size) != 0)
+        return os_failure(errno, "getsockname");
+    SocketAddress local;
+    if (!to_socket_address(local_storage, local))
+        return Status::failure(Outcome::os_error, ENOPROTOOPT,
+                               "getsockname: not an IPv4 or IPv6 socket");
+
+    // Chosen by the (IPv4-mapped) local address, not by the socket family.
+    sockaddr_storage original_storage;
+    socklen_t original_size;
+    int rc;
+    if (local.version == IpVersion::v4) {
+        original_size = sizeof(sockaddr_in);
+        rc = getsockopt(fd, SOL_IP, kLinuxSoOriginalDst, &original_storage, &original_size);
+    } else {
+        original_size = sizeof(sockaddr_in6);
+        rc = getsockopt(fd, SOL_IPV6, kLinuxIp6tSoOriginalDst, &original_storage, &original_size);
+    }
+    if (rc == 0) {
+        if (!to_socket_address(original_storage, out.original_destination))
+            return Status::failure(Outcome::os_error, EAFNOSUPPORT,
+                                   "getsockopt(SO_ORIGINAL_DST) returned an unknown family");
+        if (!same_endpoint(out.original_destination, local))
+            return Status::success(0);
+        // conntrack knows the connection but nothing rewrote it.
+        return resolve_transparent(fd, local, ENOENT,
+                                   "SO_ORIGINAL_DST equals the local address", out);
+    }
+    const int error = errno;
+    switch (error) {
+    case ENOENT:
+        return resolve_transparent(fd, local, ENOENT,
+                                   "getsockopt(SO_ORIGINAL_DST): no NAT entry for the connection",
+                                   out);
+    case ENOTCONN:
+        return not_redirected(ENOTCONN, "getsockopt(SO_ORIGINAL_DST): the socket is not connected");
+    case ENOPROTOOPT: {
+        // Either not a TCP/SCTP socket, or no conntrack module to ask.
+        int protocol = 0;
+        socklen_t size = sizeof protocol;
+        if (getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &protocol, &size) != 0)
+            return os_failure(errno, "getsockopt(SO_PROTOCOL)");
+        if (protocol != IPPROTO_TCP && protocol != IPPROTO_SCTP)
+            return Status::failure(Outcome::os_error, ENOPROTOOPT,
+                                   "getsockopt(SO_ORIGINAL_DST): not a TCP socket");
+        return resolve_transparent(
+            fd, local, ENOPROTOOPT,
+            "getsockopt(SO_ORIGINAL_DST): connection tracking is not loaded, nothing was NATed",
+            out);
+    }
+    default:
+        return os_failure(error, "getsockopt(SO_ORIGINAL_DST)");
+    }
+}
+
+Status check_marks(const MarkConfig& marks) {
+    if (marks.error != nullptr)
+        return Status::failure(Outcome::invalid_argument, EINVAL, marks.error);
+    return Status::success(0);
+}
+
+// The redirect record of the connection on fd, built in `out`
+// (kNetfilterRecordMaxSize bytes).
+Status build_record(int fd, const MarkConfig& marks, std::uint8_t* out) {
+    Status status = check_marks(marks);
+    if (!status.ok())
+        return status;
+    Redirect redirect;
+    status = resolve_redirect(fd, redirect);
+    if (!status.ok())
+        return status;
+    std::uint32_t mark = 0;
+    socklen_t size = sizeof mark;
+    if (getsockopt(fd, SOL_SOCKET, SO_MARK, &mark, &size) != 0)
+        return os_failure(errno, "getsockopt(SO_MARK)");
+    NetfilterRecord record;
+    record.original_destination = redirect.original_destination;
+    record.mark = mark & marks.mark_mask;
+    record.transparent = redirect.transparent;
+    return Status::success(encode_netfilter_record(record, out));
+}
+
+Status context_of(int fd, const MarkConfig& marks) {
+    Status status = check_marks(marks);
+    if (!status.ok())
+        return status;
+    Redirect redirect;
+    status = resolve_redirect(fd, redirect);
+    if (!status.ok())
+        return status;
+    // netfilter has no driver-defined context: redirected, no context.
+    return Status::success(0);
+}
+
+} // namespace
+
+Status query_redirect_records(SocketHandle socket, ByteBuffer& out, const MarkConfig& marks) {
+    static_assert(kNetfilterRecordMaxSize <= kInitialQuerySize, "a record fits the first buffer");
+    return build_record(socket, marks, out.data());
+}
+
+Status query_redirect_records_into(SocketHandle socket, std::uint8_t* buffer, std::size_t capacity,
+                                   const MarkConfig& marks) {
+    std::uint8_t record[kNetfilterRecordMaxSize];
+    Status status = build_record(socket, marks, record);
+    if (!status.ok())
+        return status;
+    if (status.size > capacity)
+        return Status::too_small(ENOBUFS, "the buffer is smaller than the records", status.size);
+    std::memcpy(buffer, record, status.size);
+    return status;
+}
+
+Status query_redirect_context(SocketHandle socket, ByteBuffer&, const MarkConfig& marks) {
+    return context_of(socket, marks);
+}
+
+Status query_redirect_context_into(SocketHandle socket, std::uint8_t*, std::size_t,
+                                   const MarkConfig& marks) {
+    return context_of(socket, marks);
+}
+
+Status set_redirect_records(SocketHandle socket, const std::uint8_t* records, std::size_t size,
+                            const MarkConfig& marks) {
+    Status status = check_marks(marks);
+    if (!status.ok())
+        return status;
+    NetfilterRecord record;
+    status = decode_netfilter_record(records, size, record);
+    if (!status.ok())
+        return status;
+    // Only the bits in MARK_MASK travel: other software's bits on the
+    // inbound mark (a TPROXY routing mark, kube-proxy...) must not reach
+    // the upstream.
+    const std::uint32_t mark = (record.mark & marks.mark_mask) | marks.loop_mark;
+    if (setsockopt(socket, SOL_SOCKET, SO_MARK, &mark, sizeof mark) != 0) {
+        const int error = errno;
+        if (error == EPERM)
+            return Status::failure(Outcome::permission_denied, EPERM,
+                                   "setsockopt(SO_MARK) needs CAP_NET_RAW or CAP_NET_ADMIN");
+        return os_failure(error, "setsockopt(SO_MARK)");
+    }
+    return Status::success(0);
+}
+
+Status original_destination(SocketHandle socket, SocketAddress& out, const MarkConfig& marks) {
+    Status status = check_marks(marks);
+    if (!status.ok())
+        return status;
+    Redirect redirect;
+    status = resolve_redirect(socket, redirect);
+    if (status.ok())
+        out = redirect.original_destination;
+    return status;
+}
+
+} // namespace wfpredirect::core

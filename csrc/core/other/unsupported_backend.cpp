@@ -1,0 +1,45 @@
+// The backend for every platform that is neither Windows nor Linux: the
+// module imports, and every operation answers UnsupportedError.
+#include <cerrno>
+
+#include "../backend.hpp"
+
+namespace wfpredirect::core {
+
+const char* const kBackendName = "unsupported";
+const int kSoOriginalDst = 0;
+
+namespace {
+
+Status unsupported() {
+    return Status::failure(Outcome::unsupported, EOPNOTSUPP,
+                           "connection redirection is supported on Windows and Linux only");
+}
+
+} // namespace
+
+Status query_redirect_records(SocketHandle, ByteBuffer&, const MarkConfig&) {
+    return unsupported();
+}
+
+Status query_redirect_records_into(SocketHandle, std::uint8_t*, std::size_t, const MarkConfig&) {
+    return unsupported();
+}
+
+Status query_redirect_context(SocketHandle, ByteBuffer&, const MarkConfig&) {
+    return unsupported();
+}
+
+Status query_redirect_context_into(SocketHandle, std::uint8_t*, std::size_t, const MarkConfig&) {
+    return unsupported();
+}
+
+Status set_redirect_records(SocketHandle, const std::uint8_t*, std::size_t, const MarkConfig&) {
+    return unsupported();
+}
+
+Status original_destination(SocketHandle, SocketAddress&, const MarkConfig&) {
+    return unsupported();
+}
+
+} // namespace wfpredirect::core

@@ -1,0 +1,31 @@
+// A platform-neutral IP endpoint, filled by the backends and turned into a
+// Python address tuple by the glue.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace wfpredirect::core {
+
+enum class IpVersion : std::uint8_t { v4 = 4, v6 = 6 };
+
+struct SocketAddress {
+    IpVersion version = IpVersion::v4;
+    std::uint8_t address[16] = {}; // network byte order; 4 bytes used for IPv4
+    std::uint16_t port = 0;        // host byte order
+    std::uint32_t flowinfo = 0;    // IPv6 only, host byte order
+    std::uint32_t scope_id = 0;    // IPv6 only
+
+    std::size_t address_size() const { return version == IpVersion::v4 ? 4 : 16; }
+};
+
+bool operator==(const SocketAddress& a, const SocketAddress& b);
+
+// Longest text format_host writes, including the terminating NUL
+// (INET6_ADDRSTRLEN).
+constexpr std::size_t kHostTextSize = 46;
+
+// Writes the numeric host ("127.0.0.2", "::1") into text, NUL-terminated.
+void format_host(const SocketAddress& address, char (&text)[kHostTextSize]);
+
+} // namespace wfpredirect::core

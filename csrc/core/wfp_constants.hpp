@@ -1,0 +1,46 @@
+// The Windows Filtering Platform numbers, defined once for every platform:
+// the Python constants come from here, and so does the Windows backend.
+// mingw-w64 lacks the three IOCTL codes and SO_ORIGINAL_DST/SOL_IP (DESIGN.md).
+#pragma once
+
+#include <cstdint>
+
+namespace wfpredirect::core::wfp {
+
+// _WSAIOW(IOC_VENDOR, 220/221/222) from mstcpip.h.
+constexpr std::uint32_t kSioQueryRedirectRecords = 0x980000DCu;
+constexpr std::uint32_t kSioQueryRedirectContext = 0x980000DDu;
+constexpr std::uint32_t kSioSetRedirectRecords = 0x980000DEu;
+
+// ws2ipdef.h: socket options at IPPROTO_IP (and IPPROTO_IPV6, same numbers)
+// that ask WSARecvMsg for a datagram's redirect records and context.
+constexpr int kIpWfpRedirectRecords = 60;
+constexpr int kIpWfpRedirectContext = 70;
+
+// Windows' own SO_ORIGINAL_DST (recent builds only) and the levels it is
+// read at: SOL_IP and SOL_IPV6 in ws2def.h of newer SDKs.
+constexpr int kWindowsSoOriginalDst = 0x300F;
+constexpr int kWindowsSolIp = 0xFFFB;
+constexpr int kWindowsSolIpv6 = 0xFFFA;
+
+// Windows address families as they appear inside a redirect context.
+constexpr std::uint16_t kWindowsAfInet = 2;
+constexpr std::uint16_t kWindowsAfInet6 = 23;
+
+// Answers meaning "this connection was not redirected" (besides WSAEINVAL,
+// which is ambiguous; see wfp_probe).
+constexpr std::uint32_t kFwpENotFound = 0x80320008u;
+constexpr std::uint32_t kErrorNotFound = 1168;
+constexpr std::uint32_t kErrorInsufficientBuffer = 122;
+
+// Winsock error numbers used by portable code (winerror.h values).
+constexpr std::uint32_t kWsaEfault = 10014;
+constexpr std::uint32_t kWsaEinval = 10022;
+constexpr std::uint32_t kWsaEnobufs = 10055;
+constexpr std::uint32_t kWsaEacces = 10013;
+constexpr std::uint32_t kWsaEopnotsupp = 10045;
+constexpr std::uint32_t kWsaEnoprotoopt = 10042;
+constexpr std::uint32_t kWsaEnotsock = 10038;
+constexpr std::uint32_t kWsaEnotconn = 10057;
+
+} // namespace wfpredirect::core::wfp

@@ -1,0 +1,89 @@
+#include "arguments.hpp"
+
+#include <string>
+
+#include "errors.hpp"
+
+namespace wfpredirect::python {
+namespace {
+
+[[noreturn]] void throw_type_error(const char* function, const std::string& message,
+                                   PyObject* object) {
+    const std::string text = message + ", not " + Py_TYPE(object)->tp_name;
+    throw_error(PyExc_TypeError, function, text.c_str());
+}
+
+core::SocketHandle handle_from_integer(PyObject* number, const char* function) {
+    const long long value = PyLong_AsLongLong(number);
+    if (value == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        throw_error(PyExc_OverflowError, function, "the socket handle is out of range");
+    }
+    core::SocketHandle handle;
+    if (!core::socket_handle_from_integer(value, handle))
+        throw_error(PyExc_OverflowError, function, "the socket handle is out of range");
+    return handle;
+}
+
+// Why a buffer was refused, asked only after the writable request failed.
+[[noreturn]] void explain_unwritable(PyObject* buffer, const char* function) {
+    Py_buffer view;
+    if (PyObject_GetBuffer(buffer, &view, PyBUF_FULL_RO) != 0) {
+        PyErr_Clear();
+        throw_type_error(function, "the buffer must be a writable bytes-like object", buffer);
+    }
+    const bool readonly = view.readonly != 0;
+    PyBuffer_Release(&view);
+    if (readonly)
+        throw_type_error(function, "the buffer must be writable (read-only buffer given)", buffer);
+    throw_type_error(function, "the buffer must be C-contiguous (strided buffer given)", buffer);
+}
+
+} // namespace
+
+core::SocketHandle to_socket_handle(PyObject* sock, const char* function) {
+    if (PyLong_Check(sock)) {
+        if (PyBool_Check(sock))
+            throw_type_error(function, "sock must be a socket or an integer handle", sock);
+        return handle_from_integer(sock, function);
+    }
+    PyObject* fileno = PyObject_GetAttrString(sock, "fileno");
+    if (fileno == nullptr) {
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError))
+            throw py::error_already_set();
+        PyErr_Clear();
+        throw_type_error(function, "sock must be a socket or an integer handle", sock);
+    }
+    py::object number = py::reinterpret_steal<py::object>(PyObject_CallNoArgs(fileno));
+    Py_DECREF(fileno);
+    if (!number)
+        throw py::error_already_set();
+    if (!PyLong_Check(number.ptr()) || PyBool_Check(number.ptr()))
+        throw_type_error(function, "sock.fileno() must return an integer", number.ptr());
+    return handle_from_integer(number.ptr(), function);
+}
+
+HeldBuffer HeldBuffer::writable(PyObject* buffer, const char* function) {
+    HeldBuffer held;
+    if (PyObject_GetBuffer(buffer, &held.view_, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) == 0)
+        return held;
+    if (!PyErr_ExceptionMatches(PyExc_BufferError) && !PyErr_ExceptionMatches(PyExc_TypeError))
+        throw py::error_already_set();
+    PyErr_Clear();
+    explain_unwritable(buffer, function);
+}
+
+HeldBuffer HeldBuffer::readable(PyObject* buffer, const char* function, const char* what) {
+    HeldBuffer held;
+    if (PyObject_GetBuffer(buffer, &held.view_, PyBUF_C_CONTIGUOUS) == 0)
+        return held;
+    if (!PyErr_ExceptionMatches(PyExc_BufferError) && !PyErr_ExceptionMatches(PyExc_TypeError))
+        throw py::error_already_set();
+    PyErr_Clear();
+    if (PyObject_CheckBuffer(buffer))
+        throw_type_error(function, std::string(what) + " must be a C-contiguous bytes-like object",
+                         buffer);
+    throw_type_error(function, std::string(what) + " must be a bytes-like object", buffer);
+}
+
+} // namespace wfpredirect::python

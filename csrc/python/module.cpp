@@ -1,0 +1,17 @@
+// wfpredirect._core: the pybind11 module. Each area registers itself; see
+// DESIGN.md for the layers (no socket calls here).
+#include <pybind11/pybind11.h>
+
+#include "errors.hpp"
+#include "marks.hpp"
+#include "operations.hpp"
+
+namespace py = pybind11;
+
+PYBIND11_MODULE(_core, module, py::mod_gil_not_used()) {
+    module.doc() = "Native core of wfpredirect; import the names from wfpredirect instead.";
+    wfpredirect::python::init_errors(module);
+    wfpredirect::python::init_constants(module);
+    wfpredirect::python::init_marks(module);
+    wfpredirect::python::init_operations(module);
+}

@@ -1,0 +1,152 @@
+#include "operations.hpp"
+
+#include <string>
+#include <utility>
+
+#include "../core/backend.hpp"
+#include "arguments.hpp"
+#include "errors.hpp"
+#include "marks.hpp"
+
+namespace wfpredirect::python {
+namespace {
+
+// wfpredirect.RedirectRecords (a bytes subclass), taken once at import.
+PyObject* redirect_records_type = nullptr;
+
+// Runs a core operation, without the interpreter lock where it may block.
+template <typename Operation> core::Status run(Operation&& operation) {
+    if constexpr (core::kOperationsMayBlock) {
+        py::gil_scoped_release unlocked;
+        return operation();
+    } else {
+        return operation();
+    }
+}
+
+py::object to_records(const core::ByteBuffer& buffer, std::size_t size) {
+    py::bytes raw(reinterpret_cast<const char*>(buffer.data()), size);
+    return py::reinterpret_steal<py::object>(PyObject_CallOneArg(redirect_records_type, raw.ptr()));
+}
+
+py::tuple to_address_tuple(const core::SocketAddress& address) {
+    char host[core::kHostTextSize];
+    core::format_host(address, host);
+    if (address.version == core::IpVersion::v4)
+        return py::make_tuple(py::str(host), address.port);
+    return py::make_tuple(py::str(host), address.port, address.flowinfo, address.scope_id);
+}
+
+py::object query_redirect_records(py::handle sock) {
+    constexpr const char* kName = "query_redirect_records";
+    const core::SocketHandle handle = to_socket_handle(sock.ptr(), kName);
+    core::ByteBuffer buffer;
+    const core::MarkConfig& marks = configured_marks();
+    const core::Status status =
+        run([&] { return core::query_redirect_records(handle, buffer, marks); });
+    if (!status.ok())
+        throw_status(kName, status);
+    py::object records = to_records(buffer, status.size);
+    if (!records)
+        throw py::error_already_set();
+    return records;
+}
+
+std::size_t query_redirect_records_into(py::handle sock, py::handle buffer) {
+    constexpr const char* kName = "query_redirect_records_into";
+    const core::SocketHandle handle = to_socket_handle(sock.ptr(), kName);
+    const HeldBuffer out = HeldBuffer::writable(buffer.ptr(), kName);
+    const core::MarkConfig& marks = configured_marks();
+    const core::Status status = run([&] {
+        return core::query_redirect_records_into(handle, out.data(), out.size(), marks);
+    });
+    if (!status.ok())
+        throw_status(kName, status, out.size());
+    return status.size;
+}
+
+py::object query_redirect_context(py::handle sock) {
+    constexpr const char* kName = "query_redirect_context";
+    const core::SocketHandle handle = to_socket_handle(sock.ptr(), kName);
+    core::ByteBuffer buffer;
+    const core::MarkConfig& marks = configured_marks();
+    const core::Status status =
+        run([&] { return core::query_redirect_context(handle, buffer, marks); });
+    if (!status.ok())
+        throw_status(kName, status);
+    if (status.size == 0)
+        return py::none();
+    return py::bytes(reinterpret_cast<const char*>(buffer.data()), status.size);
+}
+
+std::size_t query_redirect_context_into(py::handle sock, py::handle buffer) {
+    constexpr const char* kName = "query_redirect_context_into";
+    const core::SocketHandle handle = to_socket_handle(sock.ptr(), kName);
+    const HeldBuffer out = HeldBuffer::writable(buffer.ptr(), kName);
+    const core::MarkConfig& marks = configured_marks();
+    const core::Status status = run([&] {
+        return core::query_redirect_context_into(handle, out.data(), out.size(), marks);
+    });
+    if (!status.ok())
+        throw_status(kName, status, out.size());
+    return status.size;
+}
+
+void set_redirect_records(py::handle sock, py::handle records, py::handle loop_mark,
+                          py::handle mark_mask) {
+    constexpr const char* kName = "set_redirect_records";
+    const core::SocketHandle handle = to_socket_handle(sock.ptr(), kName);
+    const HeldBuffer in = HeldBuffer::readable(records.ptr(), kName, "records");
+    if (in.size() == 0 || in.size() > core::kMaxQuerySize) {
+        const std::string text = "records must be 1 to " + std::to_string(core::kMaxQuerySize) +
+                                 " bytes, not " + std::to_string(in.size());
+        throw_error(PyExc_ValueError, kName, text.c_str());
+    }
+    std::string error_storage;
+    const core::MarkConfig marks =
+        marks_for_call(loop_mark.ptr(), mark_mask.ptr(), kName, error_storage);
+    const core::Status status =
+        run([&] { return core::set_redirect_records(handle, in.data(), in.size(), marks); });
+    if (!status.ok())
+        throw_status(kName, status);
+}
+
+py::tuple original_destination(py::handle sock) {
+    constexpr const char* kName = "original_destination";
+    const core::SocketHandle handle = to_socket_handle(sock.ptr(), kName);
+    core::SocketAddress address;
+    const core::MarkConfig& marks = configured_marks();
+    const core::Status status =
+        run([&] { return core::original_destination(handle, address, marks); });
+    if (!status.ok())
+        throw_status(kName, status);
+    return to_address_tuple(address);
+}
+
+} // namespace
+
+void init_operations(py::module_& module) {
+    redirect_records_type =
+        py::object(py::module_::import("wfpredirect._records").attr("RedirectRecords"))
+            .release()
+            .ptr();
+
+    module.def("query_redirect_records", &query_redirect_records, py::arg("sock"),
+               "The redirect records of the accepted connection `sock`.");
+    module.def("query_redirect_records_into", &query_redirect_records_into, py::arg("sock"),
+               py::arg("buffer"),
+               "Write the redirect records into `buffer`; return the bytes written.");
+    module.def("query_redirect_context", &query_redirect_context, py::arg("sock"),
+               "The redirect context of `sock`, or None for a redirected connection "
+               "without one.");
+    module.def("query_redirect_context_into", &query_redirect_context_into, py::arg("sock"),
+               py::arg("buffer"),
+               "Write the redirect context into `buffer`; return the bytes written (0: none).");
+    module.def("set_redirect_records", &set_redirect_records, py::arg("sock"), py::arg("records"),
+               py::kw_only(), py::arg("loop_mark") = py::none(), py::arg("mark_mask") = py::none(),
+               "Attach `records` to the new socket `sock`, before bind/connect.");
+    module.def("original_destination", &original_destination, py::arg("sock"),
+               "Where the redirected connection `sock` was originally addressed.");
+}
+
+} // namespace wfpredirect::python

@@ -1,0 +1,51 @@
+"""SO_MARK needs CAP_NET_RAW or CAP_NET_ADMIN: either alone is enough, and
+without both set_redirect_records raises RedirectPermissionError."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from record_format import encode
+from support import require_root, require_tool
+
+PROBE = """
+import json, socket, wfpredirect
+record = bytes.fromhex(%r)
+with socket.socket() as sock:
+    try:
+        wfpredirect.set_redirect_records(sock, record)
+        print(json.dumps(["ok", sock.getsockopt(socket.SOL_SOCKET, 36)]))
+    except wfpredirect.RedirectPermissionError as error:
+        print(json.dumps([type(error).__name__, error.errno, str(error),
+                          isinstance(error, PermissionError)]))
+"""
+
+
+def run_without(capabilities: str) -> list[object]:
+    require_root()
+    setpriv = require_tool("setpriv")
+    record = encode(("127.0.0.2", 8080), mark=0x10).hex()
+    completed = subprocess.run(
+        [setpriv, f"--bounding-set={capabilities}", f"--inh-caps={capabilities}",
+         sys.executable, "-c", PROBE % record],
+        capture_output=True, text=True, check=True,
+    )
+    return json.loads(completed.stdout)  # type: ignore[no-any-return]
+
+
+def test_without_both_capabilities() -> None:
+    assert run_without("-net_raw,-net_admin") == [
+        "RedirectPermissionError",
+        1,
+        "[Errno 1] set_redirect_records: setsockopt(SO_MARK) needs CAP_NET_RAW or "
+        "CAP_NET_ADMIN (Operation not permitted)",
+        True,
+    ]
+
+
+@pytest.mark.parametrize("dropped", ["-net_raw", "-net_admin"])
+def test_either_capability_is_enough(dropped: str) -> None:
+    assert run_without(dropped) == ["ok", 0x10 | 0x40]

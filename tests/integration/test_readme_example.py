@@ -1,0 +1,145 @@
+"""The README's transparent proxy, run exactly as written, with real curl
+and a real HTTP server, alone and as a chain of two proxies."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from netns import run_in_netns
+from rules import chain, redirect
+from support import require_tool
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+EXAMPLE_MARKER = "<!-- example: transparent_proxy.py"
+
+
+def readme_example() -> str:
+    text = README.read_text(encoding="utf-8")
+    after_marker = text[text.index(EXAMPLE_MARKER) :]
+    match = re.search(r"```python\n(.*?)```", after_marker, re.DOTALL)
+    assert match is not None, "the README lost its example"
+    return match.group(1)
+
+
+@contextmanager
+def running(command: list[str], env: dict[str, str] | None = None, ready: str | None = None
+            ) -> Iterator[subprocess.Popen[str]]:
+    """Start `command`; wait for the line `ready` on its stdout; stop it at the end."""
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+    try:
+        if ready is not None:
+            assert process.stdout is not None
+            line = process.stdout.readline()
+            assert line.startswith(ready), (line, process.stderr.read() if process.stderr else "")
+        yield process
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=10)
+
+
+# The proxy closes a connection that was not redirected: curl reports an
+# empty reply (52) or, when its request was still unread, a reset (56).
+CURL_NO_REPLY = (52, 56)
+
+
+def curl(url: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["curl", "-sS", "--max-time", "10", url], capture_output=True, text=True, check=False
+    )
+
+
+@pytest.fixture()
+def site(tmp_path: Path) -> tuple[Path, Path]:
+    require_tool("curl")
+    (tmp_path / "hello.txt").write_text("hello from the origin\n")
+    proxy = tmp_path / "transparent_proxy.py"
+    proxy.write_text(readme_example())
+    return tmp_path, proxy
+
+
+ORIGIN_READY = "Serving HTTP on 127.0.0.2 port 8080"
+
+
+def origin_server(directory: Path) -> list[str]:
+    return [sys.executable, "-u", "-m", "http.server", "8080", "--bind", "127.0.0.2",
+            "--directory", str(directory)]
+
+
+def test_readme_proxy_relays_with_curl(site: tuple[Path, Path]) -> None:
+    directory, proxy = site
+
+    def body() -> dict[str, object]:
+        with running(origin_server(directory), ready=ORIGIN_READY) as origin:
+            with running([sys.executable, str(proxy)], ready="listening on 127.0.0.1 port 15001"
+                         ) as relay:
+                relayed = curl("http://127.0.0.2:8080/hello.txt")
+                direct = curl("http://127.0.0.1:15001/hello.txt")
+            relay_output = relay.stdout.read() if relay.stdout else ""
+        origin_log = origin.stderr.read() if origin.stderr else ""
+        return {
+            "relayed": (relayed.returncode, relayed.stdout),
+            "direct": (direct.returncode in CURL_NO_REPLY, direct.stdout),
+            "proxy_lines": relay_output.splitlines(),
+            "origin_requests": origin_log.count('"GET /hello.txt HTTP/1.1" 200'),
+        }
+
+    result = run_in_netns(body, nft_rules=redirect("ip", "127.0.0.2", 8080, 15001))
+    assert result == {
+        "relayed": (0, "hello from the origin\n"),
+        "direct": (True, ""),
+        "proxy_lines": [
+            "relaying to 127.0.0.2 port 8080",
+            "refused a connection that was not redirected",
+        ],
+        "origin_requests": 1,
+    }
+
+
+def test_chain_of_two_proxies_ends_at_the_origin(site: tuple[Path, Path]) -> None:
+    directory, proxy = site
+
+    def body() -> dict[str, object]:
+        with running(origin_server(directory), ready=ORIGIN_READY) as origin:
+            first = running([sys.executable, str(proxy), "15001"],
+                            env={"WFPREDIRECT_LOOP_MARK": "0x40"},
+                            ready="listening on 127.0.0.1 port 15001")
+            second = running([sys.executable, str(proxy), "15002"],
+                             env={"WFPREDIRECT_LOOP_MARK": "0x80"},
+                             ready="listening on 127.0.0.1 port 15002")
+            with first as proxy_a, second as proxy_b:
+                relayed = curl("http://127.0.0.2:8080/hello.txt")
+            lines_a = proxy_a.stdout.read() if proxy_a.stdout else ""
+            lines_b = proxy_b.stdout.read() if proxy_b.stdout else ""
+        origin_log = origin.stderr.read() if origin.stderr else ""
+        return {
+            "relayed": (relayed.returncode, relayed.stdout),
+            "proxy_a": lines_a.splitlines(),
+            "proxy_b": lines_b.splitlines(),
+            "origin_requests": origin_log.count('"GET /hello.txt HTTP/1.1" 200'),
+        }
+
+    result = run_in_netns(
+        body,
+        nft_rules=chain("127.0.0.2", 8080, [(0x40, 15001), (0x80, 15002)]),
+        sysctls={"net.ipv4.tcp_fwmark_accept": "1"},
+    )
+    assert result == {
+        "relayed": (0, "hello from the origin\n"),
+        "proxy_a": ["relaying to 127.0.0.2 port 8080"],
+        "proxy_b": ["relaying to 127.0.0.2 port 8080"],
+        "origin_requests": 1,
+    }

@@ -1,0 +1,36 @@
+"""Shared test helpers: the strictness rule for tests that need a tool.
+
+With WFPREDIRECT_STRICT=1 (exported by .ci/run) a test whose tool is missing
+fails; without it (a laptop, a GitHub runner, a cibuildwheel container) it
+skips with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+STRICT = os.environ.get("WFPREDIRECT_STRICT") == "1"
+
+
+def unavailable(reason: str) -> None:
+    """Fail under WFPREDIRECT_STRICT=1, otherwise skip, with the reason."""
+    if STRICT:
+        pytest.fail(f"WFPREDIRECT_STRICT=1 and {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def require_tool(name: str) -> str:
+    """The path of command `name`, or fail/skip saying it is missing."""
+    path = shutil.which(name)
+    if path is None:
+        unavailable(f"the command {name!r} is not installed")
+    assert path is not None
+    return path
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        unavailable("this test needs root (network namespaces, nft)")

@@ -1,0 +1,70 @@
+"""wfpredirect: carry a redirected connection's redirect state to the proxy's
+own upstream connection.
+
+One API over two kernels: the Windows Filtering Platform's redirect records
+and context (``BACKEND == "winsock"``), and Linux netfilter with socket marks
+(``BACKEND == "netfilter"``). Elsewhere (``"unsupported"``) the package
+imports and every operation raises :class:`UnsupportedError`.
+"""
+
+from __future__ import annotations
+
+from ._errors import (
+    BufferTooSmallError,
+    NotRedirectedError,
+    RedirectError,
+    RedirectPermissionError,
+    UnsupportedError,
+)
+from ._records import RedirectRecords
+from . import _core
+from ._marks import DEFAULT_LOOP_MARK, DEFAULT_MARK_MASK, LOOP_MARK, MARK_MASK
+from ._core import (
+    BACKEND,
+    IP_WFP_REDIRECT_CONTEXT,
+    IP_WFP_REDIRECT_RECORDS,
+    SIO_QUERY_WFP_CONNECTION_REDIRECT_CONTEXT,
+    SIO_QUERY_WFP_CONNECTION_REDIRECT_RECORDS,
+    SIO_SET_WFP_CONNECTION_REDIRECT_RECORDS,
+    original_destination,
+    query_redirect_context,
+    query_redirect_context_into,
+    query_redirect_records,
+    query_redirect_records_into,
+    set_redirect_records,
+)
+from ._socket import RedirectSocket
+
+# Availability: Windows, Linux.
+if hasattr(_core, "SO_ORIGINAL_DST"):
+    SO_ORIGINAL_DST: int = _core.SO_ORIGINAL_DST
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BACKEND",
+    "DEFAULT_LOOP_MARK",
+    "DEFAULT_MARK_MASK",
+    "IP_WFP_REDIRECT_CONTEXT",
+    "IP_WFP_REDIRECT_RECORDS",
+    "LOOP_MARK",
+    "MARK_MASK",
+    "SIO_QUERY_WFP_CONNECTION_REDIRECT_CONTEXT",
+    "SIO_QUERY_WFP_CONNECTION_REDIRECT_RECORDS",
+    "SIO_SET_WFP_CONNECTION_REDIRECT_RECORDS",
+    "BufferTooSmallError",
+    "NotRedirectedError",
+    "RedirectError",
+    "RedirectPermissionError",
+    "RedirectRecords",
+    "RedirectSocket",
+    "UnsupportedError",
+    "original_destination",
+    "query_redirect_context",
+    "query_redirect_context_into",
+    "query_redirect_records",
+    "query_redirect_records_into",
+    "set_redirect_records",
+]
+if hasattr(_core, "SO_ORIGINAL_DST"):
+    __all__.append("SO_ORIGINAL_DST")

@@ -1,0 +1,31 @@
+"""The exceptions every backend raises (DESIGN.md, "Errors").
+
+Every error from a system call is a :class:`RedirectError`, an ``OSError``
+that keeps ``errno`` (and on Windows ``winerror``, the raw code as an
+unsigned 32-bit number) and names the failing call in its message.
+"""
+
+from __future__ import annotations
+
+
+class RedirectError(OSError):
+    """A redirect operation failed; ``errno``/``winerror`` hold the OS code."""
+
+
+class NotRedirectedError(RedirectError):
+    """The connection was not redirected (or is not a connection at all)."""
+
+
+class BufferTooSmallError(RedirectError):
+    """The caller's buffer cannot hold the answer; ``required`` is its size."""
+
+    required: int = 0
+
+
+class UnsupportedError(RedirectError):
+    """The platform or the transport cannot do this."""
+
+
+class RedirectPermissionError(RedirectError, PermissionError):
+    """The process lacks the privilege (Linux: CAP_NET_RAW or CAP_NET_ADMIN;
+    Windows: administrator rights)."""
