@@ -14,6 +14,11 @@ import pytest
 
 STRICT = os.environ.get("WFPREDIRECT_STRICT") == "1"
 
+# The working directory for Python subprocesses: `python -c` puts its working
+# directory first on sys.path, and in a checkout that would import the
+# unbuilt source tree instead of the installed package.
+NEUTRAL_DIRECTORY = "/"
+
 
 def unavailable(reason: str) -> None:
     """Fail under WFPREDIRECT_STRICT=1, otherwise skip, with the reason."""

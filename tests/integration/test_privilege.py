@@ -9,7 +9,7 @@ import sys
 
 import pytest
 from record_format import encode
-from support import require_root, require_tool
+from support import NEUTRAL_DIRECTORY, require_root, require_tool
 
 PROBE = """
 import json, socket, wfpredirect
@@ -32,6 +32,7 @@ def run_without(capabilities: str) -> list[object]:
         [setpriv, f"--bounding-set={capabilities}", f"--inh-caps={capabilities}",
          sys.executable, "-c", PROBE % record],
         capture_output=True, text=True, check=True,
+        cwd=NEUTRAL_DIRECTORY,
     )
     return json.loads(completed.stdout)  # type: ignore[no-any-return]
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+from support import NEUTRAL_DIRECTORY
 
 PROBE = """
 import json, socket, wfpredirect
@@ -34,7 +35,8 @@ def probe(**environment: str) -> dict[str, object]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WFPREDIRECT_")}
     env.update(environment)
     completed = subprocess.run(
-        [sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True
+        [sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True,
+        cwd=NEUTRAL_DIRECTORY,
     )
     return json.loads(completed.stdout)  # type: ignore[no-any-return]
 

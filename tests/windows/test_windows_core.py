@@ -1,0 +1,110 @@
+"""The Windows core (csrc/core) proven without Windows.
+
+The portable suites (scripted WFP stack, context decoder) build with the
+system g++ and run natively; the conformance program builds with mingw-w64
+and runs under Wine against real ws2_32 sockets (DESIGN.md, "Testing on
+machines without Windows"). Each program counts its own checks; the exact
+count is asserted so a suite that silently shrinks fails.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from support import require_tool
+
+REPO = Path(__file__).resolve().parents[2]
+CORE = REPO / "csrc" / "core"
+HERE = Path(__file__).resolve().parent
+
+CXXFLAGS = ["-std=c++17", "-Wall", "-Wextra", "-Werror"]
+
+# The core's portable sources this program needs (csrc/core also holds
+# Linux-only ones), then the Windows backend.
+PORTABLE_CORE = [
+    CORE / name for name in ("wfp_probe.cpp", "wfpsampler_context.cpp", "socket_address.cpp")
+]
+WINDOWS_CORE = sorted((CORE / "windows").glob("*.cpp"))
+SUITES = [
+    HERE / name
+    for name in (
+        "checks.cpp",
+        "scripted_stack.cpp",
+        "scripted_stack_suite.cpp",
+        "context_decoder_suite.cpp",
+        "windows_addresses.cpp",
+    )
+]
+
+NATIVE_CHECKS = 2166
+CONFORMANCE_CHECKS = 2194
+
+# Building the conformance program and creating a Wine prefix each take
+# seconds; these bounds only stop a hung tool.
+BUILD_TIMEOUT = 300
+RUN_TIMEOUT = 300
+
+
+def build(command: list[str | Path]) -> None:
+    result = subprocess.run(
+        [str(part) for part in command], capture_output=True, text=True, timeout=BUILD_TIMEOUT
+    )
+    assert result.returncode == 0, f"build failed:\n{result.stdout}{result.stderr}"
+
+
+def assert_all_checks_pass(result: subprocess.CompletedProcess[str], expected: int) -> None:
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    lines = result.stdout.splitlines()
+    assert lines, output
+    assert lines[-1].strip() == f"{expected} checks passed, 0 failed", output
+
+
+@pytest.fixture(scope="session")
+def wine_environment(tmp_path_factory: pytest.TempPathFactory):
+    """One Wine prefix for the session, stopped with `wineserver -k` at the end."""
+    require_tool("wine")
+    wineserver = require_tool("wineserver")
+    environment = {
+        **os.environ,
+        "WINEPREFIX": str(tmp_path_factory.mktemp("wine") / "prefix"),
+        "WINEDEBUG": "-all",
+        # No Mono or Gecko install prompts while the prefix is created.
+        "WINEDLLOVERRIDES": "mscoree=d;mshtml=d",
+    }
+    yield environment
+    subprocess.run([wineserver, "-k"], env=environment, check=False, timeout=RUN_TIMEOUT)
+
+
+def test_portable_suites_pass_natively(tmp_path: Path) -> None:
+    compiler = require_tool("g++")
+    program = tmp_path / "windows_core_native"
+    # The sanitizers catch any write outside a caller's buffer.
+    sanitizers = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
+    build([compiler, *CXXFLAGS, *sanitizers, "-o", program, HERE / "native_main.cpp", *SUITES,
+           *PORTABLE_CORE])
+    # LeakSanitizer needs ptrace, which containers often forbid.
+    environment = {**os.environ, "ASAN_OPTIONS": "detect_leaks=0"}
+    result = subprocess.run(
+        [str(program)], capture_output=True, text=True, env=environment, timeout=RUN_TIMEOUT
+    )
+    assert_all_checks_pass(result, NATIVE_CHECKS)
+
+
+def test_conformance_passes_under_wine(tmp_path: Path, wine_environment: dict[str, str]) -> None:
+    compiler = require_tool("x86_64-w64-mingw32-g++")
+    program = tmp_path / "conformance.exe"
+    build([compiler, *CXXFLAGS, "-static", "-o", program, HERE / "conformance.cpp", *SUITES,
+           *PORTABLE_CORE, *WINDOWS_CORE, "-lws2_32"])
+    result = subprocess.run(
+        ["wine", str(program)],
+        capture_output=True,
+        text=True,
+        env=wine_environment,
+        timeout=RUN_TIMEOUT,
+    )
+    assert_all_checks_pass(result, CONFORMANCE_CHECKS)
