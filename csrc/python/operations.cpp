@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "../core/backend.hpp"
+#include "../core/wfpsampler_context.hpp"
 #include "arguments.hpp"
 #include "errors.hpp"
 #include "marks.hpp"
@@ -57,9 +58,8 @@ std::size_t query_redirect_records_into(py::handle sock, py::handle buffer) {
     const core::SocketHandle handle = to_socket_handle(sock.ptr(), kName);
     const HeldBuffer out = HeldBuffer::writable(buffer.ptr(), kName);
     const core::MarkConfig& marks = configured_marks();
-    const core::Status status = run([&] {
-        return core::query_redirect_records_into(handle, out.data(), out.size(), marks);
-    });
+    const core::Status status = run(
+        [&] { return core::query_redirect_records_into(handle, out.data(), out.size(), marks); });
     if (!status.ok())
         throw_status(kName, status, out.size());
     return status.size;
@@ -84,9 +84,8 @@ std::size_t query_redirect_context_into(py::handle sock, py::handle buffer) {
     const core::SocketHandle handle = to_socket_handle(sock.ptr(), kName);
     const HeldBuffer out = HeldBuffer::writable(buffer.ptr(), kName);
     const core::MarkConfig& marks = configured_marks();
-    const core::Status status = run([&] {
-        return core::query_redirect_context_into(handle, out.data(), out.size(), marks);
-    });
+    const core::Status status = run(
+        [&] { return core::query_redirect_context_into(handle, out.data(), out.size(), marks); });
     if (!status.ok())
         throw_status(kName, status, out.size());
     return status.size;
@@ -123,6 +122,18 @@ py::tuple original_destination(py::handle sock) {
     return to_address_tuple(address);
 }
 
+py::tuple decode_wfpsampler_context(py::handle context) {
+    constexpr const char* kName = "decode_wfpsampler_context";
+    const HeldBuffer in = HeldBuffer::readable(context.ptr(), kName, "context");
+    core::SocketAddress remote;
+    core::SocketAddress local;
+    const core::Status status =
+        core::wfp::decode_wfpsampler_context(in.data(), in.size(), remote, local);
+    if (!status.ok())
+        throw_status(kName, status);
+    return py::make_tuple(to_address_tuple(remote), to_address_tuple(local));
+}
+
 } // namespace
 
 void init_operations(py::module_& module) {
@@ -147,6 +158,9 @@ void init_operations(py::module_& module) {
                "Attach `records` to the new socket `sock`, before bind/connect.");
     module.def("original_destination", &original_destination, py::arg("sock"),
                "Where the redirected connection `sock` was originally addressed.");
+    module.def("decode_wfpsampler_context", &decode_wfpsampler_context, py::arg("context"),
+               "(remote, local): the original addresses in a context stored by Microsoft's "
+               "WFPSampler callout (two Windows SOCKADDR_STORAGE).");
 }
 
 } // namespace wfpredirect::python

@@ -14,7 +14,7 @@ namespace wfpredirect::core {
 namespace {
 // linux/netfilter_ipv4.h and linux/netfilter_ipv6/ip6_tables.h define these,
 // but those headers clash with glibc's netinet/in.h.
-constexpr int kLinuxSoOriginalDst = 80;   // SO_ORIGINAL_DST, level SOL_IP
+constexpr int kLinuxSoOriginalDst = 80;     // SO_ORIGINAL_DST, level SOL_IP
 constexpr int kLinuxIp6tSoOriginalDst = 80; // IP6T_SO_ORIGINAL_DST, level SOL_IPV6
 } // namespace
 
@@ -129,15 +129,14 @@ Status resolve_redirect(int fd, Redirect& out) {
         if (!same_endpoint(out.original_destination, local))
             return Status::success(0);
         // conntrack knows the connection but nothing rewrote it.
-        return resolve_transparent(fd, local, ENOENT,
-                                   "SO_ORIGINAL_DST equals the local address", out);
+        return resolve_transparent(fd, local, ENOENT, "SO_ORIGINAL_DST equals the local address",
+                                   out);
     }
     const int error = errno;
     switch (error) {
     case ENOENT:
-        return resolve_transparent(fd, local, ENOENT,
-                                   "getsockopt(SO_ORIGINAL_DST): no NAT entry for the connection",
-                                   out);
+        return resolve_transparent(
+            fd, local, ENOENT, "getsockopt(SO_ORIGINAL_DST): no NAT entry for the connection", out);
     case ENOTCONN:
         return not_redirected(ENOTCONN, "getsockopt(SO_ORIGINAL_DST): the socket is not connected");
     case ENOPROTOOPT: {

@@ -1,0 +1,257 @@
+#include "wfp_probe.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+#include "wfp_constants.hpp"
+#include "wfpsampler_context.hpp"
+
+namespace wfpredirect::core::wfp {
+namespace {
+
+// A variable-size query and the static strings its failures carry.
+struct QueryIoctl {
+    std::uint32_t code;
+    const char* call;
+    const char* empty_answer;
+    const char* overlong_answer;
+    const char* over_cap;
+};
+
+static_assert(kMaxQuerySize == 65536, "the over_cap messages below name the 64 KiB cap");
+
+constexpr QueryIoctl kRecordsQuery{
+    kSioQueryRedirectRecords,
+    "WSAIoctl(SIO_QUERY_WFP_CONNECTION_REDIRECT_RECORDS)",
+    "WSAIoctl(SIO_QUERY_WFP_CONNECTION_REDIRECT_RECORDS) succeeded with 0 bytes",
+    "WSAIoctl(SIO_QUERY_WFP_CONNECTION_REDIRECT_RECORDS) reported more bytes than the buffer holds",
+    "WSAIoctl(SIO_QUERY_WFP_CONNECTION_REDIRECT_RECORDS): the records exceed the 64 KiB cap",
+};
+
+constexpr QueryIoctl kContextQuery{
+    kSioQueryRedirectContext,
+    "WSAIoctl(SIO_QUERY_WFP_CONNECTION_REDIRECT_CONTEXT)",
+    "WSAIoctl(SIO_QUERY_WFP_CONNECTION_REDIRECT_CONTEXT) succeeded with 0 bytes",
+    "WSAIoctl(SIO_QUERY_WFP_CONNECTION_REDIRECT_CONTEXT) reported more bytes than the buffer holds",
+    "WSAIoctl(SIO_QUERY_WFP_CONNECTION_REDIRECT_CONTEXT): the context exceeds the 64 KiB cap",
+};
+
+constexpr const char* kSetRecordsCall = "WSAIoctl(SIO_SET_WFP_CONNECTION_REDIRECT_RECORDS)";
+constexpr const char* kGetsocknameCall = "getsockname";
+constexpr const char* kOriginalDstCall = "getsockopt(SO_ORIGINAL_DST)";
+constexpr const char* kOriginalDestinationUnknown =
+    "getsockopt(SO_ORIGINAL_DST) failed and the redirect context is not a WFPSampler context";
+
+// The answers that mean "the buffer is too small" (Microsoft's pages disagree;
+// DESIGN.md lists what real stacks send). WSAEINVAL counts only with a size:
+// with 0 bytes it may equally mean "not redirected".
+bool is_too_small(const WinsockAnswer& answer) {
+    switch (answer.error) {
+    case kErrorInsufficientBuffer:
+    case kWsaEfault:
+    case kWsaEnobufs:
+        return true;
+    case kWsaEinval:
+        return answer.bytes > 0;
+    default:
+        return false;
+    }
+}
+
+bool is_ambiguous(const WinsockAnswer& answer) {
+    return answer.error == kWsaEinval && answer.bytes == 0;
+}
+
+// Whether a larger buffer could change the answer. A reported size over the
+// cap cannot be honoured, so it ends the query at once.
+bool can_grow(const WinsockAnswer& answer) {
+    return is_too_small(answer) ? answer.bytes <= kMaxQuerySize : is_ambiguous(answer);
+}
+
+// The reported size when it is larger, else double; the ambiguous WSAEINVAL
+// gets its one retry at the cap.
+std::size_t next_size(std::size_t size, const WinsockAnswer& answer) {
+    if (is_ambiguous(answer))
+        return kMaxQuerySize;
+    const std::size_t grown = answer.bytes > size ? answer.bytes : 2 * size;
+    return std::min(grown, kMaxQuerySize);
+}
+
+// Failure classes shared by every WFP IOCTL (DESIGN.md, "Errors").
+Status classify_failure(std::uint32_t error, const char* call) {
+    switch (error) {
+    case kWsaEopnotsupp:
+        return Status::failure(Outcome::unsupported, error, call);
+    case kWsaEacces:
+        return Status::failure(Outcome::permission_denied, error, call);
+    default:
+        return Status::failure(Outcome::os_error, error, call);
+    }
+}
+
+// A query's failure: the not-found codes, and WSAENOTCONN (a listening or
+// unconnected socket was not redirected either), mean not redirected.
+// WSAEINVAL arrives here only after the retry at the cap.
+Status classify_query_failure(std::uint32_t error, const char* call) {
+    switch (error) {
+    case kWsaEinval:
+    case kFwpENotFound:
+    case kErrorNotFound:
+    case kWsaEnotconn:
+        return Status::failure(Outcome::not_redirected, error, call);
+    default:
+        return classify_failure(error, call);
+    }
+}
+
+// The answer to an attempt that will not be retried.
+Status final_failure(const WinsockAnswer& answer, const QueryIoctl& query) {
+    if (is_too_small(answer))
+        return Status::failure(Outcome::os_error, answer.error, query.over_cap);
+    return classify_query_failure(answer.error, query.call);
+}
+
+// A successful answer's length: 0 bytes is an error (Microsoft: it "cannot be
+// zero" without OVERLAPPED), and so is a length the buffer cannot hold.
+Status checked_success(const WinsockAnswer& answer, std::size_t size, const QueryIoctl& query) {
+    if (answer.bytes == 0)
+        return Status::failure(Outcome::os_error, 0, query.empty_answer);
+    if (answer.bytes > size)
+        return Status::failure(Outcome::os_error, 0, query.overlong_answer);
+    return Status::success(answer.bytes);
+}
+
+// Queries pass only an output buffer and no OVERLAPPED, so the call completes
+// synchronously even on Python's overlapped sockets.
+WinsockAnswer ask(const WinsockOps& ops, std::uintptr_t socket, const QueryIoctl& query,
+                  std::uint8_t* out, std::size_t size) {
+    return ops.ioctl(ops.context, socket, query.code, nullptr, 0, out,
+                     static_cast<std::uint32_t>(size), nullptr);
+}
+
+Status query(const WinsockOps& ops, std::uintptr_t socket, const QueryIoctl& query,
+             ByteBuffer& out) {
+    std::size_t size = kInitialQuerySize;
+    for (;;) {
+        out.reserve(size);
+        const WinsockAnswer answer = ask(ops, socket, query, out.data(), size);
+        if (answer.rc == 0)
+            return checked_success(answer, size, query);
+        if (size == kMaxQuerySize || !can_grow(answer))
+            return final_failure(answer, query);
+        size = next_size(size, answer);
+    }
+}
+
+// One attempt at the cap, into a scratch buffer, to learn the required size.
+// The answer may fit after all (an ambiguous WSAEINVAL, a caller buffer under
+// kMinQueryOutputSize): then it is copied and the query succeeds.
+Status probe_required(const WinsockOps& ops, std::uintptr_t socket, const QueryIoctl& query,
+                      std::uint8_t* buffer, std::size_t capacity) {
+    ByteBuffer scratch;
+    scratch.reserve(kMaxQuerySize);
+    const WinsockAnswer answer = ask(ops, socket, query, scratch.data(), kMaxQuerySize);
+    if (answer.rc != 0)
+        return final_failure(answer, query);
+    const Status found = checked_success(answer, kMaxQuerySize, query);
+    if (!found.ok())
+        return found;
+    if (found.size > capacity)
+        return Status::too_small(kErrorInsufficientBuffer, query.call, found.size);
+    std::memcpy(buffer, scratch.data(), found.size);
+    return found;
+}
+
+Status query_into(const WinsockOps& ops, std::uintptr_t socket, const QueryIoctl& query,
+                  std::uint8_t* buffer, std::size_t capacity) {
+    if (capacity >= kMinQueryOutputSize) {
+        const std::size_t size = std::min(capacity, kMaxQuerySize);
+        const WinsockAnswer answer = ask(ops, socket, query, buffer, size);
+        if (answer.rc == 0)
+            return checked_success(answer, size, query);
+        if (size == kMaxQuerySize || !can_grow(answer))
+            return final_failure(answer, query);
+    }
+    return probe_required(ops, socket, query, buffer, capacity);
+}
+
+// The context query answered not-found: the records tell "redirected without
+// a context" (success, size 0) from "not redirected".
+Status context_not_found(const WinsockOps& ops, std::uintptr_t socket,
+                         const Status& context_answer) {
+    ByteBuffer records;
+    const Status records_answer = query(ops, socket, kRecordsQuery, records);
+    if (records_answer.ok())
+        return Status::success(0);
+    return records_answer.outcome == Outcome::not_redirected ? context_answer : records_answer;
+}
+
+// Windows' own SO_ORIGINAL_DST (recent builds only), read at the level of the
+// socket's family. A failure carries the failing call's error code.
+Status windows_original_dst(const WinsockOps& ops, std::uintptr_t socket, SocketAddress& out) {
+    std::uint8_t local[kWindowsSockaddrStorageSize] = {};
+    const WinsockAnswer named = ops.getsockname(ops.context, socket, local, sizeof local);
+    SocketAddress local_address;
+    if (named.rc != 0 || named.bytes > sizeof local ||
+        decode_windows_sockaddr(local, named.bytes, local_address) != SockaddrProblem::none)
+        return Status::failure(Outcome::os_error, named.error, kGetsocknameCall);
+    const int level = local_address.version == IpVersion::v6 ? kWindowsSolIpv6 : kWindowsSolIp;
+    std::uint8_t original[kWindowsSockaddrStorageSize] = {};
+    const WinsockAnswer answer = ops.getsockopt(ops.context, socket, level, kWindowsSoOriginalDst,
+                                                original, sizeof original);
+    if (answer.rc != 0 || answer.bytes > sizeof original ||
+        decode_windows_sockaddr(original, answer.bytes, out) != SockaddrProblem::none)
+        return Status::failure(Outcome::os_error, answer.error, kOriginalDstCall);
+    return Status::success(0);
+}
+
+} // namespace
+
+Status query_redirect_records(const WinsockOps& ops, std::uintptr_t socket, ByteBuffer& out) {
+    return query(ops, socket, kRecordsQuery, out);
+}
+
+Status query_redirect_records_into(const WinsockOps& ops, std::uintptr_t socket,
+                                   std::uint8_t* buffer, std::size_t capacity) {
+    return query_into(ops, socket, kRecordsQuery, buffer, capacity);
+}
+
+Status query_redirect_context(const WinsockOps& ops, std::uintptr_t socket, ByteBuffer& out) {
+    const Status answer = query(ops, socket, kContextQuery, out);
+    if (answer.outcome == Outcome::not_redirected)
+        return context_not_found(ops, socket, answer);
+    return answer;
+}
+
+Status query_redirect_context_into(const WinsockOps& ops, std::uintptr_t socket,
+                                   std::uint8_t* buffer, std::size_t capacity) {
+    const Status answer = query_into(ops, socket, kContextQuery, buffer, capacity);
+    if (answer.outcome == Outcome::not_redirected)
+        return context_not_found(ops, socket, answer);
+    return answer;
+}
+
+Status set_redirect_records(const WinsockOps& ops, std::uintptr_t socket,
+                            const std::uint8_t* records, std::size_t size) {
+    const WinsockAnswer answer = ops.ioctl(ops.context, socket, kSioSetRedirectRecords, records,
+                                           static_cast<std::uint32_t>(size), nullptr, 0, nullptr);
+    if (answer.rc != 0)
+        return classify_failure(answer.error, kSetRecordsCall);
+    return Status::success(0);
+}
+
+Status original_destination(const WinsockOps& ops, std::uintptr_t socket, SocketAddress& out) {
+    const Status direct = windows_original_dst(ops, socket, out);
+    if (direct.ok())
+        return direct;
+    ByteBuffer context;
+    const Status context_answer = query_redirect_context(ops, socket, context);
+    if (!context_answer.ok())
+        return context_answer;
+    SocketAddress context_local;
+    if (decode_wfpsampler_context(context.data(), context_answer.size, out, context_local).ok())
+        return Status::success(0);
+    return Status::failure(Outcome::unsupported, direct.code, kOriginalDestinationUnknown);
+}
+
+} // namespace wfpredirect::core::wfp

@@ -1,0 +1,74 @@
+// The WFP redirect operations, written once over an explicit table of Winsock
+// calls (DESIGN.md, "The OS boundary on Windows"). Portable: no Winsock
+// header, so the probe-and-grow loop and the error classes are tested on
+// Linux against a scripted stack, and under Wine against ws2_32.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "byte_buffer.hpp"
+#include "socket_address.hpp"
+#include "status.hpp"
+
+namespace wfpredirect::core::wfp {
+
+// What one Winsock call answered: rc is 0 or SOCKET_ERROR; error is
+// WSAGetLastError() when rc is not 0; bytes is what the call reported back
+// (WSAIoctl's lpcbBytesReturned, getsockopt's/getsockname's length), also on
+// failure, where a too-small answer may carry the required size.
+struct WinsockAnswer {
+    int rc;
+    std::uint32_t error;
+    std::uint32_t bytes;
+};
+
+// The Winsock calls the operations make, each given `context` back (the
+// scripted stack's state; unused by the real ws2_32 table). Passed to every
+// operation, never installed globally, so concurrent callers (free-threaded
+// Python, tests) cannot disturb each other. Datagram calls (WSARecvMsg,
+// WSASendMsg, setsockopt) join as further members.
+struct WinsockOps {
+    void* context;
+    WinsockAnswer (*ioctl)(void* context, std::uintptr_t socket, std::uint32_t code, const void* in,
+                           std::uint32_t in_size, void* out, std::uint32_t out_size,
+                           void* overlapped);
+    WinsockAnswer (*getsockopt)(void* context, std::uintptr_t socket, int level, int name,
+                                void* out, std::uint32_t out_size);
+    WinsockAnswer (*getsockname)(void* context, std::uintptr_t socket, void* out,
+                                 std::uint32_t out_size);
+};
+
+// Microsoft: "cbOutBuffer must be at least the size of a ULONG".
+constexpr std::size_t kMinQueryOutputSize = 4;
+
+// Redirect records into `out`, grown from kInitialQuerySize up to
+// kMaxQuerySize as the stack asks (DESIGN.md, "Windows facts"). On success
+// Status::size is the record's length.
+Status query_redirect_records(const WinsockOps& ops, std::uintptr_t socket, ByteBuffer& out);
+
+// Writes only inside [buffer, buffer + capacity). When the answer does not
+// fit, one internal kMaxQuerySize probe finds the size:
+// Outcome::buffer_too_small with code ERROR_INSUFFICIENT_BUFFER and
+// Status::size the required size.
+Status query_redirect_records_into(const WinsockOps& ops, std::uintptr_t socket,
+                                   std::uint8_t* buffer, std::size_t capacity);
+
+// The redirect context; on a not-found answer the records decide: present
+// means success with size 0 (redirected, no context), absent keeps the
+// context's not_redirected answer.
+Status query_redirect_context(const WinsockOps& ops, std::uintptr_t socket, ByteBuffer& out);
+Status query_redirect_context_into(const WinsockOps& ops, std::uintptr_t socket,
+                                   std::uint8_t* buffer, std::size_t capacity);
+
+// `records` (1..kMaxQuerySize bytes) is the INPUT buffer; success has size 0.
+Status set_redirect_records(const WinsockOps& ops, std::uintptr_t socket,
+                            const std::uint8_t* records, std::size_t size);
+
+// Windows' SO_ORIGINAL_DST at the level of the socket's family; when that
+// fails, the remote address of a WFPSampler context. Redirected but neither
+// known: Outcome::unsupported with SO_ORIGINAL_DST's error code. Otherwise the
+// context query's failure (which consulted the records on not-found).
+Status original_destination(const WinsockOps& ops, std::uintptr_t socket, SocketAddress& out);
+
+} // namespace wfpredirect::core::wfp

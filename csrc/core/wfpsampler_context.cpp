@@ -1,0 +1,130 @@
+#include "wfpsampler_context.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+#include "wfp_constants.hpp"
+
+namespace wfpredirect::core::wfp {
+namespace {
+
+// Field offsets shared by SOCKADDR_IN and SOCKADDR_IN6 (ws2def.h, ws2ipdef.h).
+constexpr std::size_t kFamilyOffset = 0;
+constexpr std::size_t kPortOffset = 2;
+constexpr std::size_t kIn4AddressOffset = 4;
+constexpr std::size_t kIn4AddressSize = 4;
+// SOCKADDR_IN's used part; sin_zero after it is padding.
+constexpr std::size_t kIn4UsedSize = kIn4AddressOffset + kIn4AddressSize;
+constexpr std::size_t kIn6FlowinfoOffset = 4;
+constexpr std::size_t kIn6AddressOffset = 8;
+constexpr std::size_t kIn6AddressSize = 16;
+constexpr std::size_t kIn6ScopeIdOffset = 24;
+
+std::uint16_t read_little_endian16(const std::uint8_t* p) {
+    return static_cast<std::uint16_t>(p[0] | p[1] << 8);
+}
+
+std::uint16_t read_big_endian16(const std::uint8_t* p) {
+    return static_cast<std::uint16_t>(p[0] << 8 | p[1]);
+}
+
+std::uint32_t read_little_endian32(const std::uint8_t* p) {
+    return std::uint32_t{p[0]} | std::uint32_t{p[1]} << 8 | std::uint32_t{p[2]} << 16 |
+           std::uint32_t{p[3]} << 24;
+}
+
+std::uint32_t read_big_endian32(const std::uint8_t* p) {
+    return std::uint32_t{p[0]} << 24 | std::uint32_t{p[1]} << 16 | std::uint32_t{p[2]} << 8 |
+           std::uint32_t{p[3]};
+}
+
+bool all_zero(const std::uint8_t* begin, const std::uint8_t* end) {
+    return std::all_of(begin, end, [](std::uint8_t byte) { return byte == 0; });
+}
+
+// Why a context is invalid, for the address at one position.
+struct ContextProblems {
+    const char* unknown_family;
+    const char* nonzero_padding;
+};
+
+constexpr ContextProblems kRemoteProblems{
+    "WFPSampler context: remote address has unknown family",
+    "WFPSampler context: remote address padding is not zero",
+};
+constexpr ContextProblems kLocalProblems{
+    "WFPSampler context: local address has unknown family",
+    "WFPSampler context: local address padding is not zero",
+};
+
+// A SOCKADDR_STORAGE always holds either structure, so too_short cannot occur.
+Status decode_storage(const std::uint8_t* data, SocketAddress& out,
+                      const ContextProblems& problems) {
+    switch (decode_windows_sockaddr(data, kWindowsSockaddrStorageSize, out)) {
+    case SockaddrProblem::none:
+        return Status::success(kWindowsSockaddrStorageSize);
+    case SockaddrProblem::nonzero_padding:
+        return Status::failure(Outcome::invalid_argument, 0, problems.nonzero_padding);
+    default:
+        return Status::failure(Outcome::invalid_argument, 0, problems.unknown_family);
+    }
+}
+
+} // namespace
+
+SockaddrProblem decode_windows_sockaddr(const std::uint8_t* data, std::size_t size,
+                                        SocketAddress& out) {
+    if (size < kPortOffset + sizeof(std::uint16_t))
+        return SockaddrProblem::too_short;
+    const std::uint16_t family = read_little_endian16(data + kFamilyOffset);
+    std::size_t used_size = 0;
+    if (family == kWindowsAfInet) {
+        used_size = kIn4UsedSize;
+        if (size < kWindowsSockaddrInSize)
+            return SockaddrProblem::too_short;
+    } else if (family == kWindowsAfInet6) {
+        used_size = kWindowsSockaddrIn6Size;
+        if (size < kWindowsSockaddrIn6Size)
+            return SockaddrProblem::too_short;
+    } else {
+        return SockaddrProblem::unknown_family;
+    }
+    if (!all_zero(data + used_size, data + size))
+        return SockaddrProblem::nonzero_padding;
+
+    SocketAddress address;
+    address.port = read_big_endian16(data + kPortOffset);
+    if (family == kWindowsAfInet) {
+        address.version = IpVersion::v4;
+        std::memcpy(address.address, data + kIn4AddressOffset, kIn4AddressSize);
+    } else {
+        address.version = IpVersion::v6;
+        address.flowinfo = read_big_endian32(data + kIn6FlowinfoOffset);
+        std::memcpy(address.address, data + kIn6AddressOffset, kIn6AddressSize);
+        address.scope_id = read_little_endian32(data + kIn6ScopeIdOffset);
+    }
+    out = address;
+    return SockaddrProblem::none;
+}
+
+static_assert(kWfpSamplerContextSize == 256, "the size message below names 256 bytes");
+
+Status decode_wfpsampler_context(const std::uint8_t* data, std::size_t size, SocketAddress& remote,
+                                 SocketAddress& local) {
+    if (size != kWfpSamplerContextSize)
+        return Status::failure(Outcome::invalid_argument, 0,
+                               "WFPSampler context is not 256 bytes (two SOCKADDR_STORAGE)");
+    SocketAddress decoded_remote;
+    SocketAddress decoded_local;
+    Status status = decode_storage(data, decoded_remote, kRemoteProblems);
+    if (!status.ok())
+        return status;
+    status = decode_storage(data + kWindowsSockaddrStorageSize, decoded_local, kLocalProblems);
+    if (!status.ok())
+        return status;
+    remote = decoded_remote;
+    local = decoded_local;
+    return Status::success(kWfpSamplerContextSize);
+}
+
+} // namespace wfpredirect::core::wfp

@@ -1,0 +1,68 @@
+"""decode_wfpsampler_context on every platform, against contexts built here
+byte by byte in Windows layout (AF_INET 2, AF_INET6 23)."""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+
+import pytest
+
+from wfpredirect import decode_wfpsampler_context
+
+STORAGE = 128
+
+
+def sockaddr_in(host: str, port: int) -> bytes:
+    packed = ipaddress.IPv4Address(host).packed
+    return (struct.pack("<H", 2) + struct.pack(">H", port) + packed).ljust(STORAGE, b"\0")
+
+
+def sockaddr_in6(host: str, port: int, flowinfo: int = 0, scope_id: int = 0) -> bytes:
+    packed = ipaddress.IPv6Address(host).packed
+    body = struct.pack("<H", 23) + struct.pack(">HI", port, flowinfo) + packed
+    return (body + struct.pack("<I", scope_id)).ljust(STORAGE, b"\0")
+
+
+def test_ipv4_context() -> None:
+    context = sockaddr_in("192.0.2.7", 443) + sockaddr_in("127.0.0.1", 15001)
+    assert decode_wfpsampler_context(context) == (("192.0.2.7", 443), ("127.0.0.1", 15001))
+
+
+def test_ipv6_context_from_any_buffer() -> None:
+    context = sockaddr_in6("2001:db8::1", 8443, 5, 3) + sockaddr_in6("::1", 15001)
+    expected = (("2001:db8::1", 8443, 5, 3), ("::1", 15001, 0, 0))
+    assert decode_wfpsampler_context(bytearray(context)) == expected
+    assert decode_wfpsampler_context(memoryview(context)) == expected
+
+
+@pytest.mark.parametrize(
+    ("context", "problem"),
+    [
+        (b"", "WFPSampler context is not 256 bytes (two SOCKADDR_STORAGE)"),
+        (sockaddr_in("127.0.0.1", 1), "WFPSampler context is not 256 bytes (two SOCKADDR_STORAGE)"),
+        (sockaddr_in("127.0.0.1", 1) * 2 + b"\0",
+         "WFPSampler context is not 256 bytes (two SOCKADDR_STORAGE)"),
+        # Linux's AF_INET6 (10) is not a Windows family.
+        (struct.pack("<H", 10).ljust(STORAGE, b"\0") + sockaddr_in("127.0.0.1", 1),
+         "WFPSampler context: remote address has unknown family"),
+        (sockaddr_in("127.0.0.1", 1) + struct.pack("<H", 0).ljust(STORAGE, b"\0"),
+         "WFPSampler context: local address has unknown family"),
+        (sockaddr_in("127.0.0.1", 1)[:100] + b"\x01" + bytes(27) + sockaddr_in("127.0.0.1", 1),
+         "WFPSampler context: remote address padding is not zero"),
+        (sockaddr_in("127.0.0.1", 1) + sockaddr_in6("::1", 1)[:127] + b"\x01",
+         "WFPSampler context: local address padding is not zero"),
+    ],
+)
+def test_invalid_contexts(context: bytes, problem: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        decode_wfpsampler_context(context)
+    assert str(caught.value) == f"decode_wfpsampler_context: {problem}"
+
+
+def test_not_bytes_like() -> None:
+    with pytest.raises(TypeError) as caught:
+        decode_wfpsampler_context("context")  # type: ignore[arg-type]
+    assert str(caught.value) == (
+        "decode_wfpsampler_context: context must be a bytes-like object, not str"
+    )
