@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 
 import pytest
 
@@ -18,6 +19,12 @@ STRICT = os.environ.get("WFPREDIRECT_STRICT") == "1"
 # directory first on sys.path, and in a checkout that would import the
 # unbuilt source tree instead of the installed package.
 NEUTRAL_DIRECTORY = "/"
+
+
+#: For tests of the netfilter backend: they need Linux itself, not a tool.
+linux_only = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="tests the netfilter backend, which is Linux's"
+)
 
 
 def unavailable(reason: str) -> None:
@@ -37,5 +44,5 @@ def require_tool(name: str) -> str:
 
 
 def require_root() -> None:
-    if os.geteuid() != 0:
+    if os.geteuid() != 0:  # only reached on Linux (linux_only)
         unavailable("this test needs root (network namespaces, nft)")

@@ -23,11 +23,9 @@ T = TypeVar("T")
 
 CLONE_NEWNET = 0x40000000  # linux/sched.h
 
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
 def _enter_new_namespace(nft_rules: str | None, sysctls: dict[str, str]) -> None:
-    if _libc.unshare(CLONE_NEWNET) != 0:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(CLONE_NEWNET) != 0:
         raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNET) failed")
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     for name, value in sysctls.items():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import sys
 
 import wfpredirect
 from wfpredirect import (
@@ -15,8 +16,12 @@ from wfpredirect import (
 )
 
 
-def test_backend_on_linux() -> None:
-    assert wfpredirect.BACKEND == "netfilter"
+EXPECTED_BACKEND = {"linux": "netfilter", "win32": "winsock"}.get(sys.platform, "unsupported")
+EXPECTED_SO_ORIGINAL_DST = {"linux": 80, "win32": 0x300F}.get(sys.platform)
+
+
+def test_backend_of_this_platform() -> None:
+    assert wfpredirect.BACKEND == EXPECTED_BACKEND
 
 
 def test_windows_constants_have_their_windows_values() -> None:
@@ -27,8 +32,9 @@ def test_windows_constants_have_their_windows_values() -> None:
     assert wfpredirect.IP_WFP_REDIRECT_CONTEXT == 70
 
 
-def test_so_original_dst_is_the_linux_value() -> None:
-    assert wfpredirect.SO_ORIGINAL_DST == 80
+def test_so_original_dst_is_the_platform_value() -> None:
+    assert getattr(wfpredirect, "SO_ORIGINAL_DST", None) == EXPECTED_SO_ORIGINAL_DST
+    assert ("SO_ORIGINAL_DST" in wfpredirect.__all__) == (EXPECTED_SO_ORIGINAL_DST is not None)
 
 
 def test_every_exported_name_exists() -> None:

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from support import linux_only
 
 import wfpredirect
 
@@ -62,6 +63,7 @@ def test_not_a_socket_is_a_type_error(
     assert str(caught.value) == f"{name}: {message}"
 
 
+@linux_only
 @pytest.mark.parametrize(("name", "call"), SOCKET_CALLS)
 def test_out_of_range_handle_is_an_overflow_error(name: str, call: Callable[[Any], object]) -> None:
     for value in (2**31, -(2**31) - 1, 2**70):
@@ -110,6 +112,7 @@ def test_released_memoryview_is_a_value_error(tcp: socket.socket) -> None:
         wfpredirect.query_redirect_records_into(tcp, view)
 
 
+@linux_only
 @pytest.mark.parametrize(
     ("records", "error", "message"),
     [
@@ -139,6 +142,7 @@ def test_bad_records(records: object, error: type[Exception], message: str, tcp:
     assert str(caught.value) == f"set_redirect_records: {message}"
 
 
+@linux_only
 @pytest.mark.parametrize(
     ("keywords", "error", "message"),
     [
@@ -166,6 +170,7 @@ def test_bad_mark_keywords(
     assert str(caught.value) == f"set_redirect_records: {message}"
 
 
+@linux_only
 def test_pipe_is_not_a_socket() -> None:
     read_end, write_end = os.pipe()
     try:

@@ -9,7 +9,9 @@ import subprocess
 import sys
 
 import pytest
-from support import NEUTRAL_DIRECTORY
+from support import NEUTRAL_DIRECTORY, linux_only
+
+pytestmark = linux_only
 
 PROBE = """
 import json, socket, wfpredirect

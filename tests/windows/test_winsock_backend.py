@@ -1,0 +1,75 @@
+"""The winsock backend on real Windows sockets (a GitHub Windows runner).
+
+Without a WFP callout driver redirecting to us, only the error paths can be
+exercised: an unredirected connection must give NotRedirectedError or
+UnsupportedError (the transport may not support the IOCTL), never a crash or
+another class, with the raw code kept in `winerror`.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+import wfpredirect
+
+pytestmark = pytest.mark.skipif(sys.platform != "win32", reason="needs real Windows sockets")
+
+# Winsock and WFP codes an unredirected connection may answer with.
+NOT_REDIRECTED_OR_UNSUPPORTED = {10022, 0x80320008, 1168, 10045, 10057}
+
+
+@pytest.fixture()
+def connected_pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    listener = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(listener.getsockname(), timeout=5)
+    accepted, _ = listener.accept()
+    listener.close()
+    yield accepted, client
+    accepted.close()
+    client.close()
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["query_redirect_records", "query_redirect_context", "original_destination"],
+)
+def test_unredirected_connection(connected_pair: tuple[socket.socket, socket.socket],
+                                 query: str) -> None:
+    accepted, _ = connected_pair
+    with pytest.raises((wfpredirect.NotRedirectedError, wfpredirect.UnsupportedError)) as caught:
+        getattr(wfpredirect, query)(accepted)
+    assert caught.value.winerror in NOT_REDIRECTED_OR_UNSUPPORTED
+    assert str(caught.value).startswith(f"[WinError {caught.value.winerror}] {query}: ")
+
+
+def test_into_on_unredirected_connection(connected_pair: tuple[socket.socket, socket.socket]) -> None:
+    accepted, _ = connected_pair
+    buffer = bytearray(b"\xaa" * 64)
+    with pytest.raises((wfpredirect.NotRedirectedError, wfpredirect.UnsupportedError)):
+        wfpredirect.query_redirect_records_into(accepted, memoryview(buffer)[8:56])
+    assert buffer == bytearray(b"\xaa" * 64)
+
+
+def test_closed_socket_is_a_redirect_error() -> None:
+    closed = socket.socket()
+    closed.close()
+    with pytest.raises(wfpredirect.RedirectError) as caught:
+        wfpredirect.query_redirect_records(closed)
+    assert caught.value.winerror in {10038, 10045}  # WSAENOTSOCK (Wine: WSAEOPNOTSUPP)
+
+
+def test_redirect_socket_properties_are_none(
+    connected_pair: tuple[socket.socket, socket.socket],
+) -> None:
+    accepted, _ = connected_pair
+    with wfpredirect.RedirectSocket(fileno=accepted.detach()) as sock:
+        try:
+            destination = sock.original_destination
+        except wfpredirect.UnsupportedError as error:
+            assert error.winerror == 10045  # the transport has no WFP IOCTLs
+            return
+        assert destination is None
