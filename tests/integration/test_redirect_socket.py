@@ -1,0 +1,76 @@
+"""RedirectSocket's own behaviour: accept() like socket.accept(), cached
+properties, create_upstream() on a connection that was not redirected."""
+
+from __future__ import annotations
+
+import socket
+
+from netns import run_in_netns
+from test_original_destination import IPV4_RULES
+
+import wfpredirect
+from wfpredirect import RedirectSocket
+
+
+def accepted_timeouts(cls: type[socket.socket], listener_timeout: float | None) -> object:
+    listener = cls(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    listener.settimeout(listener_timeout)
+    client = socket.create_connection(listener.getsockname(), timeout=5)
+    conn, _ = listener.accept()
+    result = (type(conn).__name__, conn.gettimeout(), conn.getblocking())
+    for sock in (conn, client, listener):
+        sock.close()
+    return result
+
+
+def test_accept_keeps_the_socket_module_timeout_rules() -> None:
+    def body() -> list[tuple[object, object]]:
+        results = []
+        for default in (None, 3.0):
+            socket.setdefaulttimeout(default)
+            for listener_timeout in (None, 0.0, 2.0):
+                results.append(
+                    (
+                        accepted_timeouts(socket.socket, listener_timeout),
+                        accepted_timeouts(RedirectSocket, listener_timeout),
+                    )
+                )
+        socket.setdefaulttimeout(None)
+        return results
+
+    for plain, redirect in run_in_netns(body):
+        assert redirect == ("RedirectSocket", *plain[1:])  # type: ignore[index]
+
+
+def test_properties_are_cached_and_create_upstream_needs_a_redirect() -> None:
+    def body() -> dict[str, object]:
+        listener = RedirectSocket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.bind(("127.0.0.1", 15001))
+        listener.listen()
+        listener.settimeout(5)
+        socket.create_connection(("127.0.0.2", 8080), timeout=5)
+        redirected, _ = listener.accept()
+        first = redirected.redirect_records
+        socket.create_connection(("127.0.0.1", 15001), timeout=5)
+        direct, _ = listener.accept()
+        try:
+            direct.create_upstream()
+            upstream_error: object = None
+        except wfpredirect.NotRedirectedError as error:
+            upstream_error = (error.errno, str(error))
+        return {
+            "cached": redirected.redirect_records is first and first is not None,
+            "direct": (direct.original_destination, direct.redirect_records),
+            "upstream_error": upstream_error,
+        }
+
+    assert run_in_netns(body, nft_rules=IPV4_RULES) == {
+        "cached": True,
+        "direct": (None, None),
+        "upstream_error": (
+            2,
+            "[Errno 2] create_upstream: the connection was not redirected and no address was given",
+        ),
+    }
