@@ -63,7 +63,7 @@ class RedirectSocket(socket.socket):
         self._context: bytes | None = _UNKNOWN
         self._destination: Address | None = _UNKNOWN
 
-    def accept(self) -> tuple[RedirectSocket, Address]:  # type: ignore[override]
+    def accept(self) -> tuple[RedirectSocket, Address]:
         fd, address = self._accept()  # type: ignore[attr-defined]
         sock = RedirectSocket(self.family, self.type, self.proto, fileno=fd)
         # The same timeout rule as socket.socket.accept().

@@ -1,0 +1,38 @@
+"""Type stubs for the native core (csrc/python). Import from wfpredirect."""
+
+from typing import Protocol
+
+from ._records import RedirectRecords
+
+class _HasFileno(Protocol):
+    def fileno(self) -> int: ...
+
+_Socket = _HasFileno | int
+_WritableBuffer = bytearray | memoryview
+_ReadableBuffer = bytes | bytearray | memoryview
+
+BACKEND: str
+SIO_QUERY_WFP_CONNECTION_REDIRECT_RECORDS: int
+SIO_QUERY_WFP_CONNECTION_REDIRECT_CONTEXT: int
+SIO_SET_WFP_CONNECTION_REDIRECT_RECORDS: int
+IP_WFP_REDIRECT_RECORDS: int
+IP_WFP_REDIRECT_CONTEXT: int
+# Availability: Windows, Linux.
+SO_ORIGINAL_DST: int
+
+def query_redirect_records(sock: _Socket) -> RedirectRecords: ...
+def query_redirect_records_into(sock: _Socket, buffer: _WritableBuffer) -> int: ...
+def query_redirect_context(sock: _Socket) -> bytes | None: ...
+def query_redirect_context_into(sock: _Socket, buffer: _WritableBuffer) -> int: ...
+def set_redirect_records(
+    sock: _Socket,
+    records: _ReadableBuffer,
+    *,
+    loop_mark: int | None = None,
+    mark_mask: int | None = None,
+) -> None: ...
+def original_destination(sock: _Socket) -> tuple[str, int] | tuple[str, int, int, int]: ...
+def decode_wfpsampler_context(
+    context: _ReadableBuffer,
+) -> tuple[tuple[str, int] | tuple[str, int, int, int], tuple[str, int] | tuple[str, int, int, int]]: ...
+def _configure_marks(loop_mark: int, mark_mask: int, loop_error: str, mask_error: str) -> None: ...
