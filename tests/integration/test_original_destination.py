@@ -17,9 +17,16 @@ IPV4_RULES = redirect("ip", "127.0.0.2", 8080, 15001)
 IPV6_RULES = redirect("ip6", "::1", 8080, 15001)
 
 
-def listen(family: int, address: tuple[object, ...], dual_stack: bool = False) -> RedirectSocket:
+def listen(
+    family: int,
+    address: tuple[object, ...],
+    dual_stack: bool = False,
+    transparent: bool = False,
+) -> RedirectSocket:
     listener = RedirectSocket(family, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if transparent:  # a TPROXY listener
+        listener.setsockopt(socket.SOL_IP, socket.IP_TRANSPARENT, 1)
     if family == socket.AF_INET6:
         listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if dual_stack else 1)
     listener.bind(address)

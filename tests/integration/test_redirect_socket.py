@@ -6,7 +6,7 @@ from __future__ import annotations
 import socket
 
 from netns import run_in_netns
-from test_original_destination import IPV4_RULES
+from test_original_destination import IPV4_RULES, listen
 
 import wfpredirect
 from wfpredirect import RedirectSocket
@@ -46,10 +46,7 @@ def test_accept_keeps_the_socket_module_timeout_rules() -> None:
 
 def test_properties_are_cached_and_create_upstream_needs_a_redirect() -> None:
     def body() -> dict[str, object]:
-        listener = RedirectSocket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.bind(("127.0.0.1", 15001))
-        listener.listen()
-        listener.settimeout(5)
+        listener = listen(socket.AF_INET, ("127.0.0.1", 15001))
         socket.create_connection(("127.0.0.2", 8080), timeout=5)
         redirected, _ = listener.accept()
         first = redirected.redirect_records

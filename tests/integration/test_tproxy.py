@@ -10,9 +10,9 @@ import subprocess
 from netns import run_in_netns
 from record_format import decode
 from servers import Origin, exchange
+from test_original_destination import listen
 
 import wfpredirect
-from wfpredirect import RedirectSocket
 
 # The transparent proxy's own upstream carries LOOP_MARK (0x40) and skips the
 # rule; everything else for 127.0.0.2:8080 is diverted to the listener.
@@ -33,11 +33,7 @@ def test_tproxy_connection() -> None:
             ["ip", "route", "add", "local", "0.0.0.0/0", "dev", "lo", "table", "100"], check=True
         )
         origin = Origin(("127.0.0.2", 8080))
-        listener = RedirectSocket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_IP, socket.IP_TRANSPARENT, 1)
-        listener.bind(("0.0.0.0", 15001))
-        listener.listen()
-        listener.settimeout(5)
+        listener = listen(socket.AF_INET, ("0.0.0.0", 15001), transparent=True)
 
         socket.create_connection(("127.0.0.2", 8080), timeout=5)
         conn, _ = listener.accept()
