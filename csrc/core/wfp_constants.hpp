@@ -28,7 +28,7 @@ constexpr std::uint16_t kWindowsAfInet = 2;
 constexpr std::uint16_t kWindowsAfInet6 = 23;
 
 // Answers meaning "this connection was not redirected" (besides WSAEINVAL,
-// which is ambiguous; see wfp_probe).
+// which is ambiguous; see windows/wfp_probe).
 constexpr std::uint32_t kFwpENotFound = 0x80320008u;
 constexpr std::uint32_t kErrorNotFound = 1168;
 constexpr std::uint32_t kErrorInsufficientBuffer = 122;

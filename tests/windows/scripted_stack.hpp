@@ -8,7 +8,7 @@
 #include <optional>
 #include <vector>
 
-#include "../../csrc/core/wfp_probe.hpp"
+#include "../../csrc/core/windows/wfp_probe.hpp"
 #include "checks.hpp"
 
 namespace wfpredirect::tests {

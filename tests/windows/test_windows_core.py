@@ -30,11 +30,12 @@ HERE = Path(__file__).resolve().parent
 
 CXXFLAGS = ["-std=c++17", "-Wall", "-Wextra", "-Werror"]
 
-# The core's portable sources this program needs (csrc/core also holds
-# Linux-only ones), then the Windows backend.
-PORTABLE_CORE = [
-    CORE / name for name in ("wfp_probe.cpp", "wfpsampler_context.cpp", "socket_address.cpp")
-]
+# The core's shared sources these programs need (csrc/core also holds
+# Linux-only ones); the Windows backend, whose WFP logic (wfp_probe.cpp)
+# has no Winsock header and so also builds natively against the scripted
+# stack.
+PORTABLE_CORE = [CORE / name for name in ("wfpsampler_context.cpp", "socket_address.cpp")]
+WFP_PROBE = CORE / "windows" / "wfp_probe.cpp"
 WINDOWS_CORE = sorted((CORE / "windows").glob("*.cpp"))
 SUITES = [
     HERE / name
@@ -93,7 +94,7 @@ def test_portable_suites_pass_natively(tmp_path: Path) -> None:
     # The sanitizers catch any write outside a caller's buffer.
     sanitizers = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
     build([compiler, *CXXFLAGS, *sanitizers, "-o", program, HERE / "native_main.cpp", *SUITES,
-           *PORTABLE_CORE])
+           *PORTABLE_CORE, WFP_PROBE])
     # LeakSanitizer needs ptrace, which containers often forbid.
     environment = {**os.environ, "ASAN_OPTIONS": "detect_leaks=0"}
     result = subprocess.run(

@@ -2,7 +2,7 @@
 // netfilter's and is ignored here.
 #include "../backend.hpp"
 #include "../wfp_constants.hpp"
-#include "../wfp_probe.hpp"
+#include "wfp_probe.hpp"
 #include "winsock_ops.hpp"
 
 namespace wfpredirect::core {

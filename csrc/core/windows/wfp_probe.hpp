@@ -7,9 +7,9 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "byte_buffer.hpp"
-#include "socket_address.hpp"
-#include "status.hpp"
+#include "../byte_buffer.hpp"
+#include "../socket_address.hpp"
+#include "../status.hpp"
 
 namespace wfpredirect::core::wfp {
 

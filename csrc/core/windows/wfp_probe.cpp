@@ -3,8 +3,8 @@
 #include <algorithm>
 #include <cstring>
 
-#include "wfp_constants.hpp"
-#include "wfpsampler_context.hpp"
+#include "../wfp_constants.hpp"
+#include "../wfpsampler_context.hpp"
 
 namespace wfpredirect::core::wfp {
 namespace {
