@@ -8,8 +8,8 @@
 
 #include "../../csrc/core/byte_buffer.hpp"
 #include "../../csrc/core/wfp_constants.hpp"
-#include "../../csrc/core/windows/wfp_probe.hpp"
 #include "../../csrc/core/wfpsampler_context.hpp"
+#include "../../csrc/core/windows/wfp_probe.hpp"
 #include "scripted_stack.hpp"
 #include "suites.hpp"
 #include "windows_addresses.hpp"
