@@ -6,6 +6,7 @@
 #include "../core/backend.hpp"
 #include "../core/wfpsampler_context.hpp"
 #include "arguments.hpp"
+#include "conversions.hpp"
 #include "errors.hpp"
 #include "marks.hpp"
 
@@ -15,27 +16,9 @@ namespace {
 // wfpredirect.RedirectRecords (a bytes subclass), taken once at import.
 PyObject* redirect_records_type = nullptr;
 
-// Runs a core operation, without the interpreter lock where it may block.
-template <typename Operation> core::Status run(Operation&& operation) {
-    if constexpr (core::kOperationsMayBlock) {
-        py::gil_scoped_release unlocked;
-        return operation();
-    } else {
-        return operation();
-    }
-}
-
 py::object to_records(const core::ByteBuffer& buffer, std::size_t size) {
     py::bytes raw(reinterpret_cast<const char*>(buffer.data()), size);
     return py::reinterpret_steal<py::object>(PyObject_CallOneArg(redirect_records_type, raw.ptr()));
-}
-
-py::tuple to_address_tuple(const core::SocketAddress& address) {
-    char host[core::kHostTextSize];
-    core::format_host(address, host);
-    if (address.version == core::IpVersion::v4)
-        return py::make_tuple(py::str(host), address.port);
-    return py::make_tuple(py::str(host), address.port, address.flowinfo, address.scope_id);
 }
 
 py::object query_redirect_records(py::handle sock) {
@@ -44,7 +27,7 @@ py::object query_redirect_records(py::handle sock) {
     core::ByteBuffer buffer;
     const core::MarkConfig& marks = configured_marks();
     const core::Status status =
-        run([&] { return core::query_redirect_records(handle, buffer, marks); });
+        run_core([&] { return core::query_redirect_records(handle, buffer, marks); });
     if (!status.ok())
         throw_status(kName, status);
     py::object records = to_records(buffer, status.size);
@@ -58,7 +41,7 @@ std::size_t query_redirect_records_into(py::handle sock, py::handle buffer) {
     const core::SocketHandle handle = to_socket_handle(sock.ptr(), kName);
     const HeldBuffer out = HeldBuffer::writable(buffer.ptr(), kName);
     const core::MarkConfig& marks = configured_marks();
-    const core::Status status = run(
+    const core::Status status = run_core(
         [&] { return core::query_redirect_records_into(handle, out.data(), out.size(), marks); });
     if (!status.ok())
         throw_status(kName, status, out.size());
@@ -71,7 +54,7 @@ py::object query_redirect_context(py::handle sock) {
     core::ByteBuffer buffer;
     const core::MarkConfig& marks = configured_marks();
     const core::Status status =
-        run([&] { return core::query_redirect_context(handle, buffer, marks); });
+        run_core([&] { return core::query_redirect_context(handle, buffer, marks); });
     if (!status.ok())
         throw_status(kName, status);
     if (status.size == 0)
@@ -84,7 +67,7 @@ std::size_t query_redirect_context_into(py::handle sock, py::handle buffer) {
     const core::SocketHandle handle = to_socket_handle(sock.ptr(), kName);
     const HeldBuffer out = HeldBuffer::writable(buffer.ptr(), kName);
     const core::MarkConfig& marks = configured_marks();
-    const core::Status status = run(
+    const core::Status status = run_core(
         [&] { return core::query_redirect_context_into(handle, out.data(), out.size(), marks); });
     if (!status.ok())
         throw_status(kName, status, out.size());
@@ -105,7 +88,7 @@ void set_redirect_records(py::handle sock, py::handle records, py::handle loop_m
     const core::MarkConfig marks =
         marks_for_call(loop_mark.ptr(), mark_mask.ptr(), kName, error_storage);
     const core::Status status =
-        run([&] { return core::set_redirect_records(handle, in.data(), in.size(), marks); });
+        run_core([&] { return core::set_redirect_records(handle, in.data(), in.size(), marks); });
     if (!status.ok())
         throw_status(kName, status);
 }
@@ -116,7 +99,7 @@ py::tuple original_destination(py::handle sock) {
     core::SocketAddress address;
     const core::MarkConfig& marks = configured_marks();
     const core::Status status =
-        run([&] { return core::original_destination(handle, address, marks); });
+        run_core([&] { return core::original_destination(handle, address, marks); });
     if (!status.ok())
         throw_status(kName, status);
     return to_address_tuple(address);
