@@ -105,8 +105,8 @@ def render(result: dict[str, Any]) -> str:
 
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
-        operation, name, count, slot, native_directory = sys.argv[2:7]
-        worker(operation, name, int(count), int(slot), native_directory)
+        worker_operation, worker_name, count, slot, directory = sys.argv[2:7]
+        worker(worker_operation, worker_name, int(count), int(slot), directory)
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--all", action="store_true", help="also count stdlib and ctypes")
@@ -140,8 +140,8 @@ def main() -> int:
             )
     assert WORKER_SLOTS >= 2
     measured: dict[str, dict[str, float]] = {}
-    for (operation, name), count in zip(jobs, counts):
-        measured.setdefault(operation, {})[name] = count
+    for (operation, name), per_call_count in zip(jobs, counts):
+        measured.setdefault(operation, {})[name] = per_call_count
     operations = {
         operation: {
             name: {

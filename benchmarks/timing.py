@@ -53,14 +53,15 @@ def python_runner(function: Callable[..., Any], args: Sequence[Any]) -> Runner:
 
 
 def error_path_runner(function: Callable[..., Any], args: Sequence[Any]) -> Runner:
-    """A loop calling function(*args) where each call raises an OSError."""
+    """A loop calling function(*args) where each call may raise an OSError
+    (or a ValueError: the library refusing the arguments)."""
 
     def run(count: int) -> int:
         start = perf_counter_ns()
         for _ in repeat(None, count):
             try:
                 function(*args)
-            except OSError:
+            except (OSError, ValueError):
                 pass
         return perf_counter_ns() - start
 

@@ -67,7 +67,7 @@ def ctypes_functions() -> dict[str, Callable[..., Any]]:
                         ctypes.byref(returned), None, None) == 0:
             return buffer.raw[: returned.value]
         error = _winsock_error(ws2, "WSAIoctl")
-        if error.winerror != WSAEINVAL or returned.value != 0:
+        if getattr(error, "winerror", None) != WSAEINVAL or returned.value != 0:
             raise error
         buffer = ctypes.create_string_buffer(CAP)
         if ws2.WSAIoctl(sock.fileno(), code, None, 0, buffer, CAP,
@@ -136,6 +136,8 @@ def outcome(function: Callable[..., Any], args: tuple[Any, ...]) -> str:
     except OSError as error:
         code = getattr(error, "winerror", None) or error.errno
         return f"{type(error).__name__} {code}"
+    except ValueError as error:
+        return f"ValueError ({error})"
     return "ok"
 
 
