@@ -13,7 +13,8 @@ stdlib getsockopt. The C references are Linux-only.
 
 Prints a table, saves it as JSON and text under benchmarks/results/, exits 0.
 
-Usage: python benchmarks/bench_calls.py [--rounds N] [--batch N]   (as root on Linux)
+Usage: python benchmarks/bench_calls.py [--rounds N] [--batch N]
+(Linux: as root, or as a user where unprivileged user namespaces are allowed)
 """
 
 from __future__ import annotations
