@@ -2,7 +2,7 @@
 
 from typing import Protocol
 
-from ._records import RedirectRecords
+from ._records import Datagram, RedirectRecords
 
 class _HasFileno(Protocol):
     def fileno(self) -> int: ...
@@ -35,4 +35,25 @@ def original_destination(sock: _Socket) -> tuple[str, int] | tuple[str, int, int
 def decode_wfpsampler_context(
     context: _ReadableBuffer,
 ) -> tuple[tuple[str, int] | tuple[str, int, int, int], tuple[str, int] | tuple[str, int, int, int]]: ...
+def enable_datagram_records(sock: _Socket) -> None: ...
+def recvmsg_redirect(sock: _Socket, bufsize: int) -> Datagram: ...
+def recvmsg_redirect_into(
+    sock: _Socket, buffer: _WritableBuffer
+) -> tuple[
+    int,
+    tuple[str, int] | tuple[str, int, int, int],
+    RedirectRecords | None,
+    bytes | None,
+    tuple[str, int] | tuple[str, int, int, int] | None,
+]: ...
+def sendmsg_redirect(
+    sock: _Socket,
+    data: _ReadableBuffer,
+    address: tuple[str, int] | tuple[str, int, int, int],
+    records: _ReadableBuffer | None = None,
+    *,
+    loop_mark: int | None = None,
+    mark_mask: int | None = None,
+) -> int: ...
+def _prepare_datagram_reply_socket(sock: _Socket) -> None: ...
 def _configure_marks(loop_mark: int, mark_mask: int, loop_error: str, mask_error: str) -> None: ...
