@@ -31,11 +31,13 @@ HERE = Path(__file__).resolve().parent
 CXXFLAGS = ["-std=c++17", "-Wall", "-Wextra", "-Werror"]
 
 # The core's shared sources these programs need (csrc/core also holds
-# Linux-only ones); the Windows backend, whose WFP logic (wfp_probe.cpp)
-# has no Winsock header and so also builds natively against the scripted
-# stack.
-PORTABLE_CORE = [CORE / name for name in ("wfpsampler_context.cpp", "socket_address.cpp")]
-WFP_PROBE = CORE / "windows" / "wfp_probe.cpp"
+# Linux-only ones); the Windows backend, whose WFP logic (wfp_probe.cpp,
+# wfp_datagrams.cpp) has no Winsock header and so also builds natively
+# against the scripted stack.
+PORTABLE_CORE = [
+    CORE / name for name in ("wfpsampler_context.cpp", "socket_address.cpp", "control_messages.cpp")
+]
+WFP_PORTABLE = [CORE / "windows" / name for name in ("wfp_probe.cpp", "wfp_datagrams.cpp")]
 WINDOWS_CORE = sorted((CORE / "windows").glob("*.cpp"))
 SUITES = [
     HERE / name
@@ -44,12 +46,14 @@ SUITES = [
         "scripted_stack.cpp",
         "scripted_stack_suite.cpp",
         "context_decoder_suite.cpp",
+        "control_messages_suite.cpp",
+        "datagram_suite.cpp",
         "windows_addresses.cpp",
     )
 ]
 
-NATIVE_CHECKS = 2166
-CONFORMANCE_CHECKS = 2194
+NATIVE_CHECKS = 2285
+CONFORMANCE_CHECKS = 2327
 
 # Building the conformance program and creating a Wine prefix each take
 # seconds; these bounds only stop a hung tool.
@@ -94,7 +98,7 @@ def test_portable_suites_pass_natively(tmp_path: Path) -> None:
     # The sanitizers catch any write outside a caller's buffer.
     sanitizers = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
     build([compiler, *CXXFLAGS, *sanitizers, "-o", program, HERE / "native_main.cpp", *SUITES,
-           *PORTABLE_CORE, WFP_PROBE])
+           *PORTABLE_CORE, *WFP_PORTABLE])
     # LeakSanitizer needs ptrace, which containers often forbid.
     environment = {**os.environ, "ASAN_OPTIONS": "detect_leaks=0"}
     result = subprocess.run(
