@@ -167,3 +167,39 @@ def test_tproxy_datagram_flow(case: Case) -> None:
         "second answer": (b"second answer", destination),
         "direct": (b"direct", True, None, None, None),
     }
+
+
+def test_dual_stack_proxy_receives_ipv4_flows() -> None:
+    """An AF_INET6 proxy socket takes IPv4 TPROXY datagrams: the client is
+    reported IPv4-mapped (as the socket module reports it), the original
+    destination as IPv4, and the flow is forwarded from that same socket."""
+
+    def body() -> dict[str, object]:
+        route_marked_locally(IPV4)
+        origin = udp(IPV4, (IPV4.origin_host, ORIGIN_PORT), reuse=True)
+        proxy = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        proxy.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        proxy.settimeout(5)
+        proxy.bind(("::", PROXY_PORT))
+        wfpredirect.enable_datagram_records(proxy)
+        client = udp(IPV4, (IPV4.client_host, 0))
+        client.sendto(b"dual", (IPV4.origin_host, ORIGIN_PORT))
+        buffer = bytearray(16)
+        nbytes, address, records, context, destination = wfpredirect.recvmsg_redirect_into(
+            proxy, buffer
+        )
+        assert destination is not None and records is not None
+        wfpredirect.sendmsg_redirect(proxy, buffer[:nbytes], destination, records)
+        data, source = origin.recvfrom(2048)
+        return {
+            "received": (bytes(buffer[:nbytes]), address[0], address[1] == client.getsockname()[1],
+                         context, destination, decode(records)),
+            "origin got": (data, source[1] == PROXY_PORT),
+        }
+
+    result = run_in_netns(body, nft_rules=tproxy_rules(IPV4))
+    assert result == {
+        "received": (b"dual", "::ffff:127.0.0.1", True, None, ("127.0.0.3", ORIGIN_PORT),
+                     {"destination": ("127.0.0.3", ORIGIN_PORT), "mark": 0, "transparent": True}),
+        "origin got": (b"dual", True),
+    }

@@ -50,3 +50,36 @@ def test_without_both_capabilities() -> None:
 @pytest.mark.parametrize("dropped", ["-net_raw", "-net_admin"])
 def test_either_capability_is_enough(dropped: str) -> None:
     assert run_without(dropped) == ["ok", 0x10 | 0x40]
+
+
+DATAGRAM_PROBE = """
+import json, socket, wfpredirect
+record = bytes.fromhex(%r)
+answers = []
+with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+    for call in (lambda: wfpredirect.enable_datagram_records(sock),
+                 lambda: wfpredirect.sendmsg_redirect(sock, b"x", ("127.0.0.1", 9), record)):
+        try:
+            call()
+            answers.append("ok")
+        except wfpredirect.RedirectPermissionError as error:
+            answers.append([error.errno, str(error)])
+print(json.dumps(answers))
+"""
+
+
+def test_datagram_calls_without_both_capabilities() -> None:
+    require_root()
+    setpriv = require_tool("setpriv")
+    record = encode(("127.0.0.3", 5353), mark=0x20).hex()
+    completed = subprocess.run(
+        [setpriv, "--bounding-set=-net_raw,-net_admin", "--inh-caps=-net_raw,-net_admin",
+         sys.executable, "-c", DATAGRAM_PROBE % record],
+        capture_output=True, text=True, check=True, cwd=NEUTRAL_DIRECTORY,
+    )
+    assert json.loads(completed.stdout) == [
+        [1, "[Errno 1] enable_datagram_records: setsockopt(IP_TRANSPARENT) needs CAP_NET_RAW "
+            "or CAP_NET_ADMIN (Operation not permitted)"],
+        [1, "[Errno 1] sendmsg_redirect: sendmsg: an SO_MARK control message needs CAP_NET_RAW "
+            "or CAP_NET_ADMIN (Operation not permitted)"],
+    ]
