@@ -9,16 +9,7 @@ imports and every operation raises :class:`UnsupportedError`.
 
 from __future__ import annotations
 
-from ._errors import (
-    BufferTooSmallError,
-    NotRedirectedError,
-    RedirectError,
-    RedirectPermissionError,
-    UnsupportedError,
-)
-from ._records import RedirectRecords
 from . import _core
-from ._marks import DEFAULT_LOOP_MARK, DEFAULT_MARK_MASK, LOOP_MARK, MARK_MASK
 from ._core import (
     BACKEND,
     IP_WFP_REDIRECT_CONTEXT,
@@ -34,6 +25,15 @@ from ._core import (
     query_redirect_records_into,
     set_redirect_records,
 )
+from ._errors import (
+    BufferTooSmallError,
+    NotRedirectedError,
+    RedirectError,
+    RedirectPermissionError,
+    UnsupportedError,
+)
+from ._marks import DEFAULT_LOOP_MARK, DEFAULT_MARK_MASK, LOOP_MARK, MARK_MASK
+from ._records import RedirectRecords
 from ._socket import RedirectSocket
 
 # Availability: Windows, Linux.

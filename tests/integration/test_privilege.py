@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+
 from record_format import encode
 from support import NEUTRAL_DIRECTORY, require_root, require_tool
 
@@ -29,9 +30,17 @@ def run_without(capabilities: str) -> list[object]:
     setpriv = require_tool("setpriv")
     record = encode(("127.0.0.2", 8080), mark=0x10).hex()
     completed = subprocess.run(
-        [setpriv, f"--bounding-set={capabilities}", f"--inh-caps={capabilities}",
-         sys.executable, "-c", PROBE % record],
-        capture_output=True, text=True, check=True,
+        [
+            setpriv,
+            f"--bounding-set={capabilities}",
+            f"--inh-caps={capabilities}",
+            sys.executable,
+            "-c",
+            PROBE % record,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
         cwd=NEUTRAL_DIRECTORY,
     )
     return json.loads(completed.stdout)  # type: ignore[no-any-return]
