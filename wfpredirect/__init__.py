@@ -9,16 +9,7 @@ imports and every operation raises :class:`UnsupportedError`.
 
 from __future__ import annotations
 
-from ._errors import (
-    BufferTooSmallError,
-    NotRedirectedError,
-    RedirectError,
-    RedirectPermissionError,
-    UnsupportedError,
-)
-from ._records import Datagram, RedirectRecords
 from . import _core
-from ._marks import DEFAULT_LOOP_MARK, DEFAULT_MARK_MASK, LOOP_MARK, MARK_MASK
 from ._core import (
     BACKEND,
     IP_WFP_REDIRECT_CONTEXT,
@@ -39,6 +30,15 @@ from ._core import (
     set_redirect_records,
 )
 from ._datagrams import datagram_reply_socket
+from ._errors import (
+    BufferTooSmallError,
+    NotRedirectedError,
+    RedirectError,
+    RedirectPermissionError,
+    UnsupportedError,
+)
+from ._marks import DEFAULT_LOOP_MARK, DEFAULT_MARK_MASK, LOOP_MARK, MARK_MASK
+from ._records import Datagram, RedirectRecords
 from ._socket import RedirectSocket
 
 # Availability: Windows, Linux.

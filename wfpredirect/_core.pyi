@@ -10,6 +10,8 @@ class _HasFileno(Protocol):
 _Socket = _HasFileno | int
 _WritableBuffer = bytearray | memoryview
 _ReadableBuffer = bytes | bytearray | memoryview
+# (host, port) for IPv4, (host, port, flowinfo, scope_id) for IPv6.
+_Address = tuple[str, int] | tuple[str, int, int, int]
 
 BACKEND: str
 SIO_QUERY_WFP_CONNECTION_REDIRECT_RECORDS: int
@@ -31,25 +33,23 @@ def set_redirect_records(
     loop_mark: int | None = None,
     mark_mask: int | None = None,
 ) -> None: ...
-def original_destination(sock: _Socket) -> tuple[str, int] | tuple[str, int, int, int]: ...
-def decode_wfpsampler_context(
-    context: _ReadableBuffer,
-) -> tuple[tuple[str, int] | tuple[str, int, int, int], tuple[str, int] | tuple[str, int, int, int]]: ...
+def original_destination(sock: _Socket) -> _Address: ...
+def decode_wfpsampler_context(context: _ReadableBuffer) -> tuple[_Address, _Address]: ...
 def enable_datagram_records(sock: _Socket) -> None: ...
 def recvmsg_redirect(sock: _Socket, bufsize: int) -> Datagram: ...
 def recvmsg_redirect_into(
     sock: _Socket, buffer: _WritableBuffer
 ) -> tuple[
     int,
-    tuple[str, int] | tuple[str, int, int, int],
+    _Address,
     RedirectRecords | None,
     bytes | None,
-    tuple[str, int] | tuple[str, int, int, int] | None,
+    _Address | None,
 ]: ...
 def sendmsg_redirect(
     sock: _Socket,
     data: _ReadableBuffer,
-    address: tuple[str, int] | tuple[str, int, int, int],
+    address: _Address,
     records: _ReadableBuffer | None = None,
     *,
     loop_mark: int | None = None,

@@ -51,7 +51,7 @@ class RedirectSocket(socket.socket):
     IP_TRANSPARENT listener looks redirected) counts as not redirected.
     """
 
-    __slots__ = ("_listening_address", "_listener_address", "_records", "_context", "_destination")
+    __slots__ = ("_context", "_destination", "_listener_address", "_listening_address", "_records")
 
     def __init__(
         self,
@@ -101,9 +101,12 @@ class RedirectSocket(socket.socket):
                 records: RedirectRecords | None = query_redirect_records(self)
             except NotRedirectedError:
                 records = None
-            if records is not None and self._listener_address is not None:
-                if self.original_destination is None:
-                    records = None
+            if (
+                records is not None
+                and self._listener_address is not None
+                and self.original_destination is None
+            ):
+                records = None
             self._records = records
         return self._records
 

@@ -12,9 +12,9 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-from record_format import encode
 
 import wfpredirect
+from record_format import encode
 
 
 @pytest.fixture
@@ -62,8 +62,11 @@ def test_enable_on_bad_handles() -> None:
     assert answers == [
         bad_descriptor,
         bad_descriptor,
-        (errno.ENOTSOCK, "[Errno 88] enable_datagram_records: getsockopt(SO_PROTOCOL) "
-                         "(Socket operation on non-socket)"),
+        (
+            errno.ENOTSOCK,
+            "[Errno 88] enable_datagram_records: getsockopt(SO_PROTOCOL) "
+            "(Socket operation on non-socket)",
+        ),
     ]
     assert str(wrong_type.value).startswith("enable_datagram_records: ")
 
@@ -96,7 +99,11 @@ def test_receive_into_writes_only_inside_the_buffer(
         receiver, memoryview(storage)[2:10]
     )
     assert (nbytes, address, records, context, destination) == (
-        8, sender.getsockname(), None, None, None
+        8,
+        sender.getsockname(),
+        None,
+        None,
+        None,
     )
     assert storage == b"\xcc\xccabcdefgh\xcc\xcc"
 
@@ -173,32 +180,64 @@ def test_send_plain_and_with_a_record(pair: tuple[socket.socket, socket.socket])
     assert wfpredirect.sendmsg_redirect(sender, b"one", destination) == 3
     record = encode(("127.0.0.3", 5353), mark=0x20)
     assert wfpredirect.sendmsg_redirect(sender, bytearray(b"two"), destination, record) == 3
-    assert wfpredirect.sendmsg_redirect(sender, memoryview(b"three"), destination,
-                                        wfpredirect.RedirectRecords(record)) == 5
+    assert (
+        wfpredirect.sendmsg_redirect(
+            sender, memoryview(b"three"), destination, wfpredirect.RedirectRecords(record)
+        )
+        == 5
+    )
     assert [receiver.recv(10) for _ in range(3)] == [b"one", b"two", b"three"]
 
 
 @pytest.mark.parametrize(
     ("address", "records", "error", "message"),
     [
-        ("127.0.0.1", None, TypeError,
-         "sendmsg_redirect: the address must be a (host, port) or (host, port, flowinfo, "
-         "scope_id) tuple, not str"),
-        (("localhost", 53), None, ValueError,
-         "sendmsg_redirect: the address host must be a numeric IPv4 or IPv6 address (resolve "
-         "names with socket.getaddrinfo first), not 'localhost'"),
+        (
+            "127.0.0.1",
+            None,
+            TypeError,
+            "sendmsg_redirect: the address must be a (host, port) or (host, port, flowinfo, "
+            "scope_id) tuple, not str",
+        ),
+        (
+            ("localhost", 53),
+            None,
+            ValueError,
+            "sendmsg_redirect: the address host must be a numeric IPv4 or IPv6 address (resolve "
+            "names with socket.getaddrinfo first), not 'localhost'",
+        ),
         ((b"127.0.0.1", 53), None, TypeError, "sendmsg_redirect: the address host must be a str"),
-        (("127.0.0.1", 65536), None, OverflowError,
-         "sendmsg_redirect: the address port must be 0-65535"),
+        (
+            ("127.0.0.1", 65536),
+            None,
+            OverflowError,
+            "sendmsg_redirect: the address port must be 0-65535",
+        ),
         (("127.0.0.1", "53"), None, TypeError, "sendmsg_redirect: the address port must be an int"),
-        (("127.0.0.1", 53, 0, 0), None, ValueError,
-         "sendmsg_redirect: a (host, port, flowinfo, scope_id) address needs an IPv6 host"),
-        (("::1", 53, 1 << 20, 0), None, OverflowError,
-         "sendmsg_redirect: the address flowinfo must be 0-1048575"),
-        (("127.0.0.1", 53), b"", ValueError,
-         "sendmsg_redirect: records must be 1 to 65536 bytes, not 0"),
-        (("127.0.0.1", 53), bytes(65537), ValueError,
-         "sendmsg_redirect: records must be 1 to 65536 bytes, not 65537"),
+        (
+            ("127.0.0.1", 53, 0, 0),
+            None,
+            ValueError,
+            "sendmsg_redirect: a (host, port, flowinfo, scope_id) address needs an IPv6 host",
+        ),
+        (
+            ("::1", 53, 1 << 20, 0),
+            None,
+            OverflowError,
+            "sendmsg_redirect: the address flowinfo must be 0-1048575",
+        ),
+        (
+            ("127.0.0.1", 53),
+            b"",
+            ValueError,
+            "sendmsg_redirect: records must be 1 to 65536 bytes, not 0",
+        ),
+        (
+            ("127.0.0.1", 53),
+            bytes(65537),
+            ValueError,
+            "sendmsg_redirect: records must be 1 to 65536 bytes, not 65537",
+        ),
         (("127.0.0.1", 53), "records", TypeError, "sendmsg_redirect: "),
         (("127.0.0.1", 53), b"not a record", ValueError, "sendmsg_redirect: "),
     ],
@@ -219,8 +258,10 @@ def test_send_argument_errors(
 
 
 def test_foreign_record_is_named() -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender, \
-            pytest.raises(ValueError) as caught:
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender,
+        pytest.raises(ValueError) as caught,
+    ):
         wfpredirect.sendmsg_redirect(sender, b"x", ("127.0.0.1", 9), b"not a record")
     with pytest.raises(ValueError) as reference:
         wfpredirect.set_redirect_records(socket.socket(), b"not a record")
@@ -236,7 +277,9 @@ def test_reply_socket_binds_the_original_destination() -> None:
     second = wfpredirect.datagram_reply_socket(("127.0.0.1", port), peer=("127.0.0.1", 9))
     try:
         assert (first.type, second.getsockname(), second.getpeername()) == (
-            socket.SOCK_DGRAM, ("127.0.0.1", port), ("127.0.0.1", 9)
+            socket.SOCK_DGRAM,
+            ("127.0.0.1", port),
+            ("127.0.0.1", 9),
         )
         assert first.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR) == 1
         assert first.getsockopt(socket.SOL_IP, 19) == 1  # IP_TRANSPARENT

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from netns import run_in_netns
-from record_format import decode
 
 import wfpredirect
+from netns import run_in_netns
+from record_format import decode
 
 SO_MARK = 36  # asm-generic/socket.h
 SO_RCVMARK = 75  # Linux 5.19+
@@ -37,27 +37,33 @@ class Case:
     any_route: str
 
 
-IPV4 = Case(socket.AF_INET, "ip", "ip daddr", "-4", "127.0.0.3", "0.0.0.0", "127.0.0.1",
-            "0.0.0.0/0")
+IPV4 = Case(
+    socket.AF_INET, "ip", "ip daddr", "-4", "127.0.0.3", "0.0.0.0", "127.0.0.1", "0.0.0.0/0"
+)
 IPV6 = Case(socket.AF_INET6, "ip6", "ip6 daddr", "-6", "::1", "::", "::1", "::/0")
 
 
 def tproxy_rules(case: Case) -> str:
+    divert = (
+        f"{case.address_match} {case.origin_host} udp dport {ORIGIN_PORT} "
+        f"tproxy to :{PROXY_PORT} meta mark set meta mark | {TPROXY_MARK} accept"
+    )
     return f"""table {case.nft_family} wfpr_udp {{
   chain pre {{
     type filter hook prerouting priority mangle;
     meta mark & 0x40 == 0x40 return
-    {case.address_match} {case.origin_host} udp dport {ORIGIN_PORT} tproxy to :{PROXY_PORT} meta mark set meta mark | {TPROXY_MARK} accept
+    {divert}
   }}
 }}
 """
 
 
 def route_marked_locally(case: Case) -> None:
-    subprocess.run(["ip", case.ip, "rule", "add", "fwmark", "0x1/0x1", "lookup", "100"],
-                   check=True)
-    subprocess.run(["ip", case.ip, "route", "add", "local", case.any_route, "dev", "lo",
-                    "table", "100"], check=True)
+    subprocess.run(["ip", case.ip, "rule", "add", "fwmark", "0x1/0x1", "lookup", "100"], check=True)
+    subprocess.run(
+        ["ip", case.ip, "route", "add", "local", case.any_route, "dev", "lo", "table", "100"],
+        check=True,
+    )
 
 
 def udp(case: Case, bind: tuple[Any, ...] | None = None, reuse: bool = False) -> socket.socket:
@@ -73,8 +79,11 @@ def udp(case: Case, bind: tuple[Any, ...] | None = None, reuse: bool = False) ->
 def receive_with_mark(sock: socket.socket) -> tuple[bytes, int]:
     """A datagram and the mark it arrived with (SO_RCVMARK)."""
     data, ancillary, _, _ = sock.recvmsg(2048, socket.CMSG_SPACE(4))
-    marks = [int.from_bytes(payload, "little") for level, kind, payload in ancillary
-             if (level, kind) == (socket.SOL_SOCKET, SO_MARK)]
+    marks = [
+        int.from_bytes(payload, "little")
+        for level, kind, payload in ancillary
+        if (level, kind) == (socket.SOL_SOCKET, SO_MARK)
+    ]
     return data, marks[0] if marks else 0
 
 
@@ -107,8 +116,9 @@ def test_tproxy_datagram_flow(case: Case) -> None:
 
         # Forwarded with the record: the rule lets it through to the origin.
         upstream = udp(case, (case.client_host, 0))
-        sent = wfpredirect.sendmsg_redirect(upstream, first.data, first.original_destination,
-                                            first.records)
+        sent = wfpredirect.sendmsg_redirect(
+            upstream, first.data, first.original_destination, first.records
+        )
         forwarded = receive_with_mark(origin)
 
         # Without the record it comes straight back into the proxy.
@@ -136,18 +146,26 @@ def test_tproxy_datagram_flow(case: Case) -> None:
         not_redirected = proxy.recvmsg_redirect(2048)
 
         return {
-            "first": (first.data, first.address == client.getsockname(), first.context,
-                      first.original_destination, decode(first.records or b"")),
+            "first": (
+                first.data,
+                first.address == client.getsockname(),
+                first.context,
+                first.original_destination,
+                decode(first.records or b""),
+            ),
             "sent": sent,
             "forwarded": forwarded,
-            "looped": (looped.data, looped.original_destination,
-                       decode(looped.records or b"")),
+            "looped": (looped.data, looped.original_destination, decode(looped.records or b"")),
             "origin idle": nothing_waiting(origin),
             "client answer": client.recvfrom(2048),
             "second answer": second_client.recvfrom(2048),
-            "direct": (not_redirected.data, not_redirected.address == direct.getsockname(),
-                       not_redirected.records, not_redirected.context,
-                       not_redirected.original_destination),
+            "direct": (
+                not_redirected.data,
+                not_redirected.address == direct.getsockname(),
+                not_redirected.records,
+                not_redirected.context,
+                not_redirected.original_destination,
+            ),
         }
 
     result = run_in_netns(body, nft_rules=tproxy_rules(case))
@@ -155,13 +173,21 @@ def test_tproxy_datagram_flow(case: Case) -> None:
     if case.family == socket.AF_INET6:
         destination += (0, 0)
     assert result == {
-        "first": (b"query", True, None, destination,
-                  {"destination": destination, "mark": CLIENT_MARK, "transparent": True}),
+        "first": (
+            b"query",
+            True,
+            None,
+            destination,
+            {"destination": destination, "mark": CLIENT_MARK, "transparent": True},
+        ),
         "sent": 5,
         # (record mark AND MARK_MASK) OR LOOP_MARK: the TPROXY mark stayed behind.
         "forwarded": (b"query", CLIENT_MARK | wfpredirect.LOOP_MARK),
-        "looped": (b"loop", destination,
-                   {"destination": destination, "mark": 0, "transparent": True}),
+        "looped": (
+            b"loop",
+            destination,
+            {"destination": destination, "mark": 0, "transparent": True},
+        ),
         "origin idle": True,
         "client answer": (b"answer", destination),
         "second answer": (b"second answer", destination),
@@ -192,14 +218,26 @@ def test_dual_stack_proxy_receives_ipv4_flows() -> None:
         wfpredirect.sendmsg_redirect(proxy, buffer[:nbytes], destination, records)
         data, source = origin.recvfrom(2048)
         return {
-            "received": (bytes(buffer[:nbytes]), address[0], address[1] == client.getsockname()[1],
-                         context, destination, decode(records)),
+            "received": (
+                bytes(buffer[:nbytes]),
+                address[0],
+                address[1] == client.getsockname()[1],
+                context,
+                destination,
+                decode(records),
+            ),
             "origin got": (data, source[1] == PROXY_PORT),
         }
 
     result = run_in_netns(body, nft_rules=tproxy_rules(IPV4))
     assert result == {
-        "received": (b"dual", "::ffff:127.0.0.1", True, None, ("127.0.0.3", ORIGIN_PORT),
-                     {"destination": ("127.0.0.3", ORIGIN_PORT), "mark": 0, "transparent": True}),
+        "received": (
+            b"dual",
+            "::ffff:127.0.0.1",
+            True,
+            None,
+            ("127.0.0.3", ORIGIN_PORT),
+            {"destination": ("127.0.0.3", ORIGIN_PORT), "mark": 0, "transparent": True},
+        ),
         "origin got": (b"dual", True),
     }

@@ -97,8 +97,8 @@ def test_portable_suites_pass_natively(tmp_path: Path) -> None:
     program = tmp_path / "windows_core_native"
     # The sanitizers catch any write outside a caller's buffer.
     sanitizers = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
-    build([compiler, *CXXFLAGS, *sanitizers, "-o", program, HERE / "native_main.cpp", *SUITES,
-           *PORTABLE_CORE, *WFP_PORTABLE])
+    sources = [HERE / "native_main.cpp", *SUITES, *PORTABLE_CORE, *WFP_PORTABLE]
+    build([compiler, *CXXFLAGS, *sanitizers, "-o", program, *sources])
     # LeakSanitizer needs ptrace, which containers often forbid.
     environment = {**os.environ, "ASAN_OPTIONS": "detect_leaks=0"}
     result = subprocess.run(
@@ -110,8 +110,8 @@ def test_portable_suites_pass_natively(tmp_path: Path) -> None:
 def test_conformance_passes_under_wine(tmp_path: Path, wine_environment: dict[str, str]) -> None:
     compiler = require_tool("x86_64-w64-mingw32-g++")
     program = tmp_path / "conformance.exe"
-    build([compiler, *CXXFLAGS, "-static", "-o", program, HERE / "conformance.cpp", *SUITES,
-           *PORTABLE_CORE, *WINDOWS_CORE, "-lws2_32"])
+    sources = [HERE / "conformance.cpp", *SUITES, *PORTABLE_CORE, *WINDOWS_CORE]
+    build([compiler, *CXXFLAGS, "-static", "-o", program, *sources, "-lws2_32"])
     result = subprocess.run(
         ["wine", str(program)],
         capture_output=True,
