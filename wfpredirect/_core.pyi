@@ -21,6 +21,7 @@ IP_WFP_REDIRECT_RECORDS: int
 IP_WFP_REDIRECT_CONTEXT: int
 # Availability: Windows, Linux.
 SO_ORIGINAL_DST: int
+_DATAGRAM_STATE_ON_FIRST_ONLY: bool
 
 def query_redirect_records(sock: _Socket) -> RedirectRecords: ...
 def query_redirect_records_into(sock: _Socket, buffer: _WritableBuffer) -> int: ...
