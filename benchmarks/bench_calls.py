@@ -109,15 +109,22 @@ def targets(rows: dict[str, Any]) -> dict[str, Any]:
     if "ratio_vs_reference" in library:
         ratio = library["ratio_vs_reference"]
         found["ratio_vs_reference"] = {
-            "value": ratio, "limit": MAX_RATIO_VS_REFERENCE, "met": ratio <= MAX_RATIO_VS_REFERENCE
+            "value": ratio,
+            "limit": MAX_RATIO_VS_REFERENCE,
+            "met": ratio <= MAX_RATIO_VS_REFERENCE,
         }
     if "overhead_above_floor_ns" in library:
         overhead = library["overhead_above_floor_ns"]
-        for name, share in (("stdlib", MAX_SHARE_OF_STDLIB_OVERHEAD), ("ctypes", MAX_SHARE_OF_CTYPES_OVERHEAD)):
+        for name, share in (
+            ("stdlib", MAX_SHARE_OF_STDLIB_OVERHEAD),
+            ("ctypes", MAX_SHARE_OF_CTYPES_OVERHEAD),
+        ):
             if name in rows:
                 limit = rows[name]["overhead_above_floor_ns"] * share
                 found[f"overhead_vs_{name}"] = {
-                    "value": overhead, "limit": round(limit, 1), "met": overhead <= limit
+                    "value": overhead,
+                    "limit": round(limit, 1),
+                    "met": overhead <= limit,
                 }
     return found
 
@@ -134,13 +141,14 @@ def render(result: dict[str, Any]) -> str:
         "",
     ]
     for operation, entry in result["operations"].items():
-        lines.append(
-            f"{operation:<30} {'ns/call':>8} {'IQR':>13} {'x C-API':>8} {'above floor':>12}  outcome"
-        )
+        header = f"{'ns/call':>8} {'IQR':>13} {'x C-API':>8} {'above floor':>12}  outcome"
+        lines.append(f"{operation:<30} {header}")
         for name, row in entry["candidates"].items():
             ratio = f"{row['ratio_vs_reference']:.2f}" if "ratio_vs_reference" in row else "-"
             overhead = (
-                f"{row['overhead_above_floor_ns']:+.0f}" if "overhead_above_floor_ns" in row else "-"
+                f"{row['overhead_above_floor_ns']:+.0f}"
+                if "overhead_above_floor_ns" in row
+                else "-"
             )
             quartile_range = f"{row['q1']:.0f}-{row['q3']:.0f}"
             lines.append(

@@ -60,8 +60,16 @@ def instructions(operation: str, name: str, count: int, slot: int, native_direct
     with tempfile.TemporaryDirectory() as scratch:
         completed = subprocess.run(
             [
-                "valgrind", "--tool=callgrind", f"--callgrind-out-file={scratch}/callgrind.out",
-                sys.executable, __file__, "--worker", operation, name, str(count), str(slot),
+                "valgrind",
+                "--tool=callgrind",
+                f"--callgrind-out-file={scratch}/callgrind.out",
+                sys.executable,
+                __file__,
+                "--worker",
+                operation,
+                name,
+                str(count),
+                str(slot),
                 str(native_directory),
             ],
             # The same hash seed in every run: dict and str hashing then cost
@@ -89,7 +97,8 @@ def render(result: dict[str, Any]) -> str:
     lines = [
         "callgrind_calls: user-space instructions per call "
         f"((Ir of {LONG} calls - Ir of {SHORT} calls) / {LONG - SHORT})",
-        f"{info['system']} {info['kernel']}, {info['cpu']}, {info['implementation']} {info['python']}",
+        f"{info['system']} {info['kernel']}, {info['cpu']}, "
+        f"{info['implementation']} {info['python']}",
         "",
     ]
     for operation, rows in result["operations"].items():
@@ -127,20 +136,21 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="wfpredirect-callgrind-") as scratch:
         native_directory = Path(scratch)
         native.build(native_directory)
-        jobs = [
-            (operation, name) for operation in linux_candidates.OPERATIONS for name in names
-        ]
+        jobs = [(operation, name) for operation in linux_candidates.OPERATIONS for name in names]
         # Two workers at a time, each on its own redirected port.
         with ThreadPoolExecutor(max_workers=2) as pool:
             counts = list(
                 pool.map(
                     per_call,
-                    [(operation, name, index % 2, native_directory) for index, (operation, name) in enumerate(jobs)],
+                    [
+                        (operation, name, index % 2, native_directory)
+                        for index, (operation, name) in enumerate(jobs)
+                    ],
                 )
             )
     assert WORKER_SLOTS >= 2
     measured: dict[str, dict[str, float]] = {}
-    for (operation, name), per_call_count in zip(jobs, counts):
+    for (operation, name), per_call_count in zip(jobs, counts, strict=True):
         measured.setdefault(operation, {})[name] = per_call_count
     operations = {
         operation: {

@@ -17,8 +17,9 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-import wfpredirect
 from timing import FLOOR, LIBRARY, REFERENCE, Candidate, Runner, native_loop_runner, python_runner
+
+import wfpredirect
 from wfpredirect import LOOP_MARK, MARK_MASK, RedirectRecords
 
 SO_ORIGINAL_DST = 80  # linux/netfilter_ipv4.h, level SOL_IP
@@ -101,7 +102,11 @@ _getsockname.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(_socklen_
 _getsockname.restype = ctypes.c_int
 _getsockopt = _libc.getsockopt
 _getsockopt.argtypes = [
-    ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(_socklen_t)
+    ctypes.c_int,
+    ctypes.c_int,
+    ctypes.c_int,
+    ctypes.c_void_p,
+    ctypes.POINTER(_socklen_t),
 ]
 _getsockopt.restype = ctypes.c_int
 _setsockopt = _libc.setsockopt
@@ -143,8 +148,14 @@ def _ctypes_record(sock: socket.socket) -> bytes:
     if _getsockopt(fd, SOL_SOCKET, SO_MARK, ctypes.byref(mark), ctypes.byref(size)) != 0:
         _raise_errno("getsockopt(SO_MARK)")
     return RECORD_V4.pack(
-        MAGIC, 1, 4, 0, 0, mark.value & MARK_MASK,
-        int.from_bytes(original.sin_port, "big"), bytes(original.sin_addr),
+        MAGIC,
+        1,
+        4,
+        0,
+        0,
+        mark.value & MARK_MASK,
+        int.from_bytes(original.sin_port, "big"),
+        bytes(original.sin_addr),
     )
 
 
@@ -218,8 +229,12 @@ def floor_runner(operation: str, connection: Any, floor: ctypes.CDLL) -> Runner:
     if operation == "set_redirect_records":
         records = wfpredirect.query_redirect_records(connection.accepted)
         mark = (int.from_bytes(records[8:12], "big") & MARK_MASK) | LOOP_MARK
-        return native_loop_runner(floor.floor_set_redirect_records, connection.upstream.fileno(), mark)
-    loop = "floor_query_redirect_records" if "records" in operation else "floor_original_destination"
+        return native_loop_runner(
+            floor.floor_set_redirect_records, connection.upstream.fileno(), mark
+        )
+    loop = (
+        "floor_query_redirect_records" if "records" in operation else "floor_original_destination"
+    )
     return native_loop_runner(getattr(floor, loop), connection.accepted.fileno())
 
 
@@ -237,7 +252,9 @@ def _result(operation: str, function: Callable[..., Any], args: tuple[Any, ...])
     return (type(result).__name__, result)
 
 
-def candidates(operation: str, connection: Any, floor: ctypes.CDLL, capi_reference: Any) -> list[Candidate]:
+def candidates(
+    operation: str, connection: Any, floor: ctypes.CDLL, capi_reference: Any
+) -> list[Candidate]:
     """Every candidate of `operation`, after checking that each produces
     the library's result (the same tuple, the same RedirectRecords, the
     same bytes written, the same mark set)."""

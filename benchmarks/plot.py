@@ -14,7 +14,7 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 RESULTS = Path(__file__).resolve().parent / "results"
 LIBRARY = "wfpredirect"
@@ -39,13 +39,16 @@ def bars(axes: Any, operation: str, rows: dict[str, Any], value: str, error: boo
         ]
     positions = range(len(names))
     axes.barh(
-        positions, values, xerr=errors, capsize=3,
+        positions,
+        values,
+        xerr=errors,
+        capsize=3,
         color=[COLOURS.get(name, "tab:purple") for name in names],
     )
     axes.set_yticks(list(positions), names)
     axes.invert_yaxis()
     axes.set_title(operation, fontsize=10)
-    for position, number in zip(positions, values):
+    for position, number in zip(positions, values, strict=True):
         axes.text(number, position, f" {number:,.0f}", va="center", fontsize=8)
     if FLOOR in rows:  # everything right of the line is overhead above the floor
         axes.axvline(rows[FLOOR][value], color="black", linestyle="--", linewidth=1)
@@ -58,12 +61,12 @@ def plot(path: Path) -> Path:
     figure, grid = plt.subplots(len(operations), 1, figsize=(8, 2.1 * len(operations)))
     info = result["machine"]
     if result["benchmark"] == "bench_calls":
-        for axes, (operation, entry) in zip(grid, operations.items()):
+        for axes, (operation, entry) in zip(grid, operations.items(), strict=True):
             bars(axes, operation, entry["candidates"], "ns_per_call", error=True)
         grid[-1].set_xlabel("ns per call (median, bars: interquartile range)")
         title = f"bench_calls ({result['platform']}): ns per call, lower is better"
     else:
-        for axes, (operation, rows) in zip(grid, operations.items()):
+        for axes, (operation, rows) in zip(grid, operations.items(), strict=True):
             bars(axes, operation, rows, "instructions_per_call", error=False)
         grid[-1].set_xlabel("user-space instructions per call (callgrind)")
         title = "callgrind_calls (linux): instructions per call, lower is better"

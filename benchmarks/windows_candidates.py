@@ -16,8 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import wfpredirect
 from timing import LIBRARY, Candidate, error_path_runner
+
+import wfpredirect
 
 OPERATIONS = (
     "original_destination",
@@ -40,12 +41,23 @@ _SOCKET = ctypes.c_size_t
 def _ws2() -> Any:
     library = ctypes.WinDLL("ws2_32")  # type: ignore[attr-defined]
     library.WSAIoctl.argtypes = [
-        _SOCKET, _DWORD, ctypes.c_void_p, _DWORD, ctypes.c_void_p, _DWORD,
-        ctypes.POINTER(_DWORD), ctypes.c_void_p, ctypes.c_void_p,
+        _SOCKET,
+        _DWORD,
+        ctypes.c_void_p,
+        _DWORD,
+        ctypes.c_void_p,
+        _DWORD,
+        ctypes.POINTER(_DWORD),
+        ctypes.c_void_p,
+        ctypes.c_void_p,
     ]
     library.WSAIoctl.restype = ctypes.c_int
     library.getsockopt.argtypes = [
-        _SOCKET, ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(ctypes.c_int)
+        _SOCKET,
+        ctypes.c_int,
+        ctypes.c_int,
+        ctypes.c_void_p,
+        ctypes.POINTER(ctypes.c_int),
     ]
     library.getsockopt.restype = ctypes.c_int
     library.WSAGetLastError.restype = ctypes.c_int
@@ -63,15 +75,31 @@ def ctypes_functions() -> dict[str, Callable[..., Any]]:
     def query(sock: socket.socket, code: int) -> bytes:
         returned = _DWORD()
         buffer = ctypes.create_string_buffer(FIRST_BUFFER)
-        if ws2.WSAIoctl(sock.fileno(), code, None, 0, buffer, FIRST_BUFFER,
-                        ctypes.byref(returned), None, None) == 0:
+        if (
+            ws2.WSAIoctl(
+                sock.fileno(),
+                code,
+                None,
+                0,
+                buffer,
+                FIRST_BUFFER,
+                ctypes.byref(returned),
+                None,
+                None,
+            )
+            == 0
+        ):
             return buffer.raw[: returned.value]
         error = _winsock_error(ws2, "WSAIoctl")
         if getattr(error, "winerror", None) != WSAEINVAL or returned.value != 0:
             raise error
         buffer = ctypes.create_string_buffer(CAP)
-        if ws2.WSAIoctl(sock.fileno(), code, None, 0, buffer, CAP,
-                        ctypes.byref(returned), None, None) != 0:
+        if (
+            ws2.WSAIoctl(
+                sock.fileno(), code, None, 0, buffer, CAP, ctypes.byref(returned), None, None
+            )
+            != 0
+        ):
             raise _winsock_error(ws2, "WSAIoctl")
         return buffer.raw[: returned.value]
 
@@ -85,8 +113,20 @@ def ctypes_functions() -> dict[str, Callable[..., Any]]:
 
     def set_redirect_records(sock: socket.socket, records: bytes) -> None:
         returned = _DWORD()
-        if ws2.WSAIoctl(sock.fileno(), wfpredirect.SIO_SET_WFP_CONNECTION_REDIRECT_RECORDS,
-                        records, len(records), None, 0, ctypes.byref(returned), None, None) != 0:
+        if (
+            ws2.WSAIoctl(
+                sock.fileno(),
+                wfpredirect.SIO_SET_WFP_CONNECTION_REDIRECT_RECORDS,
+                records,
+                len(records),
+                None,
+                0,
+                ctypes.byref(returned),
+                None,
+                None,
+            )
+            != 0
+        ):
             raise _winsock_error(ws2, "WSAIoctl")
 
     def original_destination(sock: socket.socket) -> bytes:

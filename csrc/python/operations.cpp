@@ -14,14 +14,6 @@
 namespace wfpredirect::python {
 namespace {
 
-// wfpredirect.RedirectRecords (a bytes subclass), taken once at import.
-PyObject* redirect_records_type = nullptr;
-
-py::object to_records(const core::ByteBuffer& buffer, std::size_t size) {
-    py::bytes raw(reinterpret_cast<const char*>(buffer.data()), size);
-    return py::reinterpret_steal<py::object>(PyObject_CallOneArg(redirect_records_type, raw.ptr()));
-}
-
 // The hot calls (query records, original destination, set records) are
 // plain CPython functions (raw_functions.hpp); their text signatures match
 // wfpredirect/_core.pyi.
@@ -36,10 +28,7 @@ PyObject* query_redirect_records(PyObject*, PyObject* sock) {
             run_core([&] { return core::query_redirect_records(handle, buffer, marks); });
         if (!status.ok())
             throw_status(kName, status);
-        py::object records = to_records(buffer, status.size);
-        if (!records)
-            throw py::error_already_set();
-        return records.release().ptr();
+        return to_redirect_records(buffer.data(), status.size).release().ptr();
     });
 }
 
@@ -98,9 +87,8 @@ PyObject* set_redirect_records(PyObject*, PyObject* const* args, Py_ssize_t narg
         const core::SocketHandle handle = to_socket_handle(args[0], kName);
         const HeldBuffer in = HeldBuffer::readable(args[1], kName, "records");
         if (in.size() == 0 || in.size() > core::kMaxQuerySize) {
-            const std::string text = "records must be 1 to " +
-                                     std::to_string(core::kMaxQuerySize) + " bytes, not " +
-                                     std::to_string(in.size());
+            const std::string text = "records must be 1 to " + std::to_string(core::kMaxQuerySize) +
+                                     " bytes, not " + std::to_string(in.size());
             throw_error(PyExc_ValueError, kName, text.c_str());
         }
         // Without keywords the configured marks hold; the common case skips
@@ -165,11 +153,6 @@ PyMethodDef hot_calls[] = {
 } // namespace
 
 void init_operations(py::module_& module) {
-    redirect_records_type =
-        py::object(py::module_::import("wfpredirect._records").attr("RedirectRecords"))
-            .release()
-            .ptr();
-
     for (PyMethodDef& definition : hot_calls)
         add_raw_function(module, definition);
     module.def("query_redirect_context", &query_redirect_context, py::arg("sock"),
