@@ -34,6 +34,7 @@ from ._core import (
     query_redirect_records_into,
     set_redirect_records,
 )
+from ._info import RedirectInfo
 from ._socket import RedirectSocket
 
 # Availability: Windows, Linux.
@@ -56,6 +57,7 @@ __all__ = [
     "BufferTooSmallError",
     "NotRedirectedError",
     "RedirectError",
+    "RedirectInfo",
     "RedirectPermissionError",
     "RedirectRecords",
     "RedirectSocket",
