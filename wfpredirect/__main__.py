@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from ._doctor import run_doctor
 from ._proxy import ProxySettings, parse_address, run_proxy
 
 
@@ -59,6 +60,12 @@ def parser() -> argparse.ArgumentParser:
     proxy.add_argument("--summary-interval", type=float, default=ProxySettings.summary_interval,
                        metavar="SECONDS",
                        help="seconds between summary lines, 0 for none (default %(default)s)")
+    commands.add_parser(
+        "doctor",
+        help="check what this machine offers a transparent proxy",
+        description="Report the backend, the OS, privileges, kernel features and the marks; "
+        "for each problem, what to do. Exit status 1 when there are problems.",
+    )
     return top
 
 
@@ -78,6 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 summary_interval=arguments.summary_interval,
             )
         )
+    if arguments.command == "doctor":
+        return run_doctor()
     raise AssertionError(arguments.command)
 
 
