@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from ._demo import run_demo
 from ._doctor import run_doctor
 from ._proxy import ProxySettings, parse_address, run_proxy
 
@@ -66,6 +67,16 @@ def parser() -> argparse.ArgumentParser:
         description="Report the backend, the OS, privileges, kernel features and the marks; "
         "for each problem, what to do. Exit status 1 when there are problems.",
     )
+    demo = commands.add_parser(
+        "demo",
+        help="the whole flow, in a throw-away network namespace (Linux, root)",
+        description="Linux, as root: a network namespace with an nft redirect, an HTTP "
+        "origin and the proxy, driven by real clients; everything is removed at the end, "
+        "also when interrupted. Windows: what the redirecting driver must do, then doctor.",
+    )
+    demo.add_argument("--keep-running", action="store_true",
+                      help="Linux: after the clients, keep the namespace, the origin and the "
+                      "proxy up for your own clients until SIGINT/SIGTERM")
     return top
 
 
@@ -87,6 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     if arguments.command == "doctor":
         return run_doctor()
+    if arguments.command == "demo":
+        return run_demo(arguments.keep_running)
     raise AssertionError(arguments.command)
 
 

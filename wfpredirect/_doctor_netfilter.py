@@ -27,14 +27,14 @@ MARK_SETTING = re.compile(r"(?:mark set|--set-x?mark|--or-mark)\b(?P<rest>.*)")
 HEX_NUMBER = re.compile(r"0x[0-9a-fA-F]+")
 
 
-def _process_status() -> dict[str, str]:
+def process_status() -> dict[str, str]:
     """/proc/self/status as {field: value}."""
     with open("/proc/self/status", encoding="ascii") as status:
         return dict(line.rstrip("\n").split(":\t", 1) for line in status if ":\t" in line)
 
 
 def _privileges() -> Finding:
-    status = _process_status()
+    status = process_status()
     effective_uid = status["Uid"].split()[1]
     capabilities = int(status["CapEff"], 16)
     held = [name for name, bit in (("CAP_NET_ADMIN", CAP_NET_ADMIN), ("CAP_NET_RAW", CAP_NET_RAW))
