@@ -1,4 +1,4 @@
-"""``python -m wfpredirect``: ``proxy``, ``doctor`` and ``demo``."""
+"""``wfpredirect`` / ``python -m wfpredirect``: ``proxy``, ``doctor`` and ``demo``."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def listen_address(text: str) -> tuple[str, int]:
 
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
-        prog="python -m wfpredirect",
+        prog="wfpredirect",
         description="A transparent proxy built on wfpredirect, a check of this machine, "
         "and a demonstration.",
     )

@@ -46,7 +46,7 @@ def test_a_bad_mark_is_a_usage_error() -> None:
     result = wfpredirect_command("proxy", "--listen", "127.0.0.1:0", "--loop-mark", "0x1g")
     assert result.returncode == 2
     assert result.stderr.splitlines()[-1] == (
-        "python -m wfpredirect proxy: error: argument --loop-mark: "
+        "wfpredirect proxy: error: argument --loop-mark: "
         "'0x1g' is not a decimal or 0x-hex number"
     )
 
