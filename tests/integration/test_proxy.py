@@ -265,10 +265,13 @@ def test_half_close_in_each_direction() -> None:
 def test_sigterm_stops_cleanly_within_the_grace_period() -> None:
     """SIGTERM with a connection open: the proxy stops listening, gives the
     connection its grace period, cuts it, closes both ends, prints its final
-    summary and exits 0; nothing is left listening."""
+    summary and exits 0; nothing is left listening. Summaries come
+    periodically while it runs."""
 
     def body() -> dict[str, object]:
-        with running(proxy_command("--grace", "1"), ready=PROXY_READY) as proxy:
+        with running(proxy_command("--grace", "1", "--summary-interval", "0.2"),
+                     ready=PROXY_READY) as proxy:
+            assert proxy.stdout is not None
             listener = origin_listener()
             origin_saw: dict[str, bytes] = {}
             relaying = threading.Event()
@@ -282,6 +285,9 @@ def test_sigterm_stops_cleanly_within_the_grace_period() -> None:
             client = socket.create_connection(("127.0.0.2", 8080), timeout=10)
             client.sendall(b"partial request")
             assert relaying.wait(10)
+            # The next summary counts the open connection.
+            while not (summary := proxy.stdout.readline()).startswith("summary: 1 open"):
+                assert summary, "the proxy ended"
             pid = proxy.pid
             status, output = stop(proxy)
             client_saw = read_all(client)
@@ -292,9 +298,10 @@ def test_sigterm_stops_cleanly_within_the_grace_period() -> None:
         refused = subprocess.run(
             ["curl", "-sS", "--max-time", "5", "http://127.0.0.1:15001/"],
             capture_output=True, text=True, check=False)
-        lines = output.splitlines()
+        lines = [line for line in output.splitlines() if not line.startswith("summary: ")]
         return {
             "exit": status,
+            "summary": re.sub(r", \d+ bytes/s$", ", N bytes/s", summary.rstrip()),
             "stopping": lines[0],
             "relayed": [(line["up"], line["down"], line["outcome"]) for line in relay_lines(output)],
             "final": re.sub(r"after \d+\.\d s", "after N s", lines[-1]),
@@ -306,6 +313,8 @@ def test_sigterm_stops_cleanly_within_the_grace_period() -> None:
 
     assert run_in_netns(body, nft_rules=RULES) == {
         "exit": 0,
+        "summary": "summary: 1 open, 0 relayed, 0 refused, 0 failed, 15 bytes up, "
+                   "0 bytes down, N bytes/s",
         "stopping": "stopping: 1 open connections get 1 s",
         "relayed": [("15", "0", "cut at shutdown")],
         "final": "stopped after N s: 0 open, 1 relayed, 0 refused, 0 failed, "
@@ -315,4 +324,3 @@ def test_sigterm_stops_cleanly_within_the_grace_period() -> None:
         "process_gone": True,
         "listening_after": 7,  # curl: could not connect
     }
-
