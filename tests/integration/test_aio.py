@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
 from collections.abc import Callable
 from typing import Any
 
@@ -197,3 +198,41 @@ def test_open_upstream_to_an_address_without_records() -> None:
         "peer_host": "127.0.0.4",
         "mark": 0,
     }
+
+
+def test_a_connection_to_a_tproxy_listener_itself_is_not_redirected() -> None:
+    """Every connection on an IP_TRANSPARENT listener looks redirected; the
+    server knows its listening address and reports one addressed to it as
+    not redirected."""
+    from test_tproxy import TPROXY_RULES
+    from test_original_destination import listen
+
+    async def main() -> list[RedirectInfo]:
+        seen: list[RedirectInfo] = []
+        listener = listen(socket.AF_INET, ("0.0.0.0", 15001), transparent=True)
+        def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                      info: RedirectInfo) -> None:
+            seen.append(info)
+            writer.close()
+
+        server = await start_redirect_server(connected, sock=listener)
+        for target in (("127.0.0.2", 8080), ("127.0.0.1", 15001)):
+            reader, writer = await asyncio.open_connection(*target)
+            await reader.read()  # until the callback closes it
+            writer.close()
+        server.close()
+        return [info._replace(records=decode(info.records) if info.records else None)
+                for info in seen]
+
+    def body() -> list[RedirectInfo]:
+        subprocess.run(["ip", "rule", "add", "fwmark", "1", "lookup", "100"], check=True)
+        subprocess.run(
+            ["ip", "route", "add", "local", "0.0.0.0/0", "dev", "lo", "table", "100"], check=True
+        )
+        return run(main, "asyncio")  # type: ignore[no-any-return]
+
+    assert run_in_netns(body, nft_rules=TPROXY_RULES) == [
+        RedirectInfo({"destination": ("127.0.0.2", 8080), "mark": 0, "transparent": True},
+                     None, ("127.0.0.2", 8080)),
+        RedirectInfo(None, None, None),
+    ]
