@@ -9,16 +9,7 @@ imports and every operation raises :class:`UnsupportedError`.
 
 from __future__ import annotations
 
-from ._errors import (
-    BufferTooSmallError,
-    NotRedirectedError,
-    RedirectError,
-    RedirectPermissionError,
-    UnsupportedError,
-)
-from ._records import RedirectRecords
 from . import _core
-from ._marks import DEFAULT_LOOP_MARK, DEFAULT_MARK_MASK, LOOP_MARK, MARK_MASK
 from ._core import (
     BACKEND,
     IP_WFP_REDIRECT_CONTEXT,
@@ -27,14 +18,28 @@ from ._core import (
     SIO_QUERY_WFP_CONNECTION_REDIRECT_RECORDS,
     SIO_SET_WFP_CONNECTION_REDIRECT_RECORDS,
     decode_wfpsampler_context,
+    enable_datagram_records,
     original_destination,
     query_redirect_context,
     query_redirect_context_into,
     query_redirect_records,
     query_redirect_records_into,
+    recvmsg_redirect,
+    recvmsg_redirect_into,
+    sendmsg_redirect,
     set_redirect_records,
 )
+from ._datagrams import datagram_reply_socket
+from ._errors import (
+    BufferTooSmallError,
+    NotRedirectedError,
+    RedirectError,
+    RedirectPermissionError,
+    UnsupportedError,
+)
 from ._info import RedirectInfo
+from ._marks import DEFAULT_LOOP_MARK, DEFAULT_MARK_MASK, LOOP_MARK, MARK_MASK
+from ._records import Datagram, RedirectRecords
 from ._socket import RedirectSocket
 
 # Availability: Windows, Linux.
@@ -55,6 +60,7 @@ __all__ = [
     "SIO_QUERY_WFP_CONNECTION_REDIRECT_RECORDS",
     "SIO_SET_WFP_CONNECTION_REDIRECT_RECORDS",
     "BufferTooSmallError",
+    "Datagram",
     "NotRedirectedError",
     "RedirectError",
     "RedirectInfo",
@@ -62,12 +68,17 @@ __all__ = [
     "RedirectRecords",
     "RedirectSocket",
     "UnsupportedError",
+    "datagram_reply_socket",
     "decode_wfpsampler_context",
+    "enable_datagram_records",
     "original_destination",
     "query_redirect_context",
     "query_redirect_context_into",
     "query_redirect_records",
     "query_redirect_records_into",
+    "recvmsg_redirect",
+    "recvmsg_redirect_into",
+    "sendmsg_redirect",
     "set_redirect_records",
 ]
 if hasattr(_core, "SO_ORIGINAL_DST"):

@@ -2,7 +2,7 @@
 
 from typing import Protocol
 
-from ._records import RedirectRecords
+from ._records import Datagram, RedirectRecords
 
 class _HasFileno(Protocol):
     def fileno(self) -> int: ...
@@ -10,6 +10,8 @@ class _HasFileno(Protocol):
 _Socket = _HasFileno | int
 _WritableBuffer = bytearray | memoryview
 _ReadableBuffer = bytes | bytearray | memoryview
+# (host, port) for IPv4, (host, port, flowinfo, scope_id) for IPv6.
+_Address = tuple[str, int] | tuple[str, int, int, int]
 
 BACKEND: str
 SIO_QUERY_WFP_CONNECTION_REDIRECT_RECORDS: int
@@ -19,6 +21,7 @@ IP_WFP_REDIRECT_RECORDS: int
 IP_WFP_REDIRECT_CONTEXT: int
 # Availability: Windows, Linux.
 SO_ORIGINAL_DST: int
+_DATAGRAM_STATE_ON_FIRST_ONLY: bool
 
 def query_redirect_records(sock: _Socket) -> RedirectRecords: ...
 def query_redirect_records_into(sock: _Socket, buffer: _WritableBuffer) -> int: ...
@@ -31,8 +34,27 @@ def set_redirect_records(
     loop_mark: int | None = None,
     mark_mask: int | None = None,
 ) -> None: ...
-def original_destination(sock: _Socket) -> tuple[str, int] | tuple[str, int, int, int]: ...
-def decode_wfpsampler_context(
-    context: _ReadableBuffer,
-) -> tuple[tuple[str, int] | tuple[str, int, int, int], tuple[str, int] | tuple[str, int, int, int]]: ...
+def original_destination(sock: _Socket) -> _Address: ...
+def decode_wfpsampler_context(context: _ReadableBuffer) -> tuple[_Address, _Address]: ...
+def enable_datagram_records(sock: _Socket) -> None: ...
+def recvmsg_redirect(sock: _Socket, bufsize: int) -> Datagram: ...
+def recvmsg_redirect_into(
+    sock: _Socket, buffer: _WritableBuffer
+) -> tuple[
+    int,
+    _Address,
+    RedirectRecords | None,
+    bytes | None,
+    _Address | None,
+]: ...
+def sendmsg_redirect(
+    sock: _Socket,
+    data: _ReadableBuffer,
+    address: _Address,
+    records: _ReadableBuffer | None = None,
+    *,
+    loop_mark: int | None = None,
+    mark_mask: int | None = None,
+) -> int: ...
+def _prepare_datagram_reply_socket(sock: _Socket) -> None: ...
 def _configure_marks(loop_mark: int, mark_mask: int, loop_error: str, mask_error: str) -> None: ...

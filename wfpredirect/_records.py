@@ -1,6 +1,9 @@
-"""RedirectRecords: the opaque value one connection hands to the next."""
+"""The values the native core returns: RedirectRecords, the opaque value one
+connection hands to the next, and Datagram."""
 
 from __future__ import annotations
+
+from typing import Any, NamedTuple
 
 
 class RedirectRecords(bytes):
@@ -17,3 +20,19 @@ class RedirectRecords(bytes):
 
     def __repr__(self) -> str:
         return f"RedirectRecords({bytes(self)!r})"
+
+
+class Datagram(NamedTuple):
+    """One received datagram and its redirect state
+    (:func:`wfpredirect.recvmsg_redirect`).
+
+    ``records``, ``context`` and ``original_destination`` are None when the
+    datagram carried none: on Windows only a flow's first datagram carries
+    them; on Linux a datagram addressed to the receiving socket itself.
+    """
+
+    data: bytes
+    address: tuple[Any, ...]
+    records: RedirectRecords | None
+    context: bytes | None
+    original_destination: tuple[Any, ...] | None

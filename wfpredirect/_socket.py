@@ -7,10 +7,14 @@ import ipaddress
 import socket
 from typing import Any
 
+from ._core import enable_datagram_records as _enable_datagram_records
 from ._core import original_destination, query_redirect_context, query_redirect_records
+from ._core import recvmsg_redirect as _recvmsg_redirect
+from ._core import recvmsg_redirect_into as _recvmsg_redirect_into
+from ._core import sendmsg_redirect as _sendmsg_redirect
 from ._core import set_redirect_records as _set_redirect_records
 from ._errors import NotRedirectedError, RedirectError
-from ._records import RedirectRecords
+from ._records import Datagram, RedirectRecords
 
 Address = tuple[Any, ...]
 
@@ -47,7 +51,7 @@ class RedirectSocket(socket.socket):
     IP_TRANSPARENT listener looks redirected) counts as not redirected.
     """
 
-    __slots__ = ("_listening_address", "_listener_address", "_records", "_context", "_destination")
+    __slots__ = ("_context", "_destination", "_listener_address", "_listening_address", "_records")
 
     def __init__(
         self,
@@ -97,9 +101,12 @@ class RedirectSocket(socket.socket):
                 records: RedirectRecords | None = query_redirect_records(self)
             except NotRedirectedError:
                 records = None
-            if records is not None and self._listener_address is not None:
-                if self.original_destination is None:
-                    records = None
+            if (
+                records is not None
+                and self._listener_address is not None
+                and self.original_destination is None
+            ):
+                records = None
             self._records = records
         return self._records
 
@@ -126,6 +133,35 @@ class RedirectSocket(socket.socket):
     ) -> None:
         """Attach `records` to this (new, unconnected) socket."""
         _set_redirect_records(self, records, loop_mark=loop_mark, mark_mask=mark_mask)
+
+    def enable_datagram_records(self) -> None:
+        """Deliver each datagram's redirect state with it (a UDP socket)."""
+        _enable_datagram_records(self)
+
+    def recvmsg_redirect(self, bufsize: int) -> Datagram:
+        """Receive one datagram and its redirect state."""
+        return _recvmsg_redirect(self, bufsize)
+
+    def recvmsg_redirect_into(
+        self, buffer: bytearray | memoryview
+    ) -> tuple[int, Address, RedirectRecords | None, bytes | None, Address | None]:
+        """Receive one datagram into `buffer`: (nbytes, address, records,
+        context, original_destination)."""
+        return _recvmsg_redirect_into(self, buffer)
+
+    def sendmsg_redirect(
+        self,
+        data: bytes | bytearray | memoryview,
+        address: tuple[str, int] | tuple[str, int, int, int],
+        records: bytes | bytearray | memoryview | None = None,
+        *,
+        loop_mark: int | None = None,
+        mark_mask: int | None = None,
+    ) -> int:
+        """Send one datagram to `address`, carrying `records` with it alone."""
+        return _sendmsg_redirect(
+            self, data, address, records, loop_mark=loop_mark, mark_mask=mark_mask
+        )
 
     def create_upstream(
         self,

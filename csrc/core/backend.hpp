@@ -65,4 +65,48 @@ Status set_redirect_records(SocketHandle socket, const std::uint8_t* records, st
 
 Status original_destination(SocketHandle socket, SocketAddress& out, const MarkConfig& marks);
 
+// ---- Datagrams (DESIGN.md: "datagram record in", "datagram record out").
+
+// A datagram call's wait: kNoWait calls at once (a blocking socket then
+// blocks, a non-blocking one answers would_block); a value >= 0 first waits
+// at most that many milliseconds for the socket to be ready, as the socket
+// module does for a socket with a timeout (timed_out when it is not).
+constexpr int kNoWait = -1;
+
+// Whether only a flow's first datagram carries its redirect state (WFP), so
+// that later ones without it still belong to the flow; otherwise (netfilter)
+// every redirected datagram carries it and one without it was not redirected.
+extern const bool kDatagramStateOnFirstOnly;
+
+// Asks the kernel to deliver each datagram's redirect state with it.
+Status enable_datagram_records(SocketHandle socket);
+
+// One received datagram and its redirect state.
+struct ReceivedDatagram {
+    std::size_t size = 0; // data bytes written (a longer datagram is cut, as recvfrom does)
+    SocketAddress source; // as the socket reports it (IPv4-mapped on dual-stack)
+    bool has_original_destination = false;
+    SocketAddress original_destination;
+    // Into `storage`; null when the datagram carried none.
+    const std::uint8_t* records = nullptr;
+    std::size_t records_size = 0;
+    const std::uint8_t* context = nullptr;
+    std::size_t context_size = 0;
+    ByteBuffer storage;
+};
+
+// Receives into [data, data + capacity) and nowhere else.
+Status receive_datagram(SocketHandle socket, std::uint8_t* data, std::size_t capacity,
+                        int timeout_ms, ReceivedDatagram& out, const MarkConfig& marks);
+
+// Sends one datagram to `to`, carrying `records` (1..kMaxQuerySize bytes, or
+// null for none) with it alone; Status::size is the bytes sent.
+Status send_datagram(SocketHandle socket, const std::uint8_t* data, std::size_t size,
+                     const SocketAddress& to, const std::uint8_t* records, std::size_t records_size,
+                     int timeout_ms, const MarkConfig& marks);
+
+// Prepares a new UDP socket, before bind, to bind to a datagram's original
+// destination (an address that may not be local) next to other such sockets.
+Status prepare_datagram_reply_socket(SocketHandle socket);
+
 } // namespace wfpredirect::core

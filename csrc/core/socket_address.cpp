@@ -25,4 +25,16 @@ void format_host(const SocketAddress& address, char (&text)[kHostTextSize]) {
         text[0] = '\0';
 }
 
+bool parse_host(const char* text, SocketAddress& out) {
+    if (inet_pton(AF_INET, text, out.address) == 1) {
+        out.version = IpVersion::v4;
+        return true;
+    }
+    if (inet_pton(AF_INET6, text, out.address) == 1) {
+        out.version = IpVersion::v6;
+        return true;
+    }
+    return false;
+}
+
 } // namespace wfpredirect::core

@@ -28,4 +28,8 @@ constexpr std::size_t kHostTextSize = 46;
 // Writes the numeric host ("127.0.0.2", "::1") into text, NUL-terminated.
 void format_host(const SocketAddress& address, char (&text)[kHostTextSize]);
 
+// Parses a numeric IPv4 ("127.0.0.3") or IPv6 ("::1") host into
+// out.version and out.address; false for anything else (names included).
+bool parse_host(const char* text, SocketAddress& out);
+
 } // namespace wfpredirect::core

@@ -17,6 +17,9 @@ enum class Outcome : std::uint8_t {
     unsupported,       // UnsupportedError
     permission_denied, // RedirectPermissionError
     invalid_argument,  // ValueError (bad records, invalid mark configuration)
+    would_block,       // BlockingIOError: a non-blocking socket has nothing now
+    timed_out,         // TimeoutError: the caller's timeout passed first
+    interrupted,       // EINTR: the glue runs signal handlers, then retries
 };
 
 struct Status {

@@ -3,6 +3,7 @@
 // mingw-w64 lacks the three IOCTL codes and SO_ORIGINAL_DST/SOL_IP (DESIGN.md).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 namespace wfpredirect::core::wfp {
@@ -23,6 +24,18 @@ constexpr int kWindowsSoOriginalDst = 0x300F;
 constexpr int kWindowsSolIp = 0xFFFB;
 constexpr int kWindowsSolIpv6 = 0xFFFA;
 
+// Levels and options the datagram calls use (ws2def.h, ws2ipdef.h).
+constexpr int kWindowsIpprotoIp = 0;
+constexpr int kWindowsIpprotoIpv6 = 41;
+constexpr int kWindowsIpv6V6only = 27;
+constexpr int kWindowsSolSocket = 0xFFFF;
+constexpr int kWindowsSoProtocolInfoW = 0x2005;
+// WSAPROTOCOL_INFOW's size and where its iAddressFamily sits (winsock2.h).
+constexpr std::uint32_t kWindowsProtocolInfoSize = 628;
+constexpr std::size_t kWindowsProtocolInfoFamilyOffset = 76;
+// WSAMSG dwFlags after WSARecvMsg: the control buffer was too small.
+constexpr std::uint32_t kWindowsMsgCtrunc = 0x0200;
+
 // Windows address families as they appear inside a redirect context.
 constexpr std::uint16_t kWindowsAfInet = 2;
 constexpr std::uint16_t kWindowsAfInet6 = 23;
@@ -42,5 +55,8 @@ constexpr std::uint32_t kWsaEopnotsupp = 10045;
 constexpr std::uint32_t kWsaEnoprotoopt = 10042;
 constexpr std::uint32_t kWsaEnotsock = 10038;
 constexpr std::uint32_t kWsaEnotconn = 10057;
+constexpr std::uint32_t kWsaEwouldblock = 10035;
+constexpr std::uint32_t kWsaEafnosupport = 10047;
+constexpr std::uint32_t kWsaEmsgsize = 10040;
 
 } // namespace wfpredirect::core::wfp

@@ -38,6 +38,26 @@ std::uint32_t read_big_endian32(const std::uint8_t* p) {
            std::uint32_t{p[3]};
 }
 
+void write_little_endian16(std::uint8_t* p, std::uint16_t value) {
+    p[0] = static_cast<std::uint8_t>(value);
+    p[1] = static_cast<std::uint8_t>(value >> 8);
+}
+
+void write_big_endian16(std::uint8_t* p, std::uint16_t value) {
+    p[0] = static_cast<std::uint8_t>(value >> 8);
+    p[1] = static_cast<std::uint8_t>(value);
+}
+
+void write_little_endian32(std::uint8_t* p, std::uint32_t value) {
+    for (int i = 0; i < 4; ++i)
+        p[i] = static_cast<std::uint8_t>(value >> (8 * i));
+}
+
+void write_big_endian32(std::uint8_t* p, std::uint32_t value) {
+    for (int i = 0; i < 4; ++i)
+        p[i] = static_cast<std::uint8_t>(value >> (8 * (3 - i)));
+}
+
 bool all_zero(const std::uint8_t* begin, const std::uint8_t* end) {
     return std::all_of(begin, end, [](std::uint8_t byte) { return byte == 0; });
 }
@@ -105,6 +125,22 @@ SockaddrProblem decode_windows_sockaddr(const std::uint8_t* data, std::size_t si
     }
     out = address;
     return SockaddrProblem::none;
+}
+
+std::size_t encode_windows_sockaddr(const SocketAddress& address, std::uint8_t* out) {
+    if (address.version == IpVersion::v4) {
+        std::memset(out, 0, kWindowsSockaddrInSize);
+        write_little_endian16(out + kFamilyOffset, kWindowsAfInet);
+        write_big_endian16(out + kPortOffset, address.port);
+        std::memcpy(out + kIn4AddressOffset, address.address, kIn4AddressSize);
+        return kWindowsSockaddrInSize;
+    }
+    write_little_endian16(out + kFamilyOffset, kWindowsAfInet6);
+    write_big_endian16(out + kPortOffset, address.port);
+    write_big_endian32(out + kIn6FlowinfoOffset, address.flowinfo);
+    std::memcpy(out + kIn6AddressOffset, address.address, kIn6AddressSize);
+    write_little_endian32(out + kIn6ScopeIdOffset, address.scope_id);
+    return kWindowsSockaddrIn6Size;
 }
 
 static_assert(kWfpSamplerContextSize == 256, "the size message below names 256 bytes");

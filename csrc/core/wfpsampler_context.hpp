@@ -30,6 +30,10 @@ enum class SockaddrProblem : std::uint8_t { none, unknown_family, too_short, non
 SockaddrProblem decode_windows_sockaddr(const std::uint8_t* data, std::size_t size,
                                         SocketAddress& out);
 
+// Encodes `address` as a SOCKADDR_IN or SOCKADDR_IN6 into `out`
+// (kWindowsSockaddrIn6Size bytes at least); returns the size written.
+std::size_t encode_windows_sockaddr(const SocketAddress& address, std::uint8_t* out);
+
 // Decodes a WFPSampler redirect context. Exactly kWfpSamplerContextSize bytes
 // are required: trailing bytes mean some other driver's layout, and guessing
 // would hand a proxy a wrong destination. Anything else is

@@ -2,6 +2,9 @@
 // values, and the rule for when a core call runs without the interpreter lock.
 #pragma once
 
+#include <cstddef>
+#include <cstdint>
+
 #include <pybind11/pybind11.h>
 
 #include "../core/backend.hpp"
@@ -21,8 +24,18 @@ template <typename Operation> auto run_core(Operation&& operation) {
     }
 }
 
+// Takes the Python classes the conversions build (from wfpredirect._records).
+void init_conversions();
+
+// A wfpredirect.RedirectRecords holding a copy of [data, data + size).
+py::object to_redirect_records(const std::uint8_t* data, std::size_t size);
+
 // (host, port) for IPv4, (host, port, flowinfo, scope_id) for IPv6: the
 // socket module's address tuples.
 py::tuple to_address_tuple(const core::SocketAddress& address);
+
+// A wfpredirect.Datagram(data, address, records, context, original_destination).
+py::object to_datagram(py::object data, py::object address, py::object records, py::object context,
+                       py::object original_destination);
 
 } // namespace wfpredirect::python

@@ -30,6 +30,12 @@ PyObject* class_for(core::Outcome outcome) {
         return classes.unsupported;
     case core::Outcome::permission_denied:
         return classes.permission;
+    case core::Outcome::would_block:
+        return PyExc_BlockingIOError;
+    case core::Outcome::timed_out:
+        return PyExc_TimeoutError;
+    case core::Outcome::interrupted:
+        return PyExc_InterruptedError;
     default:
         return classes.redirect_error;
     }
@@ -58,6 +64,10 @@ std::string message_for(const char* function, const core::Status& status, std::s
     case core::Outcome::buffer_too_small:
         message += "the buffer holds " + std::to_string(capacity) + " bytes, the answer needs " +
                    std::to_string(status.size);
+        return message;
+    case core::Outcome::timed_out:
+        // The socket module's words for a socket timeout.
+        message += "timed out";
         return message;
     default:
         break;

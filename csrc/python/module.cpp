@@ -2,6 +2,8 @@
 // DESIGN.md for the layers (no socket calls here).
 #include <pybind11/pybind11.h>
 
+#include "conversions.hpp"
+#include "datagrams.hpp"
 #include "errors.hpp"
 #include "marks.hpp"
 #include "operations.hpp"
@@ -11,7 +13,9 @@ namespace py = pybind11;
 PYBIND11_MODULE(_core, module, py::mod_gil_not_used()) {
     module.doc() = "Native core of wfpredirect; import the names from wfpredirect instead.";
     wfpredirect::python::init_errors(module);
+    wfpredirect::python::init_conversions();
     wfpredirect::python::init_constants(module);
     wfpredirect::python::init_marks(module);
     wfpredirect::python::init_operations(module);
+    wfpredirect::python::init_datagrams(module);
 }

@@ -13,14 +13,6 @@
 namespace wfpredirect::python {
 namespace {
 
-// wfpredirect.RedirectRecords (a bytes subclass), taken once at import.
-PyObject* redirect_records_type = nullptr;
-
-py::object to_records(const core::ByteBuffer& buffer, std::size_t size) {
-    py::bytes raw(reinterpret_cast<const char*>(buffer.data()), size);
-    return py::reinterpret_steal<py::object>(PyObject_CallOneArg(redirect_records_type, raw.ptr()));
-}
-
 py::object query_redirect_records(py::handle sock) {
     constexpr const char* kName = "query_redirect_records";
     const core::SocketHandle handle = to_socket_handle(sock.ptr(), kName);
@@ -30,10 +22,7 @@ py::object query_redirect_records(py::handle sock) {
         run_core([&] { return core::query_redirect_records(handle, buffer, marks); });
     if (!status.ok())
         throw_status(kName, status);
-    py::object records = to_records(buffer, status.size);
-    if (!records)
-        throw py::error_already_set();
-    return records;
+    return to_redirect_records(buffer.data(), status.size);
 }
 
 std::size_t query_redirect_records_into(py::handle sock, py::handle buffer) {
@@ -120,11 +109,6 @@ py::tuple decode_wfpsampler_context(py::handle context) {
 } // namespace
 
 void init_operations(py::module_& module) {
-    redirect_records_type =
-        py::object(py::module_::import("wfpredirect._records").attr("RedirectRecords"))
-            .release()
-            .ptr();
-
     module.def("query_redirect_records", &query_redirect_records, py::arg("sock"),
                "The redirect records of the accepted connection `sock`.");
     module.def("query_redirect_records_into", &query_redirect_records_into, py::arg("sock"),

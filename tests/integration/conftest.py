@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from support import linux_only
 
 HERE = Path(__file__).resolve().parent

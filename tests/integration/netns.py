@@ -23,6 +23,7 @@ T = TypeVar("T")
 
 CLONE_NEWNET = 0x40000000  # linux/sched.h
 
+
 def _enter_new_namespace(nft_rules: str | None, sysctls: dict[str, str]) -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.unshare(CLONE_NEWNET) != 0:

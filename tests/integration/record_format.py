@@ -19,9 +19,7 @@ def decode(record: bytes) -> dict[str, object]:
     return {"destination": destination, "mark": mark, "transparent": bool(flags & 1)}
 
 
-def encode(
-    destination: tuple[object, ...], mark: int = 0, transparent: bool = False
-) -> bytes:
+def encode(destination: tuple[object, ...], mark: int = 0, transparent: bool = False) -> bytes:
     address = ipaddress.ip_address(destination[0])
     header = struct.pack(
         ">4sBBBBIH", b"WFPR", 1, address.version, int(transparent), 0, mark, destination[1]

@@ -4,9 +4,7 @@ records prevent"). nft 1.0.6 wants a newline before each closing brace."""
 from __future__ import annotations
 
 
-def redirect(
-    family: str, daddr: str, dport: int, to_port: int, loop_mark: int = 0x40
-) -> str:
+def redirect(family: str, daddr: str, dport: int, to_port: int, loop_mark: int = 0x40) -> str:
     """A nat-output rule sending `daddr:dport` to local port `to_port`,
     skipping connections that carry `loop_mark`."""
     address_match = "ip daddr" if family == "ip" else "ip6 daddr"

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import socket
 
+import wfpredirect
 from netns import run_in_netns
 from test_original_destination import IPV4_RULES, listen
-
-import wfpredirect
 
 QUERIES = ("query_redirect_records", "query_redirect_context", "original_destination")
 
@@ -51,11 +50,16 @@ def test_socket_states() -> None:
         }
 
     result = run_in_netns(body, nft_rules=IPV4_RULES)
-    no_entry = "the connection was not redirected: getsockopt(SO_ORIGINAL_DST): no NAT entry for the connection"
+    no_entry = (
+        "the connection was not redirected: "
+        "getsockopt(SO_ORIGINAL_DST): no NAT entry for the connection"
+    )
     assert result["listening"] == expect("NotRedirectedError", 2, no_entry)
     assert result["unconnected"] == expect("NotRedirectedError", 2, no_entry)
     assert result["udp"] == expect(
-        "RedirectError", 92, "getsockopt(SO_ORIGINAL_DST): not a TCP socket (Protocol not available)"
+        "RedirectError",
+        92,
+        "getsockopt(SO_ORIGINAL_DST): not a TCP socket (Protocol not available)",
     )
     assert result["unix"] == expect(
         "RedirectError", 92, "getsockname: not an IPv4 or IPv6 socket (Protocol not available)"
@@ -67,7 +71,7 @@ def test_redirect_socket_properties_on_error_rows() -> None:
         listener = listen(socket.AF_INET, ("127.0.0.1", 15001))
         udp = wfpredirect.RedirectSocket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
-            udp.original_destination
+            _ = udp.original_destination  # raises: not a TCP socket
         except wfpredirect.RedirectError as error:
             udp_error = (type(error).__name__, error.errno)
         return (

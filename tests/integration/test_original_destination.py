@@ -6,11 +6,11 @@ from __future__ import annotations
 import socket
 
 import pytest
+
+import wfpredirect
 from netns import run_in_netns
 from rules import redirect
 from servers import Origin, exchange
-
-import wfpredirect
 from wfpredirect import NotRedirectedError, RedirectSocket
 
 IPV4_RULES = redirect("ip", "127.0.0.2", 8080, 15001)

@@ -8,8 +8,13 @@ import subprocess
 import sys
 
 import pytest
+
 from record_format import encode
-from support import NEUTRAL_DIRECTORY, require_root, require_tool
+from support import NEUTRAL_DIRECTORY, require_root, require_tool, unavailable
+
+# linux/capability.h
+CAP_NET_ADMIN = 12
+CAP_NET_RAW = 13
 
 PROBE = """
 import json, socket, wfpredirect
@@ -24,14 +29,37 @@ with socket.socket() as sock:
 """
 
 
+def require_both_capabilities() -> None:
+    """Dropping one capability must leave the other: a container that grants
+    only one of them (Docker's default grants CAP_NET_RAW alone) cannot tell
+    whether either alone is enough."""
+    with open("/proc/self/status", encoding="ascii") as status:
+        bounding = next(int(line.split()[1], 16) for line in status if line.startswith("CapBnd:"))
+    missing = [
+        name
+        for name, bit in (("CAP_NET_ADMIN", CAP_NET_ADMIN), ("CAP_NET_RAW", CAP_NET_RAW))
+        if not bounding >> bit & 1
+    ]
+    if missing:
+        unavailable(f"the capability bounding set lacks {' and '.join(missing)}")
+
+
 def run_without(capabilities: str) -> list[object]:
     require_root()
     setpriv = require_tool("setpriv")
     record = encode(("127.0.0.2", 8080), mark=0x10).hex()
     completed = subprocess.run(
-        [setpriv, f"--bounding-set={capabilities}", f"--inh-caps={capabilities}",
-         sys.executable, "-c", PROBE % record],
-        capture_output=True, text=True, check=True,
+        [
+            setpriv,
+            f"--bounding-set={capabilities}",
+            f"--inh-caps={capabilities}",
+            sys.executable,
+            "-c",
+            PROBE % record,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
         cwd=NEUTRAL_DIRECTORY,
     )
     return json.loads(completed.stdout)  # type: ignore[no-any-return]
@@ -49,4 +77,53 @@ def test_without_both_capabilities() -> None:
 
 @pytest.mark.parametrize("dropped", ["-net_raw", "-net_admin"])
 def test_either_capability_is_enough(dropped: str) -> None:
+    require_both_capabilities()
     assert run_without(dropped) == ["ok", 0x10 | 0x40]
+
+
+DATAGRAM_PROBE = """
+import json, socket, wfpredirect
+record = bytes.fromhex(%r)
+answers = []
+with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+    for call in (lambda: wfpredirect.enable_datagram_records(sock),
+                 lambda: wfpredirect.sendmsg_redirect(sock, b"x", ("127.0.0.1", 9), record)):
+        try:
+            call()
+            answers.append("ok")
+        except wfpredirect.RedirectPermissionError as error:
+            answers.append([error.errno, str(error)])
+print(json.dumps(answers))
+"""
+
+
+def test_datagram_calls_without_both_capabilities() -> None:
+    require_root()
+    setpriv = require_tool("setpriv")
+    record = encode(("127.0.0.3", 5353), mark=0x20).hex()
+    completed = subprocess.run(
+        [
+            setpriv,
+            "--bounding-set=-net_raw,-net_admin",
+            "--inh-caps=-net_raw,-net_admin",
+            sys.executable,
+            "-c",
+            DATAGRAM_PROBE % record,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=NEUTRAL_DIRECTORY,
+    )
+    assert json.loads(completed.stdout) == [
+        [
+            1,
+            "[Errno 1] enable_datagram_records: setsockopt(IP_TRANSPARENT) needs CAP_NET_RAW "
+            "or CAP_NET_ADMIN (Operation not permitted)",
+        ],
+        [
+            1,
+            "[Errno 1] sendmsg_redirect: sendmsg: an SO_MARK control message needs CAP_NET_RAW "
+            "or CAP_NET_ADMIN (Operation not permitted)",
+        ],
+    ]

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from netns import run_in_netns
 from processes import running
 from rules import chain, redirect
@@ -50,8 +51,17 @@ ORIGIN_READY = "Serving HTTP on 127.0.0.2 port 8080"
 
 
 def origin_server(directory: Path) -> list[str]:
-    return [sys.executable, "-u", "-m", "http.server", "8080", "--bind", "127.0.0.2",
-            "--directory", str(directory)]
+    return [
+        sys.executable,
+        "-u",
+        "-m",
+        "http.server",
+        "8080",
+        "--bind",
+        "127.0.0.2",
+        "--directory",
+        str(directory),
+    ]
 
 
 def test_readme_proxy_relays_with_curl(site: tuple[Path, Path]) -> None:
@@ -59,8 +69,9 @@ def test_readme_proxy_relays_with_curl(site: tuple[Path, Path]) -> None:
 
     def body() -> dict[str, object]:
         with running(origin_server(directory), ready=ORIGIN_READY) as origin:
-            with running([sys.executable, str(proxy)], ready="listening on 127.0.0.1 port 15001"
-                         ) as relay:
+            with running(
+                [sys.executable, str(proxy)], ready="listening on 127.0.0.1 port 15001"
+            ) as relay:
                 relayed = curl("http://127.0.0.2:8080/hello.txt")
                 direct = curl("http://127.0.0.1:15001/hello.txt")
             relay_output = relay.stdout.read() if relay.stdout else ""
@@ -89,12 +100,16 @@ def test_chain_of_two_proxies_ends_at_the_origin(site: tuple[Path, Path]) -> Non
 
     def body() -> dict[str, object]:
         with running(origin_server(directory), ready=ORIGIN_READY) as origin:
-            first = running([sys.executable, str(proxy), "15001"],
-                            env={"WFPREDIRECT_LOOP_MARK": "0x40"},
-                            ready="listening on 127.0.0.1 port 15001")
-            second = running([sys.executable, str(proxy), "15002"],
-                             env={"WFPREDIRECT_LOOP_MARK": "0x80"},
-                             ready="listening on 127.0.0.1 port 15002")
+            first = running(
+                [sys.executable, str(proxy), "15001"],
+                env={"WFPREDIRECT_LOOP_MARK": "0x40"},
+                ready="listening on 127.0.0.1 port 15001",
+            )
+            second = running(
+                [sys.executable, str(proxy), "15002"],
+                env={"WFPREDIRECT_LOOP_MARK": "0x80"},
+                ready="listening on 127.0.0.1 port 15002",
+            )
             with first as proxy_a, second as proxy_b:
                 relayed = curl("http://127.0.0.2:8080/hello.txt")
             lines_a = proxy_a.stdout.read() if proxy_a.stdout else ""

@@ -6,13 +6,12 @@ from __future__ import annotations
 import array
 import socket
 
+import wfpredirect
 from netns import run_in_netns
 from record_format import decode
 from rules import redirect
 from servers import Origin, exchange, socket_mark
 from test_original_destination import IPV4_RULES, IPV6_RULES, listen
-
-import wfpredirect
 from wfpredirect import BufferTooSmallError, RedirectRecords
 
 FWMARK_ACCEPT = {"net.ipv4.tcp_fwmark_accept": "1"}

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import socket
 
+import wfpredirect
 from netns import run_in_netns
 from test_original_destination import IPV4_RULES, listen
-
-import wfpredirect
 from wfpredirect import RedirectSocket
 
 

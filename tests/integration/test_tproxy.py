@@ -7,12 +7,11 @@ from __future__ import annotations
 import socket
 import subprocess
 
+import wfpredirect
 from netns import run_in_netns
 from record_format import decode
 from servers import Origin, exchange
 from test_original_destination import listen
-
-import wfpredirect
 
 # The transparent proxy's own upstream carries LOOP_MARK (0x40) and skips the
 # rule; everything else for 127.0.0.2:8080 is diverted to the listener.
@@ -54,8 +53,11 @@ def test_tproxy_connection() -> None:
             "record": decode(records) if records is not None else None,
             "answer": answer,
             "origin": len(origin.arrivals),
-            "direct": (direct.original_destination, direct.redirect_records,
-                       direct.redirect_context),
+            "direct": (
+                direct.original_destination,
+                direct.redirect_records,
+                direct.redirect_context,
+            ),
             "direct_native": wfpredirect.original_destination(direct),
             "listening": listening,
         }
@@ -77,4 +79,3 @@ def test_tproxy_connection() -> None:
             "getpeername: the socket is not connected",
         ),
     }
-

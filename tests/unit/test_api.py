@@ -15,7 +15,6 @@ from wfpredirect import (
     UnsupportedError,
 )
 
-
 EXPECTED_BACKEND = {"linux": "netfilter", "win32": "winsock"}.get(sys.platform, "unsupported")
 EXPECTED_SO_ORIGINAL_DST = {"linux": 80, "win32": 0x300F}.get(sys.platform)
 

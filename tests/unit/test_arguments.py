@@ -9,16 +9,22 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from support import linux_only
 
 import wfpredirect
+from support import linux_only
 
 SOCKET_CALLS: list[tuple[str, Callable[[Any], object]]] = [
     ("query_redirect_records", wfpredirect.query_redirect_records),
     ("query_redirect_context", wfpredirect.query_redirect_context),
     ("original_destination", wfpredirect.original_destination),
-    ("query_redirect_records_into", lambda s: wfpredirect.query_redirect_records_into(s, bytearray(64))),
-    ("query_redirect_context_into", lambda s: wfpredirect.query_redirect_context_into(s, bytearray(64))),
+    (
+        "query_redirect_records_into",
+        lambda s: wfpredirect.query_redirect_records_into(s, bytearray(64)),
+    ),
+    (
+        "query_redirect_context_into",
+        lambda s: wfpredirect.query_redirect_context_into(s, bytearray(64)),
+    ),
     ("set_redirect_records", lambda s: wfpredirect.set_redirect_records(s, b"x" * 18)),
 ]
 
@@ -120,23 +126,43 @@ def test_released_memoryview_is_a_value_error(tcp: socket.socket) -> None:
         (bytearray(65537), ValueError, "records must be 1 to 65536 bytes, not 65537"),
         ("WFPR", TypeError, "records must be a bytes-like object, not str"),
         (None, TypeError, "records must be a bytes-like object, not NoneType"),
-        (memoryview(b"x" * 40)[::2], TypeError,
-         "records must be a C-contiguous bytes-like object, not memoryview"),
+        (
+            memoryview(b"x" * 40)[::2],
+            TypeError,
+            "records must be a C-contiguous bytes-like object, not memoryview",
+        ),
         (b"x" * 18, ValueError, "records are not a wfpredirect netfilter record (no WFPR magic)"),
-        (b"WFPR", ValueError,
-         "records are too short to be a netfilter record (truncated or foreign)"),
-        (b"WFPR\x02\x04" + bytes(12), ValueError,
-         "records use another version of the netfilter record format"),
-        (b"WFPR\x01\x05" + bytes(12), ValueError,
-         "records name an IP version other than 4 or 6 (corrupt)"),
+        (
+            b"WFPR",
+            ValueError,
+            "records are too short to be a netfilter record (truncated or foreign)",
+        ),
+        (
+            b"WFPR\x02\x04" + bytes(12),
+            ValueError,
+            "records use another version of the netfilter record format",
+        ),
+        (
+            b"WFPR\x01\x05" + bytes(12),
+            ValueError,
+            "records name an IP version other than 4 or 6 (corrupt)",
+        ),
         (b"WFPR\x01\x04\x02" + bytes(11), ValueError, "records have unknown flags set (corrupt)"),
-        (b"WFPR\x01\x04" + bytes(13), ValueError,
-         "records have the wrong length for their IP version (truncated or corrupt)"),
-        (b"WFPR\x01\x06" + bytes(12), ValueError,
-         "records have the wrong length for their IP version (truncated or corrupt)"),
+        (
+            b"WFPR\x01\x04" + bytes(13),
+            ValueError,
+            "records have the wrong length for their IP version (truncated or corrupt)",
+        ),
+        (
+            b"WFPR\x01\x06" + bytes(12),
+            ValueError,
+            "records have the wrong length for their IP version (truncated or corrupt)",
+        ),
     ],
 )
-def test_bad_records(records: object, error: type[Exception], message: str, tcp: socket.socket) -> None:
+def test_bad_records(
+    records: object, error: type[Exception], message: str, tcp: socket.socket
+) -> None:
     with pytest.raises(error) as caught:
         wfpredirect.set_redirect_records(tcp, records)  # type: ignore[arg-type]
     assert str(caught.value) == f"set_redirect_records: {message}"
@@ -150,15 +176,24 @@ def test_bad_records(records: object, error: type[Exception], message: str, tcp:
         ({"mark_mask": True}, TypeError, "mark_mask must be an int or None"),
         ({"loop_mark": -1}, ValueError, "loop_mark must be between 0 and 0xffffffff"),
         ({"mark_mask": 2**32}, ValueError, "mark_mask must be between 0 and 0xffffffff"),
-        ({"loop_mark": 0}, ValueError,
-         "loop_mark is 0: the loop mark must be non-zero, or the upstream connection is "
-         "redirected back into the proxy"),
-        ({"loop_mark": 0x100}, ValueError,
-         "loop_mark 0x100 is not inside WFPREDIRECT_MARK_MASK (MARK_MASK) 0xf0: the loop mark "
-         "must only use bits of the mark mask"),
-        ({"mark_mask": 0x0F}, ValueError,
-         "WFPREDIRECT_LOOP_MARK (LOOP_MARK) 0x40 is not inside mark_mask 0xf: the loop mark "
-         "must only use bits of the mark mask"),
+        (
+            {"loop_mark": 0},
+            ValueError,
+            "loop_mark is 0: the loop mark must be non-zero, or the upstream connection is "
+            "redirected back into the proxy",
+        ),
+        (
+            {"loop_mark": 0x100},
+            ValueError,
+            "loop_mark 0x100 is not inside WFPREDIRECT_MARK_MASK (MARK_MASK) 0xf0: the loop mark "
+            "must only use bits of the mark mask",
+        ),
+        (
+            {"mark_mask": 0x0F},
+            ValueError,
+            "WFPREDIRECT_LOOP_MARK (LOOP_MARK) 0x40 is not inside mark_mask 0xf: the loop mark "
+            "must only use bits of the mark mask",
+        ),
     ],
 )
 def test_bad_mark_keywords(

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+
 from support import NEUTRAL_DIRECTORY, linux_only
 
 pytestmark = linux_only
@@ -37,7 +38,11 @@ def probe(**environment: str) -> dict[str, object]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WFPREDIRECT_")}
     env.update(environment)
     completed = subprocess.run(
-        [sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True,
+        [sys.executable, "-c", PROBE],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
         cwd=NEUTRAL_DIRECTORY,
     )
     return json.loads(completed.stdout)  # type: ignore[no-any-return]
@@ -51,7 +56,8 @@ def test_defaults() -> None:
     assert result["query_redirect_records"][0] == "NotRedirectedError"  # type: ignore[index]
     assert result["set_redirect_records"] == [
         "ValueError",
-        "set_redirect_records: records are too short to be a netfilter record (truncated or foreign)",
+        "set_redirect_records: records are too short to be a netfilter record"
+        " (truncated or foreign)",
     ]
 
 
@@ -68,16 +74,24 @@ def test_environment_overrides(loop: str, mask: str, expected: tuple[int, int]) 
 @pytest.mark.parametrize(
     ("environment", "problem"),
     [
-        ({"WFPREDIRECT_LOOP_MARK": "abc"},
-         "WFPREDIRECT_LOOP_MARK='abc' is not a decimal or 0x-hex number"),
-        ({"WFPREDIRECT_MARK_MASK": "0x1ffffffff"},
-         "WFPREDIRECT_MARK_MASK='0x1ffffffff' is outside 0..0xffffffff"),
-        ({"WFPREDIRECT_LOOP_MARK": "0"},
-         "WFPREDIRECT_LOOP_MARK (LOOP_MARK) is 0: the loop mark must be non-zero, or the "
-         "upstream connection is redirected back into the proxy"),
-        ({"WFPREDIRECT_LOOP_MARK": "0x100"},
-         "WFPREDIRECT_LOOP_MARK (LOOP_MARK) 0x100 is not inside WFPREDIRECT_MARK_MASK "
-         "(MARK_MASK) 0xf0: the loop mark must only use bits of the mark mask"),
+        (
+            {"WFPREDIRECT_LOOP_MARK": "abc"},
+            "WFPREDIRECT_LOOP_MARK='abc' is not a decimal or 0x-hex number",
+        ),
+        (
+            {"WFPREDIRECT_MARK_MASK": "0x1ffffffff"},
+            "WFPREDIRECT_MARK_MASK='0x1ffffffff' is outside 0..0xffffffff",
+        ),
+        (
+            {"WFPREDIRECT_LOOP_MARK": "0"},
+            "WFPREDIRECT_LOOP_MARK (LOOP_MARK) is 0: the loop mark must be non-zero, or the "
+            "upstream connection is redirected back into the proxy",
+        ),
+        (
+            {"WFPREDIRECT_LOOP_MARK": "0x100"},
+            "WFPREDIRECT_LOOP_MARK (LOOP_MARK) 0x100 is not inside WFPREDIRECT_MARK_MASK "
+            "(MARK_MASK) 0xf0: the loop mark must only use bits of the mark mask",
+        ),
     ],
 )
 def test_invalid_setting_fails_every_call_not_the_import(

@@ -24,6 +24,12 @@ pytestmark = pytest.mark.skipif(
         lambda s: wfpredirect.query_redirect_records_into(s, bytearray(64)),
         lambda s: wfpredirect.query_redirect_context_into(s, bytearray(64)),
         lambda s: wfpredirect.set_redirect_records(s, b"records"),
+        wfpredirect.enable_datagram_records,
+        lambda s: wfpredirect.recvmsg_redirect(s, 64),
+        lambda s: wfpredirect.recvmsg_redirect_into(s, bytearray(64)),
+        lambda s: wfpredirect.sendmsg_redirect(s, b"data", ("127.0.0.1", 9)),
+        lambda s: wfpredirect.sendmsg_redirect(s, b"data", ("127.0.0.1", 9), b"records"),
+        lambda s: wfpredirect.datagram_reply_socket(("127.0.0.1", 0)),
     ],
 )
 def test_every_operation_is_unsupported(call: object) -> None:

@@ -41,17 +41,27 @@ def test_ipv6_context_from_any_buffer() -> None:
     [
         (b"", "WFPSampler context is not 256 bytes (two SOCKADDR_STORAGE)"),
         (sockaddr_in("127.0.0.1", 1), "WFPSampler context is not 256 bytes (two SOCKADDR_STORAGE)"),
-        (sockaddr_in("127.0.0.1", 1) * 2 + b"\0",
-         "WFPSampler context is not 256 bytes (two SOCKADDR_STORAGE)"),
+        (
+            sockaddr_in("127.0.0.1", 1) * 2 + b"\0",
+            "WFPSampler context is not 256 bytes (two SOCKADDR_STORAGE)",
+        ),
         # Linux's AF_INET6 (10) is not a Windows family.
-        (struct.pack("<H", 10).ljust(STORAGE, b"\0") + sockaddr_in("127.0.0.1", 1),
-         "WFPSampler context: remote address has unknown family"),
-        (sockaddr_in("127.0.0.1", 1) + struct.pack("<H", 0).ljust(STORAGE, b"\0"),
-         "WFPSampler context: local address has unknown family"),
-        (sockaddr_in("127.0.0.1", 1)[:100] + b"\x01" + bytes(27) + sockaddr_in("127.0.0.1", 1),
-         "WFPSampler context: remote address padding is not zero"),
-        (sockaddr_in("127.0.0.1", 1) + sockaddr_in6("::1", 1)[:127] + b"\x01",
-         "WFPSampler context: local address padding is not zero"),
+        (
+            struct.pack("<H", 10).ljust(STORAGE, b"\0") + sockaddr_in("127.0.0.1", 1),
+            "WFPSampler context: remote address has unknown family",
+        ),
+        (
+            sockaddr_in("127.0.0.1", 1) + struct.pack("<H", 0).ljust(STORAGE, b"\0"),
+            "WFPSampler context: local address has unknown family",
+        ),
+        (
+            sockaddr_in("127.0.0.1", 1)[:100] + b"\x01" + bytes(27) + sockaddr_in("127.0.0.1", 1),
+            "WFPSampler context: remote address padding is not zero",
+        ),
+        (
+            sockaddr_in("127.0.0.1", 1) + sockaddr_in6("::1", 1)[:127] + b"\x01",
+            "WFPSampler context: local address padding is not zero",
+        ),
     ],
 )
 def test_invalid_contexts(context: bytes, problem: str) -> None:

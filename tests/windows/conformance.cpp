@@ -112,6 +112,84 @@ void raw_wine_answers(Checks& checks, SOCKET socket) {
     CHECK(checks, named.rc == 0 && named.bytes == sizeof(sockaddr_in));
 }
 
+SOCKET udp_on_loopback(sockaddr_in& address) {
+    address = sockaddr_in{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int length = sizeof address;
+    const SOCKET socket = ::socket(AF_INET, SOCK_DGRAM, IPPROTO_UDP);
+    if (socket == INVALID_SOCKET ||
+        bind(socket, reinterpret_cast<sockaddr*>(&address), length) != 0 ||
+        getsockname(socket, reinterpret_cast<sockaddr*>(&address), &length) != 0)
+        return INVALID_SOCKET;
+    return socket;
+}
+
+SocketAddress loopback(const sockaddr_in& address) {
+    SocketAddress out;
+    std::memcpy(out.address, &address.sin_addr, 4);
+    out.port = ntohs(address.sin_port);
+    return out;
+}
+
+// Wine has no WFP options, so no datagram carries a record; WSARecvMsg and
+// WSASendMsg still carry loopback datagrams, and a record control message
+// on WSASendMsg is accepted and ignored (DESIGN.md).
+void datagrams_under_wine(Checks& checks) {
+    checks.scenario = "UDP pair on loopback";
+    sockaddr_in receiver_address;
+    sockaddr_in sender_address;
+    const SOCKET receiver = udp_on_loopback(receiver_address);
+    const SOCKET sender = udp_on_loopback(sender_address);
+    CHECK(checks, receiver != INVALID_SOCKET && sender != INVALID_SOCKET);
+    if (receiver == INVALID_SOCKET || sender == INVALID_SOCKET)
+        return;
+    const MarkConfig marks;
+
+    checks.scenario = "enable_datagram_records under Wine";
+    const Status enabled = core::enable_datagram_records(receiver);
+    CHECK(checks, enabled.outcome == Outcome::unsupported && enabled.code == wfp::kWsaEnoprotoopt &&
+                      std::strcmp(enabled.call, "setsockopt(IP_WFP_REDIRECT_RECORDS)") == 0);
+
+    const SocketAddress to = loopback(receiver_address);
+    const std::uint8_t record[] = {'W', 'F', 'P', 'R', 1};
+    for (const bool with_record : {false, true}) {
+        checks.scenario = with_record ? "WSASendMsg with a record control message, WSARecvMsg"
+                                      : "WSASendMsg and WSARecvMsg";
+        const Status sent = core::send_datagram(
+            sender, reinterpret_cast<const std::uint8_t*>("hello"), 5, to,
+            with_record ? record : nullptr, with_record ? sizeof record : 0, core::kNoWait, marks);
+        CHECK(checks, sent.ok() && sent.size == 5);
+        std::uint8_t data[32] = {};
+        core::ReceivedDatagram datagram;
+        const Status received =
+            core::receive_datagram(receiver, data, sizeof data, 5000, datagram, marks);
+        CHECK(checks, received.ok() && datagram.size == 5 && std::memcmp(data, "hello", 5) == 0);
+        CHECK(checks, datagram.source == loopback(sender_address));
+        CHECK(checks, datagram.records == nullptr && datagram.context == nullptr &&
+                          !datagram.has_original_destination);
+    }
+
+    checks.scenario = "a timeout with nothing to receive";
+    std::uint8_t data[8];
+    core::ReceivedDatagram none;
+    const Status waited = core::receive_datagram(receiver, data, sizeof data, 50, none, marks);
+    CHECK(checks, waited.outcome == Outcome::timed_out);
+
+    checks.scenario = "a non-blocking socket with nothing to receive";
+    u_long non_blocking = 1;
+    CHECK(checks, ioctlsocket(receiver, FIONBIO, &non_blocking) == 0);
+    const Status empty =
+        core::receive_datagram(receiver, data, sizeof data, core::kNoWait, none, marks);
+    CHECK(checks, empty.outcome == Outcome::would_block && empty.code == WSAEWOULDBLOCK &&
+                      std::strcmp(empty.call, "WSARecvMsg") == 0);
+
+    checks.scenario = "no transparent bind on Windows";
+    CHECK(checks, core::prepare_datagram_reply_socket(sender).outcome == Outcome::unsupported);
+    closesocket(sender);
+    closesocket(receiver);
+}
+
 void run_wine_suite(Checks& checks) {
     checks.scenario = "backend name";
     CHECK(checks, std::strcmp(core::kBackendName, "winsock") == 0);
@@ -129,6 +207,7 @@ void run_wine_suite(Checks& checks) {
     every_operation_unsupported(checks, pair.client);
     checks.scenario = "invalid handle (Wine: WSAEOPNOTSUPP, not WSAENOTSOCK)";
     every_operation_unsupported(checks, INVALID_SOCKET);
+    datagrams_under_wine(checks);
 }
 
 } // namespace
@@ -146,5 +225,7 @@ int main() {
     }
     wfpredirect::tests::run_scripted_stack_suite(checks);
     wfpredirect::tests::run_context_decoder_suite(checks);
+    wfpredirect::tests::run_control_messages_suite(checks);
+    wfpredirect::tests::run_datagram_suite(checks);
     return checks.report();
 }

@@ -1,5 +1,6 @@
 #include "scripted_stack.hpp"
 
+#include <algorithm>
 #include <cstring>
 
 #include "../../csrc/core/byte_buffer.hpp"
@@ -107,10 +108,34 @@ WinsockAnswer answer_address(const std::vector<std::uint8_t>& address, std::uint
     return {0, 0, static_cast<std::uint32_t>(address.size())};
 }
 
+// SO_PROTOCOL_INFOW and IPV6_V6ONLY, as the datagram calls ask them.
+WinsockAnswer answer_datagram_option(ScriptedStack& stack, std::uintptr_t socket, int level,
+                                     int name, void* out, std::uint32_t out_size) {
+    if (level == wfp::kWindowsSolSocket) {
+        const bool valid = socket == kScriptedSocket && name == wfp::kWindowsSoProtocolInfoW &&
+                           out != nullptr && out_size == wfp::kWindowsProtocolInfoSize;
+        check_argument(stack.checks, valid ? nullptr : "SO_PROTOCOL_INFOW: invalid arguments",
+                       "SO_PROTOCOL_INFOW arguments are valid");
+        std::memset(out, kScribble, out_size);
+        const int family = stack.family;
+        std::memcpy(static_cast<std::uint8_t*>(out) + wfp::kWindowsProtocolInfoFamilyOffset,
+                    &family, sizeof family);
+        return {0, 0, out_size};
+    }
+    const bool valid = socket == kScriptedSocket && name == wfp::kWindowsIpv6V6only &&
+                       out != nullptr && out_size == sizeof stack.v6only;
+    check_argument(stack.checks, valid ? nullptr : "IPV6_V6ONLY: invalid arguments",
+                   "IPV6_V6ONLY arguments are valid");
+    std::memcpy(out, &stack.v6only, sizeof stack.v6only);
+    return {0, 0, sizeof stack.v6only};
+}
+
 WinsockAnswer scripted_getsockopt(void* context, std::uintptr_t socket, int level, int name,
                                   void* out, std::uint32_t out_size) {
     auto& stack = *static_cast<ScriptedStack*>(context);
     stack.getsockopt_levels.push_back(level);
+    if (level == wfp::kWindowsSolSocket || level == wfp::kWindowsIpprotoIpv6)
+        return answer_datagram_option(stack, socket, level, name, out, out_size);
     const bool valid = socket == kScriptedSocket && name == wfp::kWindowsSoOriginalDst &&
                        (level == wfp::kWindowsSolIp || level == wfp::kWindowsSolIpv6) &&
                        out != nullptr && out_size == wfp::kWindowsSockaddrStorageSize;
@@ -129,10 +154,82 @@ WinsockAnswer scripted_getsockname(void* context, std::uintptr_t socket, void* o
     return answer_address(stack.local_address, wfp::kWsaEinval, out);
 }
 
+WinsockAnswer scripted_setsockopt(void* context, std::uintptr_t socket, int level, int name,
+                                  const void* value, std::uint32_t size) {
+    auto& stack = *static_cast<ScriptedStack*>(context);
+    stack.options_set.emplace_back(level, name);
+    std::uint32_t on = 0;
+    if (value != nullptr && size == sizeof on)
+        std::memcpy(&on, value, sizeof on);
+    const bool valid = socket == kScriptedSocket &&
+                       (level == wfp::kWindowsIpprotoIp || level == wfp::kWindowsIpprotoIpv6) &&
+                       (name == wfp::kIpWfpRedirectRecords || name == wfp::kIpWfpRedirectContext) &&
+                       size == sizeof on && on == 1;
+    check_argument(stack.checks, valid ? nullptr : "setsockopt: invalid arguments",
+                   "setsockopt arguments are valid");
+    if (stack.setsockopt_error != 0)
+        return failed(stack.setsockopt_error);
+    return {0, 0, 0};
+}
+
+WinsockAnswer scripted_recvmsg(void* context, std::uintptr_t socket,
+                               core::wfp::MessageBuffers& message) {
+    auto& stack = *static_cast<ScriptedStack*>(context);
+    stack.recvmsg_capacity = message.data_size;
+    const bool valid = socket == kScriptedSocket && message.name != nullptr &&
+                       message.name_size == wfp::kWindowsSockaddrStorageSize &&
+                       (message.data != nullptr || message.data_size == 0) &&
+                       message.control != nullptr && message.control_size >= core::kMaxQuerySize &&
+                       message.flags == 0;
+    check_argument(stack.checks, valid ? nullptr : "recvmsg: invalid arguments",
+                   "recvmsg arguments are valid");
+    if (stack.recvmsg_error != 0)
+        return failed(stack.recvmsg_error);
+    const std::size_t data_size = std::min<std::size_t>(stack.datagram.size(), message.data_size);
+    const std::size_t control_size =
+        std::min<std::size_t>(stack.control.size(), message.control_size);
+    if (data_size != 0)
+        std::memcpy(message.data, stack.datagram.data(), data_size);
+    std::memcpy(message.name, stack.source_name.data(), stack.source_name.size());
+    if (control_size != 0)
+        std::memcpy(message.control, stack.control.data(), control_size);
+    message.name_size = static_cast<std::uint32_t>(stack.source_name.size());
+    message.control_size = static_cast<std::uint32_t>(control_size);
+    message.flags = stack.recvmsg_flags;
+    return {0, 0, static_cast<std::uint32_t>(data_size)};
+}
+
+WinsockAnswer scripted_sendmsg(void* context, std::uintptr_t socket,
+                               const core::wfp::MessageBuffers& message) {
+    auto& stack = *static_cast<ScriptedStack*>(context);
+    ++stack.sendmsg_calls;
+    const bool valid = socket == kScriptedSocket && message.name != nullptr &&
+                       (message.name_size == wfp::kWindowsSockaddrInSize ||
+                        message.name_size == wfp::kWindowsSockaddrIn6Size) &&
+                       (message.data != nullptr || message.data_size == 0) &&
+                       (message.control != nullptr) == (message.control_size != 0) &&
+                       message.flags == 0;
+    check_argument(stack.checks, valid ? nullptr : "sendmsg: invalid arguments",
+                   "sendmsg arguments are valid");
+    const auto* name = static_cast<const std::uint8_t*>(message.name);
+    stack.sent_name.assign(name, name + message.name_size);
+    stack.sent_data.assign(message.data, message.data + message.data_size);
+    stack.sent_control.assign(message.control, message.control + message.control_size);
+    if (stack.sendmsg_error != 0)
+        return failed(stack.sendmsg_error);
+    return {0, 0, message.data_size};
+}
+
 } // namespace
 
 core::wfp::WinsockOps ScriptedStack::ops() {
-    return {this, &scripted_ioctl, &scripted_getsockopt, &scripted_getsockname};
+    return {this,
+            &scripted_ioctl,
+            &scripted_getsockopt,
+            &scripted_getsockname,
+            &scripted_setsockopt,
+            &scripted_recvmsg,
+            &scripted_sendmsg};
 }
 
 } // namespace wfpredirect::tests

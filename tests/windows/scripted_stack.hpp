@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <utility>
 #include <vector>
 
 #include "../../csrc/core/windows/wfp_probe.hpp"
@@ -61,6 +62,27 @@ struct ScriptedStack {
 
     std::vector<IoctlCall> ioctl_calls;
     std::vector<int> getsockopt_levels;
+
+    // Datagrams. The socket's family (SO_PROTOCOL_INFOW) and IPV6_V6ONLY.
+    std::uint16_t family = 2;
+    std::uint32_t v6only = 0;
+    // setsockopt answers this error (0: success) and logs (level, name).
+    std::uint32_t setsockopt_error = 0;
+    std::vector<std::pair<int, int>> options_set;
+    // What WSARecvMsg delivers: an error, or the data, source name (Windows
+    // layout), control bytes and flags, each copied into the core's buffers.
+    std::uint32_t recvmsg_error = 0;
+    std::vector<std::uint8_t> datagram;
+    std::vector<std::uint8_t> source_name;
+    std::vector<std::uint8_t> control;
+    std::uint32_t recvmsg_flags = 0;
+    std::uint32_t recvmsg_capacity = 0; // the data buffer size the core gave
+    // What WSASendMsg received, byte for byte; sendmsg_error fails it.
+    std::uint32_t sendmsg_error = 0;
+    std::vector<std::uint8_t> sent_name;
+    std::vector<std::uint8_t> sent_data;
+    std::vector<std::uint8_t> sent_control;
+    int sendmsg_calls = 0;
 };
 
 } // namespace wfpredirect::tests

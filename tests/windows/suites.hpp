@@ -13,4 +13,11 @@ void run_scripted_stack_suite(Checks& checks);
 // decode_wfpsampler_context and decode_windows_sockaddr.
 void run_context_decoder_suite(Checks& checks);
 
+// append_control_message and ControlMessageReader on crafted buffers.
+void run_control_messages_suite(Checks& checks);
+
+// The Windows datagram calls (enable, WSARecvMsg, WSASendMsg) against the
+// scripted stack.
+void run_datagram_suite(Checks& checks);
+
 } // namespace wfpredirect::tests

@@ -31,11 +31,13 @@ HERE = Path(__file__).resolve().parent
 CXXFLAGS = ["-std=c++17", "-Wall", "-Wextra", "-Werror"]
 
 # The core's shared sources these programs need (csrc/core also holds
-# Linux-only ones); the Windows backend, whose WFP logic (wfp_probe.cpp)
-# has no Winsock header and so also builds natively against the scripted
-# stack.
-PORTABLE_CORE = [CORE / name for name in ("wfpsampler_context.cpp", "socket_address.cpp")]
-WFP_PROBE = CORE / "windows" / "wfp_probe.cpp"
+# Linux-only ones); the Windows backend, whose WFP logic (wfp_probe.cpp,
+# wfp_datagrams.cpp) has no Winsock header and so also builds natively
+# against the scripted stack.
+PORTABLE_CORE = [
+    CORE / name for name in ("wfpsampler_context.cpp", "socket_address.cpp", "control_messages.cpp")
+]
+WFP_PORTABLE = [CORE / "windows" / name for name in ("wfp_probe.cpp", "wfp_datagrams.cpp")]
 WINDOWS_CORE = sorted((CORE / "windows").glob("*.cpp"))
 SUITES = [
     HERE / name
@@ -44,12 +46,14 @@ SUITES = [
         "scripted_stack.cpp",
         "scripted_stack_suite.cpp",
         "context_decoder_suite.cpp",
+        "control_messages_suite.cpp",
+        "datagram_suite.cpp",
         "windows_addresses.cpp",
     )
 ]
 
-NATIVE_CHECKS = 2166
-CONFORMANCE_CHECKS = 2194
+NATIVE_CHECKS = 2285
+CONFORMANCE_CHECKS = 2327
 
 # Building the conformance program and creating a Wine prefix each take
 # seconds; these bounds only stop a hung tool.
@@ -93,8 +97,8 @@ def test_portable_suites_pass_natively(tmp_path: Path) -> None:
     program = tmp_path / "windows_core_native"
     # The sanitizers catch any write outside a caller's buffer.
     sanitizers = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
-    build([compiler, *CXXFLAGS, *sanitizers, "-o", program, HERE / "native_main.cpp", *SUITES,
-           *PORTABLE_CORE, WFP_PROBE])
+    sources = [HERE / "native_main.cpp", *SUITES, *PORTABLE_CORE, *WFP_PORTABLE]
+    build([compiler, *CXXFLAGS, *sanitizers, "-o", program, *sources])
     # LeakSanitizer needs ptrace, which containers often forbid.
     environment = {**os.environ, "ASAN_OPTIONS": "detect_leaks=0"}
     result = subprocess.run(
@@ -106,8 +110,8 @@ def test_portable_suites_pass_natively(tmp_path: Path) -> None:
 def test_conformance_passes_under_wine(tmp_path: Path, wine_environment: dict[str, str]) -> None:
     compiler = require_tool("x86_64-w64-mingw32-g++")
     program = tmp_path / "conformance.exe"
-    build([compiler, *CXXFLAGS, "-static", "-o", program, HERE / "conformance.cpp", *SUITES,
-           *PORTABLE_CORE, *WINDOWS_CORE, "-lws2_32"])
+    sources = [HERE / "conformance.cpp", *SUITES, *PORTABLE_CORE, *WINDOWS_CORE]
+    build([compiler, *CXXFLAGS, "-static", "-o", program, *sources, "-lws2_32"])
     result = subprocess.run(
         ["wine", str(program)],
         capture_output=True,

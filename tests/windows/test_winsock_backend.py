@@ -37,8 +37,9 @@ def connected_pair() -> Iterator[tuple[socket.socket, socket.socket]]:
     "query",
     ["query_redirect_records", "query_redirect_context", "original_destination"],
 )
-def test_unredirected_connection(connected_pair: tuple[socket.socket, socket.socket],
-                                 query: str) -> None:
+def test_unredirected_connection(
+    connected_pair: tuple[socket.socket, socket.socket], query: str
+) -> None:
     accepted, _ = connected_pair
     with pytest.raises((wfpredirect.NotRedirectedError, wfpredirect.UnsupportedError)) as caught:
         getattr(wfpredirect, query)(accepted)
@@ -46,7 +47,9 @@ def test_unredirected_connection(connected_pair: tuple[socket.socket, socket.soc
     assert str(caught.value).startswith(f"[WinError {caught.value.winerror}] {query}: ")
 
 
-def test_into_on_unredirected_connection(connected_pair: tuple[socket.socket, socket.socket]) -> None:
+def test_into_on_unredirected_connection(
+    connected_pair: tuple[socket.socket, socket.socket],
+) -> None:
     accepted, _ = connected_pair
     buffer = bytearray(b"\xaa" * 64)
     with pytest.raises((wfpredirect.NotRedirectedError, wfpredirect.UnsupportedError)):

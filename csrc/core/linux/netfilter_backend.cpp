@@ -9,6 +9,7 @@
 
 #include "../backend.hpp"
 #include "../netfilter_record.hpp"
+#include "netfilter_socket.hpp"
 
 namespace wfpredirect::core {
 namespace {
@@ -23,51 +24,13 @@ const int kSoOriginalDst = kLinuxSoOriginalDst;
 
 namespace {
 
-// Linux errno values that mean "no such privilege": SO_MARK and
-// IP_TRANSPARENT need CAP_NET_RAW or CAP_NET_ADMIN.
-Status os_failure(int error, const char* call) {
-    const auto code = static_cast<std::uint32_t>(error);
-    if (error == EPERM || error == EACCES)
-        return Status::failure(Outcome::permission_denied, code, call);
-    return Status::failure(Outcome::os_error, code, call);
-}
+using netfilter::check_marks;
+using netfilter::os_failure;
+using netfilter::same_endpoint;
+using netfilter::to_socket_address;
 
 Status not_redirected(int error, const char* why) {
     return Status::failure(Outcome::not_redirected, static_cast<std::uint32_t>(error), why);
-}
-
-// An IPv4-mapped IPv6 address (::ffff:a.b.c.d) is an IPv4 connection on a
-// dual-stack socket: it is reported, and redirected, as IPv4.
-bool to_socket_address(const sockaddr_storage& storage, SocketAddress& out) {
-    if (storage.ss_family == AF_INET) {
-        const auto& v4 = reinterpret_cast<const sockaddr_in&>(storage);
-        out = SocketAddress{};
-        out.version = IpVersion::v4;
-        std::memcpy(out.address, &v4.sin_addr, 4);
-        out.port = ntohs(v4.sin_port);
-        return true;
-    }
-    if (storage.ss_family == AF_INET6) {
-        const auto& v6 = reinterpret_cast<const sockaddr_in6&>(storage);
-        out = SocketAddress{};
-        if (IN6_IS_ADDR_V4MAPPED(&v6.sin6_addr)) {
-            out.version = IpVersion::v4;
-            std::memcpy(out.address, v6.sin6_addr.s6_addr + 12, 4);
-        } else {
-            out.version = IpVersion::v6;
-            std::memcpy(out.address, &v6.sin6_addr, 16);
-            out.flowinfo = ntohl(v6.sin6_flowinfo);
-            out.scope_id = v6.sin6_scope_id;
-        }
-        out.port = ntohs(v6.sin6_port);
-        return true;
-    }
-    return false;
-}
-
-bool same_endpoint(const SocketAddress& a, const SocketAddress& b) {
-    return a.version == b.version && a.port == b.port &&
-           std::memcmp(a.address, b.address, a.address_size()) == 0;
 }
 
 struct Redirect {
@@ -156,12 +119,6 @@ Status resolve_redirect(int fd, Redirect& out) {
     default:
         return os_failure(error, "getsockopt(SO_ORIGINAL_DST)");
     }
-}
-
-Status check_marks(const MarkConfig& marks) {
-    if (marks.error != nullptr)
-        return Status::failure(Outcome::invalid_argument, EINVAL, marks.error);
-    return Status::success(0);
 }
 
 // The redirect record of the connection on fd, built in `out`

@@ -42,4 +42,20 @@ Status original_destination(SocketHandle, SocketAddress&, const MarkConfig&) {
     return unsupported();
 }
 
+const bool kDatagramStateOnFirstOnly = false;
+
+Status enable_datagram_records(SocketHandle) { return unsupported(); }
+
+Status receive_datagram(SocketHandle, std::uint8_t*, std::size_t, int, ReceivedDatagram&,
+                        const MarkConfig&) {
+    return unsupported();
+}
+
+Status send_datagram(SocketHandle, const std::uint8_t*, std::size_t, const SocketAddress&,
+                     const std::uint8_t*, std::size_t, int, const MarkConfig&) {
+    return unsupported();
+}
+
+Status prepare_datagram_reply_socket(SocketHandle) { return unsupported(); }
+
 } // namespace wfpredirect::core

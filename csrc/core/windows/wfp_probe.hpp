@@ -23,11 +23,22 @@ struct WinsockAnswer {
     std::uint32_t bytes;
 };
 
+// One WSAMSG's buffers: the address, one data buffer and the control
+// buffer. WSARecvMsg updates name_size, control_size and flags.
+struct MessageBuffers {
+    void* name = nullptr;
+    std::uint32_t name_size = 0;
+    std::uint8_t* data = nullptr;
+    std::uint32_t data_size = 0;
+    std::uint8_t* control = nullptr;
+    std::uint32_t control_size = 0;
+    std::uint32_t flags = 0;
+};
+
 // The Winsock calls the operations make, each given `context` back (the
 // scripted stack's state; unused by the real ws2_32 table). Passed to every
 // operation, never installed globally, so concurrent callers (free-threaded
-// Python, tests) cannot disturb each other. Datagram calls (WSARecvMsg,
-// WSASendMsg, setsockopt) join as further members.
+// Python, tests) cannot disturb each other.
 struct WinsockOps {
     void* context;
     WinsockAnswer (*ioctl)(void* context, std::uintptr_t socket, std::uint32_t code, const void* in,
@@ -37,6 +48,13 @@ struct WinsockOps {
                                 void* out, std::uint32_t out_size);
     WinsockAnswer (*getsockname)(void* context, std::uintptr_t socket, void* out,
                                  std::uint32_t out_size);
+    WinsockAnswer (*setsockopt)(void* context, std::uintptr_t socket, int level, int name,
+                                const void* value, std::uint32_t size);
+    // WSARecvMsg (found through SIO_GET_EXTENSION_FUNCTION_POINTER);
+    // bytes is what it received.
+    WinsockAnswer (*recvmsg)(void* context, std::uintptr_t socket, MessageBuffers& message);
+    // WSASendMsg; the buffers are only read. bytes is what it sent.
+    WinsockAnswer (*sendmsg)(void* context, std::uintptr_t socket, const MessageBuffers& message);
 };
 
 // Microsoft: "cbOutBuffer must be at least the size of a ULONG".

@@ -1,7 +1,10 @@
 // The Windows backend: the portable WFP operations over ws2_32. MarkConfig is
 // netfilter's and is ignored here.
+#include <winsock2.h>
+
 #include "../backend.hpp"
 #include "../wfp_constants.hpp"
+#include "wfp_datagrams.hpp"
 #include "wfp_probe.hpp"
 #include "winsock_ops.hpp"
 
@@ -35,6 +38,53 @@ Status set_redirect_records(SocketHandle socket, const std::uint8_t* records, st
 
 Status original_destination(SocketHandle socket, SocketAddress& out, const MarkConfig&) {
     return wfp::original_destination(real_winsock_ops(), socket, out);
+}
+
+namespace {
+
+// The socket module's wait for a socket with a timeout, with WSAPoll.
+Status wait_ready(SocketHandle socket, SHORT events, int timeout_ms) {
+    if (timeout_ms < 0)
+        return Status::success(0);
+    WSAPOLLFD entry{static_cast<SOCKET>(socket), events, 0};
+    const int ready = WSAPoll(&entry, 1, timeout_ms);
+    if (ready == SOCKET_ERROR)
+        return Status::failure(Outcome::os_error, static_cast<std::uint32_t>(WSAGetLastError()),
+                               "WSAPoll");
+    if (ready == 0)
+        return Status::failure(Outcome::timed_out, WSAETIMEDOUT, "WSAPoll");
+    return Status::success(0);
+}
+
+} // namespace
+
+const bool kDatagramStateOnFirstOnly = true;
+
+Status enable_datagram_records(SocketHandle socket) {
+    return wfp::enable_datagram_records(real_winsock_ops(), socket);
+}
+
+Status receive_datagram(SocketHandle socket, std::uint8_t* data, std::size_t capacity,
+                        int timeout_ms, ReceivedDatagram& out, const MarkConfig&) {
+    const Status ready = wait_ready(socket, POLLRDNORM, timeout_ms);
+    if (!ready.ok())
+        return ready;
+    return wfp::receive_datagram(real_winsock_ops(), socket, data, capacity, out);
+}
+
+Status send_datagram(SocketHandle socket, const std::uint8_t* data, std::size_t size,
+                     const SocketAddress& to, const std::uint8_t* records, std::size_t records_size,
+                     int timeout_ms, const MarkConfig&) {
+    const Status ready = wait_ready(socket, POLLWRNORM, timeout_ms);
+    if (!ready.ok())
+        return ready;
+    return wfp::send_datagram(real_winsock_ops(), socket, data, size, to, records, records_size);
+}
+
+Status prepare_datagram_reply_socket(SocketHandle) {
+    return Status::failure(Outcome::unsupported, WSAEOPNOTSUPP,
+                           "Windows has no transparent bind (IP_TRANSPARENT): answer a "
+                           "redirected flow from the socket that received it");
 }
 
 } // namespace wfpredirect::core

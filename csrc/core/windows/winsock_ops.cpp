@@ -1,8 +1,12 @@
 #include "winsock_ops.hpp"
 
+#include <mswsock.h>
 #include <winsock2.h>
 #include <ws2tcpip.h>
 
+#include <cstddef>
+
+#include "../control_messages.hpp"
 #include "../wfp_constants.hpp"
 #include "../wfpsampler_context.hpp"
 
@@ -39,6 +43,21 @@ static_assert(wfp::kWindowsSockaddrInSize == sizeof(SOCKADDR_IN));
 static_assert(wfp::kWindowsSockaddrIn6Size == sizeof(SOCKADDR_IN6));
 static_assert(wfp::kWindowsSockaddrStorageSize == sizeof(SOCKADDR_STORAGE));
 static_assert(sizeof(SOCKET) == sizeof(std::uintptr_t));
+static_assert(wfp::kWsaEwouldblock == WSAEWOULDBLOCK);
+static_assert(wfp::kWsaEafnosupport == WSAEAFNOSUPPORT);
+static_assert(wfp::kWsaEmsgsize == WSAEMSGSIZE);
+static_assert(wfp::kWindowsIpprotoIp == IPPROTO_IP);
+static_assert(wfp::kWindowsIpprotoIpv6 == IPPROTO_IPV6);
+static_assert(wfp::kWindowsIpv6V6only == IPV6_V6ONLY);
+static_assert(wfp::kWindowsSolSocket == SOL_SOCKET);
+static_assert(wfp::kWindowsSoProtocolInfoW == SO_PROTOCOL_INFOW);
+static_assert(wfp::kWindowsProtocolInfoSize == sizeof(WSAPROTOCOL_INFOW));
+static_assert(wfp::kWindowsProtocolInfoFamilyOffset == offsetof(WSAPROTOCOL_INFOW, iAddressFamily));
+static_assert(wfp::kWindowsMsgCtrunc == MSG_CTRUNC);
+// The portable control-message layout is WSACMSGHDR's.
+static_assert(core::kControlHeaderSize == WSA_CMSGDATA_ALIGN(sizeof(WSACMSGHDR)));
+static_assert(core::control_space(60) == WSA_CMSG_SPACE(60));
+static_assert(core::control_length(60) == WSA_CMSG_LEN(60));
 
 wfp::WinsockAnswer answer(int rc, DWORD bytes) {
     const std::uint32_t error = rc == 0 ? 0 : static_cast<std::uint32_t>(WSAGetLastError());
@@ -71,7 +90,55 @@ wfp::WinsockAnswer ws2_getsockname(void*, std::uintptr_t socket, void* out,
     return answer(rc, static_cast<DWORD>(length));
 }
 
-constexpr wfp::WinsockOps kWs2Ops{nullptr, &ws2_ioctl, &ws2_getsockopt, &ws2_getsockname};
+wfp::WinsockAnswer ws2_setsockopt(void*, std::uintptr_t socket, int level, int name,
+                                  const void* value, std::uint32_t size) {
+    const int rc = ::setsockopt(static_cast<SOCKET>(socket), level, name,
+                                static_cast<const char*>(value), static_cast<int>(size));
+    return answer(rc, 0);
+}
+
+WSAMSG to_wsamsg(const wfp::MessageBuffers& message, WSABUF& data) {
+    data.buf = reinterpret_cast<char*>(message.data);
+    data.len = message.data_size;
+    WSAMSG out{};
+    out.name = static_cast<sockaddr*>(message.name);
+    out.namelen = static_cast<INT>(message.name_size);
+    out.lpBuffers = &data;
+    out.dwBufferCount = 1;
+    out.Control.buf = reinterpret_cast<char*>(message.control);
+    out.Control.len = message.control_size;
+    return out;
+}
+
+// WSARecvMsg is an extension function of the socket's provider: looked up on
+// the socket for each call, never cached in shared state.
+wfp::WinsockAnswer ws2_recvmsg(void*, std::uintptr_t socket, wfp::MessageBuffers& message) {
+    GUID guid = WSAID_WSARECVMSG;
+    LPFN_WSARECVMSG recvmsg = nullptr;
+    DWORD bytes = 0;
+    if (WSAIoctl(static_cast<SOCKET>(socket), SIO_GET_EXTENSION_FUNCTION_POINTER, &guid,
+                 sizeof guid, &recvmsg, sizeof recvmsg, &bytes, nullptr, nullptr) != 0)
+        return answer(SOCKET_ERROR, 0);
+    WSABUF data;
+    WSAMSG wsamsg = to_wsamsg(message, data);
+    bytes = 0;
+    const int rc = recvmsg(static_cast<SOCKET>(socket), &wsamsg, &bytes, nullptr, nullptr);
+    message.name_size = static_cast<std::uint32_t>(wsamsg.namelen);
+    message.control_size = wsamsg.Control.len;
+    message.flags = wsamsg.dwFlags;
+    return answer(rc, bytes);
+}
+
+wfp::WinsockAnswer ws2_sendmsg(void*, std::uintptr_t socket, const wfp::MessageBuffers& message) {
+    WSABUF data;
+    WSAMSG wsamsg = to_wsamsg(message, data);
+    DWORD bytes = 0;
+    const int rc = WSASendMsg(static_cast<SOCKET>(socket), &wsamsg, 0, &bytes, nullptr, nullptr);
+    return answer(rc, bytes);
+}
+
+constexpr wfp::WinsockOps kWs2Ops{nullptr,         &ws2_ioctl,   &ws2_getsockopt, &ws2_getsockname,
+                                  &ws2_setsockopt, &ws2_recvmsg, &ws2_sendmsg};
 
 } // namespace
 

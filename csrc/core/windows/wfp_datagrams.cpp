@@ -1,0 +1,180 @@
+#include "wfp_datagrams.hpp"
+
+#include <cstring>
+
+#include "../wfp_constants.hpp"
+#include "../wfpsampler_context.hpp"
+
+namespace wfpredirect::core::wfp {
+namespace {
+
+Status failure_of(const WinsockAnswer& answer, const char* call) {
+    if (answer.error == kWsaEwouldblock)
+        return Status::failure(Outcome::would_block, answer.error, call);
+    if (answer.error == kWsaEacces)
+        return Status::failure(Outcome::permission_denied, answer.error, call);
+    return Status::failure(Outcome::os_error, answer.error, call);
+}
+
+// The socket's address family (WSAPROTOCOL_INFOW.iAddressFamily): a UDP
+// socket that has not sent yet has no name for getsockname to report.
+Status socket_family(const WinsockOps& ops, std::uintptr_t socket, std::uint16_t& family) {
+    std::uint8_t info[kWindowsProtocolInfoSize];
+    const WinsockAnswer answer = ops.getsockopt(ops.context, socket, kWindowsSolSocket,
+                                                kWindowsSoProtocolInfoW, info, sizeof info);
+    if (answer.rc != 0)
+        return failure_of(answer, "getsockopt(SO_PROTOCOL_INFOW)");
+    int value;
+    std::memcpy(&value, info + kWindowsProtocolInfoFamilyOffset, sizeof value);
+    family = static_cast<std::uint16_t>(value);
+    return Status::success(0);
+}
+
+Status enable_at(const WinsockOps& ops, std::uintptr_t socket, int level) {
+    static constexpr struct {
+        int name;
+        const char* ip_call;
+        const char* ipv6_call;
+    } kOptions[] = {
+        {kIpWfpRedirectRecords, "setsockopt(IP_WFP_REDIRECT_RECORDS)",
+         "setsockopt(IPV6_WFP_REDIRECT_RECORDS)"},
+        {kIpWfpRedirectContext, "setsockopt(IP_WFP_REDIRECT_CONTEXT)",
+         "setsockopt(IPV6_WFP_REDIRECT_CONTEXT)"},
+    };
+    const std::uint32_t on = 1; // a DWORD
+    for (const auto& option : kOptions) {
+        const WinsockAnswer answer =
+            ops.setsockopt(ops.context, socket, level, option.name, &on, sizeof on);
+        if (answer.rc == 0)
+            continue;
+        const char* call = level == kWindowsIpprotoIp ? option.ip_call : option.ipv6_call;
+        if (answer.error == kWsaEnoprotoopt || answer.error == kWsaEopnotsupp ||
+            answer.error == kWsaEinval)
+            return Status::failure(Outcome::unsupported, answer.error, call);
+        return failure_of(answer, call);
+    }
+    return Status::success(0);
+}
+
+} // namespace
+
+Status enable_datagram_records(const WinsockOps& ops, std::uintptr_t socket) {
+    std::uint16_t family = 0;
+    Status status = socket_family(ops, socket, family);
+    if (!status.ok())
+        return status;
+    if (family == kWindowsAfInet)
+        return enable_at(ops, socket, kWindowsIpprotoIp);
+    if (family != kWindowsAfInet6)
+        return Status::failure(Outcome::os_error, kWsaEafnosupport,
+                               "getsockopt(SO_PROTOCOL_INFOW): not an IPv4 or IPv6 socket");
+    status = enable_at(ops, socket, kWindowsIpprotoIpv6);
+    if (!status.ok())
+        return status;
+    std::uint32_t v6only = 0;
+    const WinsockAnswer answer = ops.getsockopt(ops.context, socket, kWindowsIpprotoIpv6,
+                                                kWindowsIpv6V6only, &v6only, sizeof v6only);
+    if (answer.rc != 0)
+        return failure_of(answer, "getsockopt(IPV6_V6ONLY)");
+    // A dual-stack socket's IPv4 datagrams answer to the IPv4 options.
+    return v6only ? Status::success(0) : enable_at(ops, socket, kWindowsIpprotoIp);
+}
+
+Status receive_datagram(const WinsockOps& ops, std::uintptr_t socket, std::uint8_t* data,
+                        std::size_t capacity, ReceivedDatagram& out) {
+    out.storage.reserve(kDatagramControlSize);
+    std::uint8_t name[kWindowsSockaddrStorageSize] = {};
+    MessageBuffers message;
+    message.name = name;
+    message.name_size = sizeof name;
+    message.data = data;
+    // WSABUF.len is a ULONG: a larger buffer is used up to 4 GiB - 1.
+    message.data_size = capacity > 0xFFFFFFFFu ? 0xFFFFFFFFu : static_cast<std::uint32_t>(capacity);
+    message.control = out.storage.data();
+    message.control_size = static_cast<std::uint32_t>(kDatagramControlSize);
+    const WinsockAnswer answer = ops.recvmsg(ops.context, socket, message);
+    if (answer.rc != 0)
+        return failure_of(answer, "WSARecvMsg");
+    out.size = answer.bytes;
+    out.has_original_destination = false;
+    out.records = out.context = nullptr;
+    out.records_size = out.context_size = 0;
+    if (out.size > capacity || message.name_size > sizeof name ||
+        message.control_size > kDatagramControlSize)
+        return Status::failure(Outcome::os_error, kWsaEfault,
+                               "WSARecvMsg reported more bytes than its buffers hold");
+    if (message.flags & kWindowsMsgCtrunc)
+        return Status::failure(Outcome::os_error, kWsaEmsgsize,
+                               "WSARecvMsg: the control data was cut (MSG_CTRUNC); the "
+                               "datagram is lost");
+    if (decode_windows_sockaddr(name, message.name_size, out.source) != SockaddrProblem::none)
+        return Status::failure(Outcome::os_error, kWsaEafnosupport,
+                               "WSARecvMsg: not an IPv4 or IPv6 datagram");
+
+    ControlMessageReader reader(out.storage.data(), message.control_size);
+    ControlMessage control;
+    while (reader.next(control)) {
+        if (control.level != kWindowsIpprotoIp && control.level != kWindowsIpprotoIpv6)
+            continue;
+        if (control.type == kIpWfpRedirectRecords && control.size != 0) {
+            out.records = control.data;
+            out.records_size = control.size;
+        } else if (control.type == kIpWfpRedirectContext && control.size != 0) {
+            out.context = control.data;
+            out.context_size = control.size;
+        }
+    }
+    if (reader.malformed())
+        return Status::failure(Outcome::os_error, kWsaEinval,
+                               "WSARecvMsg: a control message overruns the control data");
+    SocketAddress context_local;
+    if (out.context != nullptr && decode_wfpsampler_context(out.context, out.context_size,
+                                                            out.original_destination, context_local)
+                                      .ok())
+        out.has_original_destination = true;
+    return Status::success(out.size);
+}
+
+Status send_datagram(const WinsockOps& ops, std::uintptr_t socket, const std::uint8_t* data,
+                     std::size_t size, const SocketAddress& to, const std::uint8_t* records,
+                     std::size_t records_size) {
+    SocketAddress destination = to;
+    if (to.version == IpVersion::v4) {
+        std::uint16_t family = 0;
+        Status status = socket_family(ops, socket, family);
+        if (!status.ok())
+            return status;
+        if (family == kWindowsAfInet6) {
+            // ::ffff:a.b.c.d, as a dual-stack socket wants IPv4 peers.
+            destination = SocketAddress{};
+            destination.version = IpVersion::v6;
+            destination.port = to.port;
+            destination.address[10] = destination.address[11] = 0xFF;
+            std::memcpy(destination.address + 12, to.address, 4);
+        }
+    }
+    if (size > 0xFFFFFFFFu)
+        return Status::failure(Outcome::os_error, kWsaEmsgsize, "WSASendMsg: the data is too long");
+    std::uint8_t name[kWindowsSockaddrIn6Size];
+    MessageBuffers message;
+    message.name = name;
+    message.name_size = static_cast<std::uint32_t>(encode_windows_sockaddr(destination, name));
+    message.data = const_cast<std::uint8_t*>(data);
+    message.data_size = static_cast<std::uint32_t>(size);
+    ByteBuffer control;
+    if (records != nullptr) {
+        // IPv4 traffic (an IPv4-mapped peer included) takes the IPv4 level.
+        const int level = to.version == IpVersion::v4 ? kWindowsIpprotoIp : kWindowsIpprotoIpv6;
+        control.reserve(control_space(records_size));
+        message.control = control.data();
+        message.control_size = static_cast<std::uint32_t>(
+            append_control_message(control.data(), control.capacity(), 0, level,
+                                   kIpWfpRedirectRecords, records, records_size));
+    }
+    const WinsockAnswer answer = ops.sendmsg(ops.context, socket, message);
+    if (answer.rc != 0)
+        return failure_of(answer, "WSASendMsg");
+    return Status::success(answer.bytes);
+}
+
+} // namespace wfpredirect::core::wfp

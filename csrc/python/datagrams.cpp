@@ -1,0 +1,260 @@
+// The datagram calls. Unlike the connection queries they can block (a
+// blocking socket waits for a datagram), so they always run without the
+// interpreter lock, and they honour the socket object's timeout the way the
+// socket module does: poll for at most the remaining time, retry after a
+// signal handler that did not raise (PEP 475).
+#include "datagrams.hpp"
+
+#include <chrono>
+#include <climits>
+#include <cmath>
+#include <optional>
+#include <string>
+
+#include "../core/backend.hpp"
+#include "arguments.hpp"
+#include "conversions.hpp"
+#include "errors.hpp"
+#include "marks.hpp"
+
+namespace wfpredirect::python {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// The socket object's timeout in seconds: negative for none (blocking, a
+// plain descriptor, or non-blocking: each answers for itself).
+double socket_timeout(PyObject* sock) {
+    if (PyLong_Check(sock))
+        return -1.0;
+    py::object timeout = py::reinterpret_borrow<py::object>(sock);
+    if (!py::hasattr(timeout, "gettimeout"))
+        return -1.0;
+    timeout = timeout.attr("gettimeout")();
+    if (timeout.is_none())
+        return -1.0;
+    const double seconds = PyFloat_AsDouble(timeout.ptr());
+    if (seconds == -1.0 && PyErr_Occurred())
+        throw py::error_already_set();
+    return seconds > 0.0 ? seconds : -1.0;
+}
+
+// Runs `attempt(timeout_ms)` without the interpreter lock until it is not
+// interrupted, and not spuriously woken inside the caller's timeout.
+template <typename Attempt>
+core::Status run_datagram_call(PyObject* sock, const char* function, Attempt&& attempt) {
+    const double timeout = socket_timeout(sock);
+    const bool timed = timeout > 0.0;
+    const Clock::time_point deadline =
+        timed ? Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                   std::chrono::duration<double>(timeout))
+              : Clock::time_point{};
+    for (;;) {
+        int timeout_ms = core::kNoWait;
+        if (timed) {
+            const double left =
+                std::chrono::duration<double, std::milli>(deadline - Clock::now()).count();
+            timeout_ms = left <= 0.0 ? 0 : left >= INT_MAX ? INT_MAX : int(std::ceil(left));
+        }
+        core::Status status;
+        {
+            py::gil_scoped_release unlocked;
+            status = attempt(timeout_ms);
+        }
+        if (status.outcome == core::Outcome::interrupted) {
+            if (PyErr_CheckSignals() != 0)
+                throw py::error_already_set();
+            continue;
+        }
+        // Ready, then nothing to read: another reader took it. Wait again.
+        if (timed && status.outcome == core::Outcome::would_block)
+            continue;
+        if (!status.ok())
+            throw_status(function, status);
+        return status;
+    }
+}
+
+py::object optional_address(bool present, const core::SocketAddress& address) {
+    return present ? py::object(to_address_tuple(address)) : py::object(py::none());
+}
+
+py::object optional_records(const core::ReceivedDatagram& datagram) {
+    if (datagram.records == nullptr)
+        return py::none();
+    return to_redirect_records(datagram.records, datagram.records_size);
+}
+
+py::object optional_context(const core::ReceivedDatagram& datagram) {
+    if (datagram.context == nullptr)
+        return py::none();
+    return py::bytes(reinterpret_cast<const char*>(datagram.context), datagram.context_size);
+}
+
+// (host, port) or (host, port, flowinfo, scope_id) with a numeric host.
+core::SocketAddress to_destination(PyObject* address, const char* function) {
+    if (!PyTuple_Check(address) ||
+        (PyTuple_GET_SIZE(address) != 2 && PyTuple_GET_SIZE(address) != 4)) {
+        const std::string text =
+            std::string("the address must be a (host, port) or (host, port, flowinfo, "
+                        "scope_id) tuple, not ") +
+            Py_TYPE(address)->tp_name;
+        throw_error(PyExc_TypeError, function, text.c_str());
+    }
+    PyObject* host = PyTuple_GET_ITEM(address, 0);
+    if (!PyUnicode_Check(host))
+        throw_error(PyExc_TypeError, function, "the address host must be a str");
+    const char* text = PyUnicode_AsUTF8(host);
+    if (text == nullptr)
+        throw py::error_already_set();
+    core::SocketAddress out;
+    if (!core::parse_host(text, out)) {
+        const std::string message =
+            std::string("the address host must be a numeric IPv4 or IPv6 address (resolve "
+                        "names with socket.getaddrinfo first), not '") +
+            text + "'";
+        throw_error(PyExc_ValueError, function, message.c_str());
+    }
+    const auto number = [&](Py_ssize_t index, unsigned long long limit, const char* what) {
+        PyObject* item = PyTuple_GET_ITEM(address, index);
+        if (!PyLong_Check(item) || PyBool_Check(item)) {
+            const std::string message = std::string("the address ") + what + " must be an int";
+            throw_error(PyExc_TypeError, function, message.c_str());
+        }
+        const unsigned long long value = PyLong_AsUnsignedLongLong(item);
+        if ((value == static_cast<unsigned long long>(-1) && PyErr_Occurred()) || value > limit) {
+            PyErr_Clear();
+            const std::string message =
+                std::string("the address ") + what + " must be 0-" + std::to_string(limit);
+            throw_error(PyExc_OverflowError, function, message.c_str());
+        }
+        return value;
+    };
+    out.port = static_cast<std::uint16_t>(number(1, 65535, "port"));
+    if (PyTuple_GET_SIZE(address) == 4) {
+        if (out.version != core::IpVersion::v6)
+            throw_error(PyExc_ValueError, function,
+                        "a (host, port, flowinfo, scope_id) address needs an IPv6 host");
+        // The socket module's limit: the flow label is 20 bits.
+        out.flowinfo = static_cast<std::uint32_t>(number(2, 0xFFFFF, "flowinfo"));
+        out.scope_id = static_cast<std::uint32_t>(number(3, 0xFFFFFFFF, "scope_id"));
+    }
+    return out;
+}
+
+void enable_datagram_records(py::handle sock) {
+    constexpr const char* kName = "enable_datagram_records";
+    const core::SocketHandle handle = to_socket_handle(sock.ptr(), kName);
+    core::Status status;
+    {
+        py::gil_scoped_release unlocked;
+        status = core::enable_datagram_records(handle);
+    }
+    if (!status.ok())
+        throw_status(kName, status);
+}
+
+py::object recvmsg_redirect(py::handle sock, py::handle bufsize) {
+    constexpr const char* kName = "recvmsg_redirect";
+    const core::SocketHandle handle = to_socket_handle(sock.ptr(), kName);
+    const Py_ssize_t size = PyNumber_AsSsize_t(bufsize.ptr(), PyExc_OverflowError);
+    if (size == -1 && PyErr_Occurred())
+        throw py::error_already_set();
+    if (size < 0)
+        throw_error(PyExc_ValueError, kName, "negative buffer size");
+    PyObject* raw = PyBytes_FromStringAndSize(nullptr, size);
+    if (raw == nullptr)
+        throw py::error_already_set();
+    py::object data = py::reinterpret_steal<py::object>(raw);
+    auto* bytes = reinterpret_cast<std::uint8_t*>(PyBytes_AS_STRING(raw));
+    core::ReceivedDatagram datagram;
+    const core::MarkConfig& marks = configured_marks();
+    run_datagram_call(sock.ptr(), kName, [&](int timeout_ms) {
+        return core::receive_datagram(handle, bytes, static_cast<std::size_t>(size), timeout_ms,
+                                      datagram, marks);
+    });
+    if (datagram.size != static_cast<std::size_t>(size)) {
+        // Nobody else holds the new bytes object, so it may shrink in place.
+        PyObject* shrunk = data.release().ptr();
+        if (_PyBytes_Resize(&shrunk, static_cast<Py_ssize_t>(datagram.size)) != 0)
+            throw py::error_already_set();
+        data = py::reinterpret_steal<py::object>(shrunk);
+    }
+    return to_datagram(
+        std::move(data), to_address_tuple(datagram.source), optional_records(datagram),
+        optional_context(datagram),
+        optional_address(datagram.has_original_destination, datagram.original_destination));
+}
+
+py::tuple recvmsg_redirect_into(py::handle sock, py::handle buffer) {
+    constexpr const char* kName = "recvmsg_redirect_into";
+    const core::SocketHandle handle = to_socket_handle(sock.ptr(), kName);
+    const HeldBuffer out = HeldBuffer::writable(buffer.ptr(), kName);
+    core::ReceivedDatagram datagram;
+    const core::MarkConfig& marks = configured_marks();
+    run_datagram_call(sock.ptr(), kName, [&](int timeout_ms) {
+        return core::receive_datagram(handle, out.data(), out.size(), timeout_ms, datagram, marks);
+    });
+    return py::make_tuple(
+        datagram.size, to_address_tuple(datagram.source), optional_records(datagram),
+        optional_context(datagram),
+        optional_address(datagram.has_original_destination, datagram.original_destination));
+}
+
+std::size_t sendmsg_redirect(py::handle sock, py::handle data, py::handle address,
+                             py::handle records, py::handle loop_mark, py::handle mark_mask) {
+    constexpr const char* kName = "sendmsg_redirect";
+    const core::SocketHandle handle = to_socket_handle(sock.ptr(), kName);
+    const HeldBuffer payload = HeldBuffer::readable(data.ptr(), kName, "data");
+    const core::SocketAddress destination = to_destination(address.ptr(), kName);
+    const std::uint8_t* record_data = nullptr;
+    std::size_t record_size = 0;
+    std::optional<HeldBuffer> record;
+    if (!records.is_none()) {
+        record.emplace(HeldBuffer::readable(records.ptr(), kName, "records"));
+        if (record->size() == 0 || record->size() > core::kMaxQuerySize) {
+            const std::string text = "records must be 1 to " + std::to_string(core::kMaxQuerySize) +
+                                     " bytes, not " + std::to_string(record->size());
+            throw_error(PyExc_ValueError, kName, text.c_str());
+        }
+        record_data = record->data();
+        record_size = record->size();
+    }
+    std::string error_storage;
+    const core::MarkConfig marks =
+        marks_for_call(loop_mark.ptr(), mark_mask.ptr(), kName, error_storage);
+    const core::Status status = run_datagram_call(sock.ptr(), kName, [&](int timeout_ms) {
+        return core::send_datagram(handle, payload.data(), payload.size(), destination, record_data,
+                                   record_size, timeout_ms, marks);
+    });
+    return status.size;
+}
+
+void prepare_datagram_reply_socket(py::handle sock) {
+    constexpr const char* kName = "datagram_reply_socket";
+    const core::SocketHandle handle = to_socket_handle(sock.ptr(), kName);
+    const core::Status status = core::prepare_datagram_reply_socket(handle);
+    if (!status.ok())
+        throw_status(kName, status);
+}
+
+} // namespace
+
+void init_datagrams(py::module_& module) {
+    module.def("enable_datagram_records", &enable_datagram_records, py::arg("sock"),
+               "Ask the kernel to deliver each datagram's redirect state with it "
+               "(a UDP socket, before it receives).");
+    module.def("recvmsg_redirect", &recvmsg_redirect, py::arg("sock"), py::arg("bufsize"),
+               "Receive one datagram: Datagram(data, address, records, context, "
+               "original_destination).");
+    module.def("recvmsg_redirect_into", &recvmsg_redirect_into, py::arg("sock"), py::arg("buffer"),
+               "Receive one datagram into `buffer`: (nbytes, address, records, context, "
+               "original_destination).");
+    module.def("sendmsg_redirect", &sendmsg_redirect, py::arg("sock"), py::arg("data"),
+               py::arg("address"), py::arg("records") = py::none(), py::kw_only(),
+               py::arg("loop_mark") = py::none(), py::arg("mark_mask") = py::none(),
+               "Send one datagram to `address`, carrying `records` with it alone.");
+    module.def("_prepare_datagram_reply_socket", &prepare_datagram_reply_socket, py::arg("sock"));
+}
+
+} // namespace wfpredirect::python
