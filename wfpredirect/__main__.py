@@ -43,24 +43,53 @@ def parser() -> argparse.ArgumentParser:
         description="Relay each redirected TCP connection to where its client meant to go, "
         "carrying its redirect records. Stops on SIGINT/SIGTERM.",
     )
-    proxy.add_argument("--listen", required=True, type=listen_address, metavar="HOST:PORT",
-                       help="where the redirect sends connections ([HOST]:PORT for IPv6)")
-    proxy.add_argument("--loop-mark", type=mark_number, metavar="N",
-                       help="Linux: the loop mark for upstream connections "
-                       "(default: WFPREDIRECT_LOOP_MARK, else 0x40)")
-    proxy.add_argument("--mark-mask", type=mark_number, metavar="N",
-                       help="Linux: the inbound mark bits that travel "
-                       "(default: WFPREDIRECT_MARK_MASK, else 0xf0)")
-    proxy.add_argument("--backlog", type=int, default=ProxySettings.backlog,
-                       help="listen backlog (default %(default)s)")
-    proxy.add_argument("--connect-timeout", type=float, default=ProxySettings.connect_timeout,
-                       metavar="SECONDS", help="upstream connect timeout (default %(default)s)")
-    proxy.add_argument("--grace", type=float, default=ProxySettings.grace, metavar="SECONDS",
-                       help="how long open connections may finish after a stop signal "
-                       "(default %(default)s)")
-    proxy.add_argument("--summary-interval", type=float, default=ProxySettings.summary_interval,
-                       metavar="SECONDS",
-                       help="seconds between summary lines, 0 for none (default %(default)s)")
+    proxy.add_argument(
+        "--listen",
+        required=True,
+        type=listen_address,
+        metavar="HOST:PORT",
+        help="where the redirect sends connections ([HOST]:PORT for IPv6)",
+    )
+    proxy.add_argument(
+        "--loop-mark",
+        type=mark_number,
+        metavar="N",
+        help="Linux: the loop mark for upstream connections "
+        "(default: WFPREDIRECT_LOOP_MARK, else 0x40)",
+    )
+    proxy.add_argument(
+        "--mark-mask",
+        type=mark_number,
+        metavar="N",
+        help="Linux: the inbound mark bits that travel (default: WFPREDIRECT_MARK_MASK, else 0xf0)",
+    )
+    proxy.add_argument(
+        "--backlog",
+        type=int,
+        default=ProxySettings.backlog,
+        help="listen backlog (default %(default)s)",
+    )
+    proxy.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=ProxySettings.connect_timeout,
+        metavar="SECONDS",
+        help="upstream connect timeout (default %(default)s)",
+    )
+    proxy.add_argument(
+        "--grace",
+        type=float,
+        default=ProxySettings.grace,
+        metavar="SECONDS",
+        help="how long open connections may finish after a stop signal (default %(default)s)",
+    )
+    proxy.add_argument(
+        "--summary-interval",
+        type=float,
+        default=ProxySettings.summary_interval,
+        metavar="SECONDS",
+        help="seconds between summary lines, 0 for none (default %(default)s)",
+    )
     commands.add_parser(
         "doctor",
         help="check what this machine offers a transparent proxy",
@@ -74,9 +103,12 @@ def parser() -> argparse.ArgumentParser:
         "origin and the proxy, driven by real clients; everything is removed at the end, "
         "also when interrupted. Windows: what the redirecting driver must do, then doctor.",
     )
-    demo.add_argument("--keep-running", action="store_true",
-                      help="Linux: after the clients, keep the namespace, the origin and the "
-                      "proxy up for your own clients until SIGINT/SIGTERM")
+    demo.add_argument(
+        "--keep-running",
+        action="store_true",
+        help="Linux: after the clients, keep the namespace, the origin and the "
+        "proxy up for your own clients until SIGINT/SIGTERM",
+    )
     return top
 
 

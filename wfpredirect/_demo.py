@@ -44,6 +44,8 @@ def run_demo(keep_running: bool = False) -> int:
     if BACKEND == "winsock":
         print(WINDOWS_EXPLANATION)
         return run_doctor()
-    print("wfpredirect has no backend on this platform: it redirects with netfilter on Linux "
-          "and with the Windows Filtering Platform on Windows.")
+    print(
+        "wfpredirect has no backend on this platform: it redirects with netfilter on Linux "
+        "and with the Windows Filtering Platform on Windows."
+    )
     return 1

@@ -102,8 +102,14 @@ def _die_with_the_demo() -> None:
 @contextmanager
 def _child(command: list[str], ready: str) -> Iterator[subprocess.Popen[str]]:
     """Start `command`, wait for its line starting with `ready`; stop it at the end."""
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                               text=True, preexec_fn=_die_with_the_demo, cwd="/")
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        preexec_fn=_die_with_the_demo,
+        cwd="/",
+    )
     try:
         assert process.stdout is not None
         line = process.stdout.readline()
@@ -144,28 +150,43 @@ def _show_one_connection() -> None:
         destination = connection.original_destination
         records = connection.redirect_records
         assert destination is not None and records is not None
-        say(f"a client connected to {ORIGIN[0]} port {ORIGIN[1]}; a listener on port "
-            f"{PROXY[1]} accepted it, from {peer[0]} port {peer[1]}", 6)
+        say(
+            f"a client connected to {ORIGIN[0]} port {ORIGIN[1]}; a listener on port "
+            f"{PROXY[1]} accepted it, from {peer[0]} port {peer[1]}",
+            6,
+        )
         say(f"original destination: {destination[0]} port {destination[1]}", 6)
-        say(f"redirect records: {len(records)} bytes, {records.hex()} (on Linux the "
-            "package's own format: the original destination and the inbound mark)", 6)
-        say(f"redirect context: {connection.redirect_context!r} "
-            "(netfilter keeps no driver context)", 6)
+        say(
+            f"redirect records: {len(records)} bytes, {records.hex()} (on Linux the "
+            "package's own format: the original destination and the inbound mark)",
+            6,
+        )
+        say(
+            f"redirect context: {connection.redirect_context!r} "
+            "(netfilter keeps no driver context)",
+            6,
+        )
 
         stack.enter_context(socket.create_connection(destination, timeout=5))
         came_back, _ = listener.accept()
         stack.enter_context(came_back)
         looped_to = came_back.original_destination
         assert looped_to is not None
-        say("upstream WITHOUT the records: the rule redirected it back into the proxy "
-            f"(it arrived for {looped_to[0]} port {looped_to[1]} again): a loop", 6)
+        say(
+            "upstream WITHOUT the records: the rule redirected it back into the proxy "
+            f"(it arrived for {looped_to[0]} port {looped_to[1]} again): a loop",
+            6,
+        )
 
         upstream = stack.enter_context(connection.create_upstream(timeout=5))
         upstream.sendall(b"GET /page00.txt HTTP/1.0\r\n\r\n")
         status = upstream.makefile("rb").readline().decode().strip()
         mark = upstream.getsockopt(socket.SOL_SOCKET, SO_MARK)
-        say(f"upstream WITH the records: mark {mark:#x}, which the rule lets pass; "
-            f"the origin answered {status!r}", 6)
+        say(
+            f"upstream WITH the records: mark {mark:#x}, which the rule lets pass; "
+            f"the origin answered {status!r}",
+            6,
+        )
 
 
 def _relay_proxy_log(proxy: subprocess.Popen[str]) -> threading.Thread:
@@ -190,11 +211,15 @@ def _fetch(path: str) -> bytes:
 
 def _drive_clients(pages: dict[str, bytes]) -> int:
     """Fetch every page through the proxy, CLIENTS at a time; how many were right."""
+
     def check(path: str) -> bool:
         body = _fetch(path)
         correct = body == pages[path]
-        say(f"GET http://{ORIGIN[0]}:{ORIGIN[1]}{path}: {len(body)} bytes, "
-            f"{'correct' if correct else 'WRONG'}", 6)
+        say(
+            f"GET http://{ORIGIN[0]}:{ORIGIN[1]}{path}: {len(body)} bytes, "
+            f"{'correct' if correct else 'WRONG'}",
+            6,
+        )
         return correct
 
     with ThreadPoolExecutor(CLIENTS) as pool:
@@ -203,38 +228,74 @@ def _drive_clients(pages: dict[str, bytes]) -> int:
 
 def _demo(site: Path, stack: ExitStack, keep_running: bool) -> int:
     namespace = _enter_new_network_namespace()
-    step(1, f"a network namespace of this process alone, {namespace}: only a loopback "
-         "interface; it disappears when the demo ends")
+    step(
+        1,
+        f"a network namespace of this process alone, {namespace}: only a loopback "
+        "interface; it disappears when the demo ends",
+    )
     subprocess.run(["nft", "-f", "-"], input=NFT_RULE, text=True, check=True)
-    step(2, f"an nft rule sends connections for {ORIGIN[0]}:{ORIGIN[1]} to the proxy on port "
-         f"{PROXY[1]}, except those carrying the loop mark {LOOP_MARK:#x}:")
+    step(
+        2,
+        f"an nft rule sends connections for {ORIGIN[0]}:{ORIGIN[1]} to the proxy on port "
+        f"{PROXY[1]}, except those carrying the loop mark {LOOP_MARK:#x}:",
+    )
     for line in NFT_RULE.splitlines():
         say(line, 6)
     pages = _make_site(site)
-    origin = stack.enter_context(_child(
-        [sys.executable, "-u", "-m", "http.server", str(ORIGIN[1]), "--bind", ORIGIN[0],
-         "--directory", str(site)],
-        ready="Serving HTTP"))
-    step(3, f"the origin: Python's HTTP server on {ORIGIN[0]} port {ORIGIN[1]} "
-         f"(pid {origin.pid}), {len(pages)} pages")
+    origin = stack.enter_context(
+        _child(
+            [
+                sys.executable,
+                "-u",
+                "-m",
+                "http.server",
+                str(ORIGIN[1]),
+                "--bind",
+                ORIGIN[0],
+                "--directory",
+                str(site),
+            ],
+            ready="Serving HTTP",
+        )
+    )
+    step(
+        3,
+        f"the origin: Python's HTTP server on {ORIGIN[0]} port {ORIGIN[1]} "
+        f"(pid {origin.pid}), {len(pages)} pages",
+    )
 
     step(4, "one redirected connection, accepted here with RedirectSocket:")
     _show_one_connection()
 
-    proxy_command = [sys.executable, "-m", "wfpredirect", "proxy", "--listen",
-                     f"{PROXY[0]}:{PROXY[1]}", "--summary-interval", "0", "--grace", "1"]
+    proxy_command = [
+        sys.executable,
+        "-m",
+        "wfpredirect",
+        "proxy",
+        "--listen",
+        f"{PROXY[0]}:{PROXY[1]}",
+        "--summary-interval",
+        "0",
+        "--grace",
+        "1",
+    ]
     proxy = stack.enter_context(_child(proxy_command, ready="listening on"))
     step(5, f"the proxy: {' '.join(['python', *proxy_command[1:]])} (pid {proxy.pid})")
     log = _relay_proxy_log(proxy)
 
-    step(6, f"{len(pages)} HTTP requests to {ORIGIN[0]}:{ORIGIN[1]}, {CLIENTS} at a time, "
-         "each relayed by the proxy:")
+    step(
+        6,
+        f"{len(pages)} HTTP requests to {ORIGIN[0]}:{ORIGIN[1]}, {CLIENTS} at a time, "
+        "each relayed by the proxy:",
+    )
     correct = _drive_clients(pages)
     say(f"{correct} of {len(pages)} answers correct")
     if keep_running:
-        say(f"still running, for clients of your own: nsenter --net=/proc/{os.getpid()}/ns/net "
+        say(
+            f"still running, for clients of your own: nsenter --net=/proc/{os.getpid()}/ns/net "
             f"curl http://{ORIGIN[0]}:{ORIGIN[1]}/page01.txt ; Ctrl-C (or SIGTERM) ends the "
-            "demo and removes everything")
+            "demo and removes everything"
+        )
         try:
             while True:
                 time.sleep(3600)
@@ -266,8 +327,10 @@ def run_netfilter_demo(keep_running: bool) -> int:
                 for signum in previous:
                     signal.signal(signum, signal.SIG_IGN)
     except Interrupted as interruption:
-        say(f"interrupted by {interruption}: the proxy and the origin are stopped, the "
-            "namespace goes with this process")
+        say(
+            f"interrupted by {interruption}: the proxy and the origin are stopped, the "
+            "namespace goes with this process"
+        )
         return 128 + interruption.signum
     finally:
         for signum, handler in previous.items():

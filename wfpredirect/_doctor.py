@@ -27,11 +27,13 @@ class Finding:
 @contextmanager
 def loopback_connection() -> Iterator[socket.socket]:
     """The accepted end of a loopback TCP connection that nothing redirected."""
-    with socket.create_server(("127.0.0.1", 0)) as listener:
-        with socket.create_connection(listener.getsockname(), timeout=5):
-            accepted, _ = listener.accept()
-            with accepted:
-                yield accepted
+    with (
+        socket.create_server(("127.0.0.1", 0)) as listener,
+        socket.create_connection(listener.getsockname(), timeout=5),
+    ):
+        accepted, _ = listener.accept()
+        with accepted:
+            yield accepted
 
 
 def _unsupported_checks() -> list[Finding]:

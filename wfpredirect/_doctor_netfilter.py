@@ -37,10 +37,14 @@ def _privileges() -> Finding:
     status = process_status()
     effective_uid = status["Uid"].split()[1]
     capabilities = int(status["CapEff"], 16)
-    held = [name for name, bit in (("CAP_NET_ADMIN", CAP_NET_ADMIN), ("CAP_NET_RAW", CAP_NET_RAW))
-            if capabilities >> bit & 1]
-    value = f"uid {effective_uid}, " + (" and ".join(held) if held else "neither CAP_NET_ADMIN "
-                                       "nor CAP_NET_RAW")
+    held = [
+        name
+        for name, bit in (("CAP_NET_ADMIN", CAP_NET_ADMIN), ("CAP_NET_RAW", CAP_NET_RAW))
+        if capabilities >> bit & 1
+    ]
+    value = f"uid {effective_uid}, " + (
+        " and ".join(held) if held else "neither CAP_NET_ADMIN nor CAP_NET_RAW"
+    )
     if held:
         return Finding("privileges", value)
     return Finding(
@@ -60,27 +64,37 @@ def _query() -> Finding:
             original_destination(accepted)
     except NotRedirectedError as error:
         if error.errno == errno.ENOPROTOOPT:
-            return Finding(name, "answers; connection tracking is not loaded yet (the first "
-                           "nat rule loads it)")
+            return Finding(
+                name, "answers; connection tracking is not loaded yet (the first nat rule loads it)"
+            )
         return Finding(name, "answers (a test connection: not redirected, as expected)")
     except ValueError as error:  # the marks: reported below
         return Finding(name, f"not asked: {error}")
     except OSError as error:
-        return Finding(name, f"failed: {error}", problem="the query does not work here",
-                       what_to_do="report this with the output of this command")
-    return Finding(name, "answers, but reports a redirect for a plain loopback connection",
-                   problem="a rule redirects connections to 127.0.0.1",
-                   what_to_do="check `nft list ruleset` for a rule matching 127.0.0.1")
+        return Finding(
+            name,
+            f"failed: {error}",
+            problem="the query does not work here",
+            what_to_do="report this with the output of this command",
+        )
+    return Finding(
+        name,
+        "answers, but reports a redirect for a plain loopback connection",
+        problem="a rule redirects connections to 127.0.0.1",
+        what_to_do="check `nft list ruleset` for a rule matching 127.0.0.1",
+    )
 
 
 def _tool(name: str, version_argument: str) -> str | None:
     path = shutil.which(name)
     if path is None:
         return None
-    answer = subprocess.run([path, version_argument], capture_output=True, text=True,
-                            check=False, timeout=10)
-    return (answer.stdout or answer.stderr).strip().splitlines()[0] if answer.returncode == 0 \
-        else path
+    answer = subprocess.run(
+        [path, version_argument], capture_output=True, text=True, check=False, timeout=10
+    )
+    return (
+        (answer.stdout or answer.stderr).strip().splitlines()[0] if answer.returncode == 0 else path
+    )
 
 
 def _tools() -> Finding:
@@ -89,8 +103,12 @@ def _tools() -> Finding:
     value = "; ".join(found for found in (nft, iptables) if found) or "neither nft nor iptables"
     if nft or iptables:
         return Finding("rule tools", value)
-    return Finding("rule tools", value, problem="nothing can install a redirect rule",
-                   what_to_do="install nftables (Debian/Ubuntu: apt-get install nftables)")
+    return Finding(
+        "rule tools",
+        value,
+        problem="nothing can install a redirect rule",
+        what_to_do="install nftables (Debian/Ubuntu: apt-get install nftables)",
+    )
 
 
 def _fwmark_accept() -> Finding:
@@ -99,10 +117,12 @@ def _fwmark_accept() -> Finding:
             value = sysctl.read().strip()
     except OSError as error:
         return Finding("tcp_fwmark_accept", f"unknown ({error.strerror})")
-    meaning = ("1: accepted connections carry their SYN's mark (chains of proxies work)"
-               if value == "1" else
-               f"{value}: one proxy works; a chain of proxies needs "
-               "sysctl -w net.ipv4.tcp_fwmark_accept=1")
+    meaning = (
+        "1: accepted connections carry their SYN's mark (chains of proxies work)"
+        if value == "1"
+        else f"{value}: one proxy works; a chain of proxies needs "
+        "sysctl -w net.ipv4.tcp_fwmark_accept=1"
+    )
     return Finding("tcp_fwmark_accept", meaning)
 
 
@@ -111,8 +131,11 @@ def _rcvmark() -> Finding:
         try:
             udp.setsockopt(socket.SOL_SOCKET, SO_RCVMARK, 1)
         except OSError:
-            return Finding("SO_RCVMARK", f"no (Linux 5.19+; this is {platform.release()}): "
-                           "datagrams carry no inbound mark in their records")
+            return Finding(
+                "SO_RCVMARK",
+                f"no (Linux 5.19+; this is {platform.release()}): "
+                "datagrams carry no inbound mark in their records",
+            )
     return Finding("SO_RCVMARK", "yes")
 
 
@@ -121,9 +144,13 @@ def _marks() -> Finding:
     problem = marks_problem()
     if not problem:
         return Finding("marks", value + ", valid")
-    return Finding("marks", value, problem=problem,
-                   what_to_do="set WFPREDIRECT_LOOP_MARK to one non-zero bit inside "
-                   "WFPREDIRECT_MARK_MASK (the defaults are 0x40 and 0xf0), or unset both")
+    return Finding(
+        "marks",
+        value,
+        problem=problem,
+        what_to_do="set WFPREDIRECT_LOOP_MARK to one non-zero bit inside "
+        "WFPREDIRECT_MARK_MASK (the defaults are 0x40 and 0xf0), or unset both",
+    )
 
 
 def _rulesets() -> list[tuple[str, str]]:
@@ -153,23 +180,30 @@ def _rules_using_the_marks() -> list[Finding]:
                     bits |= int(number, 16)
                 if bits & MARK_MASK:
                     conflicts.append(f"{tool}: {line.strip()}")
-            elif "mark" in line and any(int(number, 16) & LOOP_MARK
-                                        for number in HEX_NUMBER.findall(line)):
+            elif "mark" in line and any(
+                int(number, 16) & LOOP_MARK for number in HEX_NUMBER.findall(line)
+            ):
                 loop_checks += 1
-    findings = [Finding(
-        "rules testing the loop mark",
-        str(loop_checks) if loop_checks else
-        f"none yet: put `meta mark & {LOOP_MARK:#x} == {LOOP_MARK:#x} return` before "
-        "the redirect rule, or the proxy's upstream is redirected back into it",
-    )]
+    findings = [
+        Finding(
+            "rules testing the loop mark",
+            str(loop_checks)
+            if loop_checks
+            else f"none yet: put `meta mark & {LOOP_MARK:#x} == {LOOP_MARK:#x} return` before "
+            "the redirect rule, or the proxy's upstream is redirected back into it",
+        )
+    ]
     for conflict in conflicts:
-        findings.append(Finding(
-            "rule setting mask bits", conflict,
-            problem=f"this rule sets bits inside MARK_MASK {MARK_MASK:#x}: they would travel in "
-            "records and reach the proxy's upstream connections",
-            what_to_do="choose a WFPREDIRECT_MARK_MASK (and a LOOP_MARK inside it) that no "
-            "other rule uses",
-        ))
+        findings.append(
+            Finding(
+                "rule setting mask bits",
+                conflict,
+                problem=f"this rule sets bits inside MARK_MASK {MARK_MASK:#x}: they would "
+                "travel in records and reach the proxy's upstream connections",
+                what_to_do="choose a WFPREDIRECT_MARK_MASK (and a LOOP_MARK inside it) that no "
+                "other rule uses",
+            )
+        )
     return findings
 
 

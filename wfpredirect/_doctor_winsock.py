@@ -23,17 +23,27 @@ def _records_query() -> Finding:
         with loopback_connection() as accepted:
             query_redirect_records(accepted)
     except NotRedirectedError as error:
-        return Finding(name, f"answer (a test connection: not redirected, winerror "
-                       f"{getattr(error, 'winerror', None)})")
+        return Finding(
+            name,
+            f"answer (a test connection: not redirected, winerror "
+            f"{getattr(error, 'winerror', None)})",
+        )
     except UnsupportedError as error:
-        return Finding(name, f"not supported: {error}",
-                       problem="this transport does not support the WFP IOCTLs "
-                       "(WSAEOPNOTSUPP): a layered service provider in the way, or Wine",
-                       what_to_do="run on Windows 8.1 / Server 2012 R2 or later without "
-                       "layered providers (netsh winsock show catalog)")
+        return Finding(
+            name,
+            f"not supported: {error}",
+            problem="this transport does not support the WFP IOCTLs "
+            "(WSAEOPNOTSUPP): a layered service provider in the way, or Wine",
+            what_to_do="run on Windows 8.1 / Server 2012 R2 or later without "
+            "layered providers (netsh winsock show catalog)",
+        )
     except OSError as error:
-        return Finding(name, f"failed: {error}", problem="the query does not work here",
-                       what_to_do="report this with the output of this command")
+        return Finding(
+            name,
+            f"failed: {error}",
+            problem="the query does not work here",
+            what_to_do="report this with the output of this command",
+        )
     return Finding(name, "answer, but report records for a plain loopback connection")
 
 
@@ -45,8 +55,11 @@ def _original_destination() -> Finding:
     except NotRedirectedError:
         return Finding(name, "answers, or falls back to the redirect context")
     except OSError as error:
-        return Finding(name, f"not available ({error}): original destinations come from "
-                       "a WFPSampler-layout redirect context")
+        return Finding(
+            name,
+            f"not available ({error}): original destinations come from "
+            "a WFPSampler-layout redirect context",
+        )
     return Finding(name, "answers")
 
 
@@ -54,8 +67,11 @@ def _administrator() -> Finding:
     if sys.platform == "win32":  # for the type checker: windll is Windows-only
         if ctypes.windll.shell32.IsUserAnAdmin():
             return Finding("administrator", "yes")
-    return Finding("administrator", "no: setting records may raise RedirectPermissionError "
-                   "(winerror 10013) where the callout driver requires it")
+    return Finding(
+        "administrator",
+        "no: setting records may raise RedirectPermissionError "
+        "(winerror 10013) where the callout driver requires it",
+    )
 
 
 def checks() -> list[Finding]:
@@ -65,6 +81,9 @@ def checks() -> list[Finding]:
         _original_destination(),
         _administrator(),
         Finding("marks", "not used on Windows (the callout driver reads the records)"),
-        Finding("redirect", "needs a WFP callout driver that redirects connections to the "
-                "proxy (for example Microsoft's WFPSampler)"),
+        Finding(
+            "redirect",
+            "needs a WFP callout driver that redirects connections to the "
+            "proxy (for example Microsoft's WFPSampler)",
+        ),
     ]

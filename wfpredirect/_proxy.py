@@ -207,7 +207,10 @@ class Proxy:
             signal.signal(signum, request_stop)
         settings = self.settings
         server = await start_redirect_server(
-            self.handle, settings.host, settings.port, backlog=settings.backlog,
+            self.handle,
+            settings.host,
+            settings.port,
+            backlog=settings.backlog,
             reuse_address=True,
         )
         started = time.monotonic()
@@ -235,7 +238,9 @@ class Proxy:
 def run_proxy(settings: ProxySettings) -> int:
     """Run until SIGINT/SIGTERM; the exit status."""
     # The marks are netfilter's; the winsock backend ignores them.
-    problem = marks_problem(settings.loop_mark, settings.mark_mask) if BACKEND == "netfilter" else ""
+    problem = (
+        marks_problem(settings.loop_mark, settings.mark_mask) if BACKEND == "netfilter" else ""
+    )
     if problem:
         print(f"wfpredirect proxy: {problem}", file=sys.stderr)
         return 2

@@ -86,9 +86,7 @@ class RedirectSocket(socket.socket):
                 destination = original_destination(self)
             except NotRedirectedError:
                 destination = None
-            if destination is not None and is_listener_address(
-                self._listener_address, destination
-            ):
+            if destination is not None and is_listener_address(self._listener_address, destination):
                 destination = None
             self._destination = destination
         return self._destination

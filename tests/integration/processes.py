@@ -12,8 +12,9 @@ from support import NEUTRAL_DIRECTORY
 
 
 @contextmanager
-def running(command: list[str], env: dict[str, str] | None = None, ready: str | None = None
-            ) -> Iterator[subprocess.Popen[str]]:
+def running(
+    command: list[str], env: dict[str, str] | None = None, ready: str | None = None
+) -> Iterator[subprocess.Popen[str]]:
     """Start `command`; wait for the line `ready` on its stdout; stop it at the end."""
     process = subprocess.Popen(
         command,

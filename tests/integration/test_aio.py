@@ -11,13 +11,13 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+
+import wfpredirect
 from netns import run_in_netns
 from record_format import decode
 from rules import redirect
 from servers import Origin
 from support import unavailable
-
-import wfpredirect
 from wfpredirect import NotRedirectedError, RedirectInfo
 from wfpredirect.aio import open_upstream, start_redirect_server
 
@@ -44,8 +44,9 @@ def run(main: Callable[[], Any], loop_name: str) -> Any:
         loop.close()
 
 
-async def exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, line: bytes
-                   ) -> bytes:
+async def exchange(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, line: bytes
+) -> bytes:
     writer.write(line)
     writer.write_eof()
     answer = await reader.read()
@@ -64,8 +65,9 @@ def test_callback_gets_the_redirect_and_the_upstream_reaches_the_origin(loop_nam
         seen: list[RedirectInfo] = []
         answers: list[bytes] = []
 
-        async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                        info: RedirectInfo) -> None:
+        async def relay(
+            reader: asyncio.StreamReader, writer: asyncio.StreamWriter, info: RedirectInfo
+        ) -> None:
             seen.append(info)
             line = await reader.readline()
             if info.original_destination is not None:
@@ -84,15 +86,17 @@ def test_callback_gets_the_redirect_and_the_upstream_reaches_the_origin(loop_nam
         origin.close()
         redirected, direct = seen
         return {
-            "redirected": (decode(redirected.records) if redirected.records else None,
-                           redirected.context, redirected.original_destination),
+            "redirected": (
+                decode(redirected.records) if redirected.records else None,
+                redirected.context,
+                redirected.original_destination,
+            ),
             "direct": direct,
             "answers": answers,
             "origin_marks": [arrival.mark for arrival in origin.arrivals],
         }
 
-    result = run_in_netns(lambda: run(main, loop_name), nft_rules=IPV4_RULES,
-                          sysctls=FWMARK_ACCEPT)
+    result = run_in_netns(lambda: run(main, loop_name), nft_rules=IPV4_RULES, sysctls=FWMARK_ACCEPT)
     assert result == {
         "redirected": (
             {"destination": ("127.0.0.2", 8080), "mark": 0, "transparent": False},
@@ -111,8 +115,9 @@ def test_without_the_records_the_upstream_comes_back_into_the_server(loop_name: 
         seen: list[object] = []
         came_back = asyncio.Event()
 
-        async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                        info: RedirectInfo) -> None:
+        async def relay(
+            reader: asyncio.StreamReader, writer: asyncio.StreamWriter, info: RedirectInfo
+        ) -> None:
             seen.append(info.original_destination)
             if len(seen) == 1:
                 # The original destination, but none of the records.
@@ -138,8 +143,9 @@ def test_ipv6_and_the_loop_mark_keywords() -> None:
         infos: list[RedirectInfo] = []
         answers: list[bytes] = []
 
-        async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                        info: RedirectInfo) -> None:
+        async def relay(
+            reader: asyncio.StreamReader, writer: asyncio.StreamWriter, info: RedirectInfo
+        ) -> None:
             infos.append(info)
             up_reader, up_writer = await open_upstream(info, loop_mark=0x80, mark_mask=0xF0)
             answers.append(await exchange(up_reader, up_writer, await reader.readline()))
@@ -159,8 +165,7 @@ def test_ipv6_and_the_loop_mark_keywords() -> None:
 
     # The rule skips the 0x80 mark that the upstream carries.
     rules = redirect("ip6", "::1", 8080, 15001, loop_mark=0x80)
-    assert run_in_netns(lambda: run(main, "asyncio"), nft_rules=rules,
-                        sysctls=FWMARK_ACCEPT) == {
+    assert run_in_netns(lambda: run(main, "asyncio"), nft_rules=rules, sysctls=FWMARK_ACCEPT) == {
         "destination": ("::1", 8080, 0, 0),
         "answers": [b"origin six\n"],
         "origin_marks": [0x80],
@@ -185,7 +190,8 @@ def test_open_upstream_to_an_address_without_records() -> None:
     async def main() -> dict[str, object]:
         origin = Origin(("127.0.0.3", 8080))
         reader, writer = await open_upstream(
-            RedirectInfo(None, None, None), address=("127.0.0.3", 8080),
+            RedirectInfo(None, None, None),
+            address=("127.0.0.3", 8080),
             local_addr=("127.0.0.4", 0),
         )
         answer = await exchange(reader, writer, b"plain\n")
@@ -204,14 +210,16 @@ def test_a_connection_to_a_tproxy_listener_itself_is_not_redirected() -> None:
     """Every connection on an IP_TRANSPARENT listener looks redirected; the
     server knows its listening address and reports one addressed to it as
     not redirected."""
-    from test_tproxy import TPROXY_RULES
     from test_original_destination import listen
+    from test_tproxy import TPROXY_RULES
 
     async def main() -> list[RedirectInfo]:
         seen: list[RedirectInfo] = []
         listener = listen(socket.AF_INET, ("0.0.0.0", 15001), transparent=True)
-        def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                      info: RedirectInfo) -> None:
+
+        def connected(
+            reader: asyncio.StreamReader, writer: asyncio.StreamWriter, info: RedirectInfo
+        ) -> None:
             seen.append(info)
             writer.close()
 
@@ -221,8 +229,9 @@ def test_a_connection_to_a_tproxy_listener_itself_is_not_redirected() -> None:
             await reader.read()  # until the callback closes it
             writer.close()
         server.close()
-        return [info._replace(records=decode(info.records) if info.records else None)
-                for info in seen]
+        return [
+            info._replace(records=decode(info.records) if info.records else None) for info in seen
+        ]
 
     def body() -> list[RedirectInfo]:
         subprocess.run(["ip", "rule", "add", "fwmark", "1", "lookup", "100"], check=True)
@@ -232,7 +241,10 @@ def test_a_connection_to_a_tproxy_listener_itself_is_not_redirected() -> None:
         return run(main, "asyncio")  # type: ignore[no-any-return]
 
     assert run_in_netns(body, nft_rules=TPROXY_RULES) == [
-        RedirectInfo({"destination": ("127.0.0.2", 8080), "mark": 0, "transparent": True},
-                     None, ("127.0.0.2", 8080)),
+        RedirectInfo(
+            {"destination": ("127.0.0.2", 8080), "mark": 0, "transparent": True},
+            None,
+            ("127.0.0.2", 8080),
+        ),
         RedirectInfo(None, None, None),
     ]

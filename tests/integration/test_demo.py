@@ -18,8 +18,9 @@ DEMO = [sys.executable, "-m", "wfpredirect", "demo"]
 
 def run_demo() -> tuple[int, str, str]:
     require_tool("nft")
-    completed = subprocess.run(DEMO, capture_output=True, text=True, check=False,
-                               cwd=NEUTRAL_DIRECTORY, timeout=120)
+    completed = subprocess.run(
+        DEMO, capture_output=True, text=True, check=False, cwd=NEUTRAL_DIRECTORY, timeout=120
+    )
     return completed.returncode, completed.stdout, completed.stderr
 
 
@@ -39,9 +40,15 @@ def test_the_demo_runs_to_the_end() -> None:
         "done: the proxy and the origin are stopped, the namespace goes with this process",
     ]
     assert [line for line in expected if line not in lines] == []
-    relayed = [line for line in lines if re.fullmatch(
-        r"proxy \| 127\.0\.0\.1:\d+ -> 127\.0\.0\.2:8080: 77 bytes up, \d+ bytes down, "
-        r"\d+\.\d{3} s, closed", line)]
+    relayed = [
+        line
+        for line in lines
+        if re.fullmatch(
+            r"proxy \| 127\.0\.0\.1:\d+ -> 127\.0\.0\.2:8080: 77 bytes up, \d+ bytes down, "
+            r"\d+\.\d{3} s, closed",
+            line,
+        )
+    ]
     assert len(relayed) == 20
     assert [line for line in lines if "WRONG" in line] == []
 
@@ -65,8 +72,13 @@ def processes_in(namespace: str) -> list[str]:
 def test_sigterm_leaves_no_process_and_no_namespace() -> None:
     def body() -> dict[str, object]:
         require_tool("nft")
-        demo = subprocess.Popen([*DEMO, "--keep-running"], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, cwd=NEUTRAL_DIRECTORY)
+        demo = subprocess.Popen(
+            [*DEMO, "--keep-running"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=NEUTRAL_DIRECTORY,
+        )
         assert demo.stdout is not None
         seen = []
         for line in demo.stdout:
@@ -94,7 +106,7 @@ def test_sigterm_leaves_no_process_and_no_namespace() -> None:
         "errors": "",
         "in_namespace_before": 3,  # the demo, the origin, the proxy
         "last_line": "done: the proxy and the origin are stopped, the namespace goes with "
-                     "this process",
+        "this process",
         "in_namespace_after": [],
         "children_alive": [],
     }
@@ -104,9 +116,20 @@ def test_without_root_it_says_how_to_run_it() -> None:
     require_root()
     setpriv = require_tool("setpriv")
     completed = subprocess.run(
-        [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
-         "--bounding-set=-all", *DEMO],
-        capture_output=True, text=True, check=False, cwd=NEUTRAL_DIRECTORY, timeout=60,
+        [
+            setpriv,
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+            *DEMO,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=NEUTRAL_DIRECTORY,
+        timeout=60,
     )
     assert (completed.returncode, completed.stdout, completed.stderr) == (
         1,

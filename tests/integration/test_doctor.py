@@ -22,11 +22,18 @@ MARKING_RULES = """table ip other {
 """
 
 
-def doctor(prefix: tuple[str, ...] = (), env: dict[str, str] | None = None
-           ) -> tuple[int, list[str]]:
-    completed = subprocess.run([*prefix, sys.executable, "-m", "wfpredirect", "doctor"],
-                               capture_output=True, text=True, check=False,
-                               cwd=NEUTRAL_DIRECTORY, env=env, timeout=60)
+def doctor(
+    prefix: tuple[str, ...] = (), env: dict[str, str] | None = None
+) -> tuple[int, list[str]]:
+    completed = subprocess.run(
+        [*prefix, sys.executable, "-m", "wfpredirect", "doctor"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=NEUTRAL_DIRECTORY,
+        env=env,
+        timeout=60,
+    )
     assert completed.stderr == ""
     return completed.returncode, completed.stdout.splitlines()
 
@@ -34,25 +41,35 @@ def doctor(prefix: tuple[str, ...] = (), env: dict[str, str] | None = None
 def fields(lines: list[str]) -> dict[str, str]:
     """The report's "name  value" lines, up to the blank line."""
     report = lines[: lines.index("")]
-    return {name.strip(): value.strip() for name, _, value in
-            (line.partition("  ") for line in report)}
+    return {
+        name.strip(): value.strip() for name, _, value in (line.partition("  ") for line in report)
+    }
 
 
 def test_a_machine_ready_for_the_proxy() -> None:
-    status, lines = run_in_netns(doctor, nft_rules=RULES,
-                                 sysctls={"net.ipv4.tcp_fwmark_accept": "1"})
+    status, lines = run_in_netns(
+        doctor, nft_rules=RULES, sysctls={"net.ipv4.tcp_fwmark_accept": "1"}
+    )
     report = fields(lines)
     assert status == 0
     assert lines[-1] == "no problems found"
-    assert {name: report[name] for name in (
-        "backend", "privileges", "SO_ORIGINAL_DST", "tcp_fwmark_accept", "marks",
-        "rules testing the loop mark")} == {
+    assert {
+        name: report[name]
+        for name in (
+            "backend",
+            "privileges",
+            "SO_ORIGINAL_DST",
+            "tcp_fwmark_accept",
+            "marks",
+            "rules testing the loop mark",
+        )
+    } == {
         "backend": "netfilter",
         "privileges": "uid 0, CAP_NET_ADMIN and CAP_NET_RAW",
         # The namespace's nat rule has loaded connection tracking.
         "SO_ORIGINAL_DST": "answers (a test connection: not redirected, as expected)",
         "tcp_fwmark_accept": "1: accepted connections carry their SYN's mark "
-                             "(chains of proxies work)",
+        "(chains of proxies work)",
         "marks": "LOOP_MARK 0x40, MARK_MASK 0xf0, valid",
         "rules testing the loop mark": "1",
     }
@@ -61,7 +78,7 @@ def test_a_machine_ready_for_the_proxy() -> None:
 def test_a_rule_setting_bits_of_the_mask_is_a_problem() -> None:
     status, lines = run_in_netns(doctor, nft_rules=RULES + MARKING_RULES)
     assert status == 1
-    assert lines[lines.index("1 problem:"):] == [
+    assert lines[lines.index("1 problem:") :] == [
         "1 problem:",
         "- rule setting mask bits: this rule sets bits inside MARK_MASK 0xf0: they would "
         "travel in records and reach the proxy's upstream connections",
@@ -78,7 +95,7 @@ def test_marks_that_cannot_work_are_a_problem() -> None:
     status, lines = run_in_netns(body, nft_rules=RULES)
     assert status == 1
     assert fields(lines)["marks"] == "LOOP_MARK 0x0, MARK_MASK 0xf0"
-    assert lines[lines.index("1 problem:"):] == [
+    assert lines[lines.index("1 problem:") :] == [
         "1 problem:",
         "- marks: WFPREDIRECT_LOOP_MARK (LOOP_MARK) is 0: the loop mark must be non-zero, or the "
         "upstream connection is redirected back into the proxy",
@@ -90,8 +107,16 @@ def test_marks_that_cannot_work_are_a_problem() -> None:
 def test_without_privileges_it_says_what_to_do() -> None:
     def body() -> tuple[int, list[str]]:
         setpriv = require_tool("setpriv")
-        return doctor(prefix=(setpriv, "--reuid=65534", "--regid=65534", "--clear-groups",
-                              "--inh-caps=-all", "--bounding-set=-all"))
+        return doctor(
+            prefix=(
+                setpriv,
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--inh-caps=-all",
+                "--bounding-set=-all",
+            )
+        )
 
     status, lines = run_in_netns(body, nft_rules=RULES)
     report = fields(lines)
@@ -100,7 +125,7 @@ def test_without_privileges_it_says_what_to_do() -> None:
         "uid 65534, neither CAP_NET_ADMIN nor CAP_NET_RAW",
         "not read (needs root and nft or iptables)",
     )
-    assert lines[lines.index("1 problem:"):] == [
+    assert lines[lines.index("1 problem:") :] == [
         "1 problem:",
         "- privileges: set_redirect_records (SO_MARK) will raise RedirectPermissionError",
         "  what to do: run the proxy as root, or give it CAP_NET_ADMIN (systemd: "

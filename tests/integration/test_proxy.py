@@ -13,6 +13,7 @@ import threading
 from pathlib import Path
 
 import pytest
+
 from netns import run_in_netns
 from processes import running
 from rules import redirect
@@ -36,8 +37,17 @@ RELAY_LINE = re.compile(
 
 
 def proxy_command(*extra: str) -> list[str]:
-    return [sys.executable, "-m", "wfpredirect", "proxy", "--listen", "127.0.0.1:15001",
-            "--summary-interval", "0", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "wfpredirect",
+        "proxy",
+        "--listen",
+        "127.0.0.1:15001",
+        "--summary-interval",
+        "0",
+        *extra,
+    ]
 
 
 def origin_command(directory: Path, host: str = "127.0.0.2") -> list[str]:
@@ -68,20 +78,35 @@ def site(tmp_path: Path) -> Path:
 
 def test_a_1_mib_body_arrives_intact(site: Path, tmp_path: Path) -> None:
     def body() -> dict[str, object]:
-        with running(origin_command(site), ready="ready"), \
-                running(proxy_command(), ready=PROXY_READY) as proxy:
+        with (
+            running(origin_command(site), ready="ready"),
+            running(proxy_command(), ready=PROXY_READY) as proxy,
+        ):
             curl = subprocess.run(
-                ["curl", "-sS", "--fail", "--max-time", "30", "-D", str(tmp_path / "headers"),
-                 "-o", str(tmp_path / "big.out"), f"{ORIGIN}/big.bin"],
-                capture_output=True, text=True, check=False,
+                [
+                    "curl",
+                    "-sS",
+                    "--fail",
+                    "--max-time",
+                    "30",
+                    "-D",
+                    str(tmp_path / "headers"),
+                    "-o",
+                    str(tmp_path / "big.out"),
+                    f"{ORIGIN}/big.bin",
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
             )
             status, output = stop(proxy)
         headers = (tmp_path / "headers").read_bytes()
         return {
             "curl": (curl.returncode, curl.stderr),
             "intact": (tmp_path / "big.out").read_bytes() == (site / "big.bin").read_bytes(),
-            "relayed": [(line["target"], int(line["down"]), line["outcome"])
-                        for line in relay_lines(output)],
+            "relayed": [
+                (line["target"], int(line["down"]), line["outcome"]) for line in relay_lines(output)
+            ],
             "expected_down": len(headers) + MIB,
             "exit": status,
         }
@@ -89,7 +114,9 @@ def test_a_1_mib_body_arrives_intact(site: Path, tmp_path: Path) -> None:
     result = run_in_netns(body, nft_rules=RULES)
     assert result["relayed"] == [("127.0.0.2:8080", result["expected_down"], "closed")]
     assert {key: result[key] for key in ("curl", "intact", "exit")} == {
-        "curl": (0, ""), "intact": True, "exit": 0,
+        "curl": (0, ""),
+        "intact": True,
+        "exit": 0,
     }
 
 
@@ -100,21 +127,37 @@ def test_200_parallel_transfers(site: Path, tmp_path: Path) -> None:
     def body() -> dict[str, object]:
         transfers: list[str] = []
         for number in range(PARALLEL):
-            transfers += ["-o", str(out / f"file{number:03}.txt"),
-                          f"{ORIGIN}/file{number:03}.txt"]
-        with running(origin_command(site), ready="ready") as origin, \
-                running(proxy_command(), ready=PROXY_READY) as proxy:
+            transfers += ["-o", str(out / f"file{number:03}.txt"), f"{ORIGIN}/file{number:03}.txt"]
+        with (
+            running(origin_command(site), ready="ready") as origin,
+            running(proxy_command(), ready=PROXY_READY) as proxy,
+        ):
             curl = subprocess.run(
-                ["curl", "-sS", "--no-progress-meter", "--fail", "--max-time", "60", "--parallel",
-                 "--parallel-immediate",
-                 "--parallel-max", str(PARALLEL), *transfers],
-                capture_output=True, text=True, check=False,
+                [
+                    "curl",
+                    "-sS",
+                    "--no-progress-meter",
+                    "--fail",
+                    "--max-time",
+                    "60",
+                    "--parallel",
+                    "--parallel-immediate",
+                    "--parallel-max",
+                    str(PARALLEL),
+                    *transfers,
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
             )
             status, output = stop(proxy)
             origin.send_signal(signal.SIGTERM)
             _, origin_log = origin.communicate(timeout=10)
-        wrong = [number for number in range(PARALLEL)
-                 if (out / f"file{number:03}.txt").read_text() != f"file {number}\n" * (number + 1)]
+        wrong = [
+            number
+            for number in range(PARALLEL)
+            if (out / f"file{number:03}.txt").read_text() != f"file {number}\n" * (number + 1)
+        ]
         lines = relay_lines(output)
         return {
             "curl": (curl.returncode, curl.stderr),
@@ -149,14 +192,22 @@ def test_no_loop_and_a_direct_connection_is_refused(site: Path) -> None:
     A connection addressed to the proxy itself is refused, not relayed."""
 
     def body() -> dict[str, object]:
-        with running(origin_command(site), ready="ready") as origin, \
-                running(proxy_command(), ready=PROXY_READY) as proxy:
+        with (
+            running(origin_command(site), ready="ready") as origin,
+            running(proxy_command(), ready=PROXY_READY) as proxy,
+        ):
             relayed = subprocess.run(
                 ["curl", "-sS", "--max-time", "10", f"{ORIGIN}/file007.txt"],
-                capture_output=True, text=True, check=False)
+                capture_output=True,
+                text=True,
+                check=False,
+            )
             direct = subprocess.run(
                 ["curl", "-sS", "--max-time", "10", "http://127.0.0.1:15001/file007.txt"],
-                capture_output=True, text=True, check=False)
+                capture_output=True,
+                text=True,
+                check=False,
+            )
             status, output = stop(proxy)
             origin.send_signal(signal.SIGTERM)
             _, origin_log = origin.communicate(timeout=10)
@@ -165,8 +216,9 @@ def test_no_loop_and_a_direct_connection_is_refused(site: Path) -> None:
             "relayed": (relayed.returncode, relayed.stdout),
             "direct": (direct.returncode in CURL_NO_REPLY, direct.stdout),
             "relay_lines": [(line["target"], line["outcome"]) for line in relay_lines(output)],
-            "refused": [re.sub(r":\d+", ":PORT", line) for line in lines
-                        if line.startswith("refused")],
+            "refused": [
+                re.sub(r":\d+", ":PORT", line) for line in lines if line.startswith("refused")
+            ],
             "origin_requests": origin_log.count('"GET /file007.txt HTTP/1.1" 200'),
             "exit": status,
         }
@@ -247,7 +299,9 @@ def test_half_close_in_each_direction() -> None:
             status, output = stop(proxy)
         return {
             "received": received,
-            "relayed": [(line["up"], line["down"], line["outcome"]) for line in relay_lines(output)],
+            "relayed": [
+                (line["up"], line["down"], line["outcome"]) for line in relay_lines(output)
+            ],
             "exit": status,
         }
 
@@ -269,8 +323,9 @@ def test_sigterm_stops_cleanly_within_the_grace_period() -> None:
     periodically while it runs."""
 
     def body() -> dict[str, object]:
-        with running(proxy_command("--grace", "1", "--summary-interval", "0.2"),
-                     ready=PROXY_READY) as proxy:
+        with running(
+            proxy_command("--grace", "1", "--summary-interval", "0.2"), ready=PROXY_READY
+        ) as proxy:
             assert proxy.stdout is not None
             listener = origin_listener()
             origin_saw: dict[str, bytes] = {}
@@ -297,13 +352,18 @@ def test_sigterm_stops_cleanly_within_the_grace_period() -> None:
             process_gone = not Path(f"/proc/{pid}").exists()
         refused = subprocess.run(
             ["curl", "-sS", "--max-time", "5", "http://127.0.0.1:15001/"],
-            capture_output=True, text=True, check=False)
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         lines = [line for line in output.splitlines() if not line.startswith("summary: ")]
         return {
             "exit": status,
             "summary": re.sub(r", \d+ bytes/s$", ", N bytes/s", summary.rstrip()),
             "stopping": lines[0],
-            "relayed": [(line["up"], line["down"], line["outcome"]) for line in relay_lines(output)],
+            "relayed": [
+                (line["up"], line["down"], line["outcome"]) for line in relay_lines(output)
+            ],
             "final": re.sub(r"after \d+\.\d s", "after N s", lines[-1]),
             "client_saw": client_saw,
             "origin_saw": origin_saw["data"],
@@ -314,11 +374,11 @@ def test_sigterm_stops_cleanly_within_the_grace_period() -> None:
     assert run_in_netns(body, nft_rules=RULES) == {
         "exit": 0,
         "summary": "summary: 1 open, 0 relayed, 0 refused, 0 failed, 15 bytes up, "
-                   "0 bytes down, N bytes/s",
+        "0 bytes down, N bytes/s",
         "stopping": "stopping: 1 open connections get 1 s",
         "relayed": [("15", "0", "cut at shutdown")],
         "final": "stopped after N s: 0 open, 1 relayed, 0 refused, 0 failed, "
-                 "15 bytes up, 0 bytes down",
+        "15 bytes up, 0 bytes down",
         "client_saw": b"",
         "origin_saw": b"partial request",
         "process_gone": True,

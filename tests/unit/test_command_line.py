@@ -6,8 +6,8 @@ import subprocess
 import sys
 
 import pytest
-from support import NEUTRAL_DIRECTORY, linux_only
 
+from support import NEUTRAL_DIRECTORY, linux_only
 from wfpredirect._proxy import format_address, parse_address
 
 
@@ -35,19 +35,25 @@ def test_format_address() -> None:
     assert format_address(("::1", 8080, 0, 0)) == "[::1]:8080"
 
 
-def wfpredirect_command(*arguments: str, env: dict[str, str] | None = None
-                        ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "wfpredirect", *arguments],
-                          capture_output=True, text=True, check=False, cwd=NEUTRAL_DIRECTORY,
-                          env=env, timeout=30)
+def wfpredirect_command(
+    *arguments: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "wfpredirect", *arguments],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=NEUTRAL_DIRECTORY,
+        env=env,
+        timeout=30,
+    )
 
 
 def test_a_bad_mark_is_a_usage_error() -> None:
     result = wfpredirect_command("proxy", "--listen", "127.0.0.1:0", "--loop-mark", "0x1g")
     assert result.returncode == 2
     assert result.stderr.splitlines()[-1] == (
-        "wfpredirect proxy: error: argument --loop-mark: "
-        "'0x1g' is not a decimal or 0x-hex number"
+        "wfpredirect proxy: error: argument --loop-mark: '0x1g' is not a decimal or 0x-hex number"
     )
 
 
