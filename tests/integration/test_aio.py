@@ -31,7 +31,7 @@ def event_loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
         try:
             import uvloop
         except ImportError:
-            unavailable("uvloop is not installed (the test extra installs it)")
+            unavailable("uvloop is not installed (.ci/run installs it)")
         return uvloop.new_event_loop  # type: ignore[no-any-return]
     return asyncio.new_event_loop
 
