@@ -33,7 +33,7 @@ def _same_host(listener_host: str, host: str) -> bool:
     return listener_ip == ip
 
 
-def _is_listener_address(listener: Address | None, address: Address) -> bool:
+def is_listener_address(listener: Address | None, address: Address) -> bool:
     """Whether `address` is where `listener` accepts (a wildcard listener
     accepts on every address of its port)."""
     if listener is None:
@@ -86,9 +86,7 @@ class RedirectSocket(socket.socket):
                 destination = original_destination(self)
             except NotRedirectedError:
                 destination = None
-            if destination is not None and _is_listener_address(
-                self._listener_address, destination
-            ):
+            if destination is not None and is_listener_address(self._listener_address, destination):
                 destination = None
             self._destination = destination
         return self._destination
@@ -196,7 +194,7 @@ class RedirectSocket(socket.socket):
             ]
         failures: list[OSError] = []
         for family, target in candidates:
-            if _is_listener_address(self._listener_address, target):
+            if is_listener_address(self._listener_address, target):
                 raise RedirectError(
                     errno.ELOOP,
                     f"create_upstream: refusing to connect to {target[0]}:{target[1]}, "
