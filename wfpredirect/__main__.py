@@ -51,6 +51,19 @@ def parser() -> argparse.ArgumentParser:
         help="where the redirect sends connections ([HOST]:PORT for IPv6)",
     )
     proxy.add_argument(
+        "--udp",
+        type=listen_address,
+        metavar="HOST:PORT",
+        help="also relay redirected UDP flows received here (Linux: a TPROXY rule's target)",
+    )
+    proxy.add_argument(
+        "--udp-idle-timeout",
+        type=float,
+        default=ProxySettings.udp_idle_timeout,
+        metavar="SECONDS",
+        help="a UDP flow idle this long is closed (default %(default)s)",
+    )
+    proxy.add_argument(
         "--loop-mark",
         type=mark_number,
         metavar="N",
@@ -126,6 +139,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 connect_timeout=arguments.connect_timeout,
                 grace=arguments.grace,
                 summary_interval=arguments.summary_interval,
+                udp=arguments.udp,
+                udp_idle_timeout=arguments.udp_idle_timeout,
             )
         )
     if arguments.command == "doctor":

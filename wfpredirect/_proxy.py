@@ -1,9 +1,12 @@
-"""``python -m wfpredirect proxy``: a transparent TCP relay on wfpredirect.aio.
+"""``python -m wfpredirect proxy``: a transparent TCP (and UDP) relay on
+wfpredirect.aio.
 
 Each redirected connection gets an upstream connection carrying its records,
 to its original destination; both directions are copied with back-pressure
-and a half-close is passed on. One line per connection, a periodic summary,
-and a clean stop on SIGINT/SIGTERM.
+and a half-close is passed on. Each redirected UDP flow gets an upstream
+socket carrying its records; answers go back from the original destination.
+One line per connection or flow, a periodic summary, and a clean stop on
+SIGINT/SIGTERM.
 """
 
 from __future__ import annotations
@@ -19,7 +22,15 @@ from typing import Any
 from ._core import BACKEND
 from ._info import RedirectInfo
 from ._marks import marks_problem
-from .aio import open_upstream, start_redirect_server
+from ._records import Datagram
+from .aio import (
+    DatagramFlow,
+    RedirectDatagramEndpoint,
+    RedirectDatagramProtocol,
+    create_redirect_datagram_endpoint,
+    open_upstream,
+    start_redirect_server,
+)
 
 #: Bytes read per step: one read, one write, one drain.
 CHUNK_SIZE = 65536
@@ -37,6 +48,8 @@ class ProxySettings:
     connect_timeout: float = 10.0
     grace: float = 5.0
     summary_interval: float = 60.0
+    udp: tuple[str, int] | None = None
+    udp_idle_timeout: float = 60.0
 
 
 @dataclass
@@ -81,6 +94,48 @@ async def _copy(
         count(len(data))
     if destination.can_write_eof():
         destination.write_eof()
+
+
+class UdpRelay(RedirectDatagramProtocol):
+    """Each redirected flow's datagrams go upstream with its records; the
+    answers go back to the client. One line per flow when it ends."""
+
+    def __init__(self, totals: Totals) -> None:
+        self.totals = totals
+        self.moved: dict[DatagramFlow, dict[str, int]] = {}
+
+    def datagram_received(self, datagram: Datagram, flow: DatagramFlow | None) -> None:
+        if flow is None or flow.original_destination is None:
+            self.totals.refused += 1
+            say(f"refused udp {format_address(datagram.address)}: not redirected")
+            return
+        if flow not in self.moved:
+            self.moved[flow] = {"up": 0, "down": 0}
+            self.totals.open += 1
+        flow.send_upstream(datagram.data)
+        self.moved[flow]["up"] += len(datagram.data)
+        self.totals.bytes_up += len(datagram.data)
+
+    def upstream_datagram_received(self, data: bytes, flow: DatagramFlow) -> None:
+        flow.reply(data)
+        self.moved[flow]["down"] += len(data)
+        self.totals.bytes_down += len(data)
+
+    def flow_closed(self, flow: DatagramFlow) -> None:
+        moved = self.moved.pop(flow, None)
+        if moved is None or flow.original_destination is None:
+            return
+        self.totals.open -= 1
+        self.totals.relayed += 1
+        say(
+            f"udp {format_address(flow.client)} -> {format_address(flow.original_destination)}: "
+            f"{moved['up']} bytes up, {moved['down']} bytes down, "
+            f"{flow.last_active - flow.created:.3f} s"
+        )
+
+    def error_received(self, exc: OSError) -> None:
+        self.totals.failed += 1
+        say(f"udp error: {exc}")
 
 
 class Proxy:
@@ -213,15 +268,29 @@ class Proxy:
             backlog=settings.backlog,
             reuse_address=True,
         )
+        endpoint: RedirectDatagramEndpoint | None = None
+        if settings.udp is not None:
+            endpoint, _ = await create_redirect_datagram_endpoint(
+                lambda: UdpRelay(self.totals),
+                settings.udp,
+                idle_timeout=settings.udp_idle_timeout,
+                loop_mark=settings.loop_mark,
+                mark_mask=settings.mark_mask,
+            )
         started = time.monotonic()
         for sock in server.sockets:
             host, port = sock.getsockname()[:2]
             say(f"listening on {host} port {port}")
+        if endpoint is not None:
+            host, port = endpoint.get_extra_info("sockname")[:2]
+            say(f"listening for udp on {host} port {port}")
         reporter = None
         if settings.summary_interval > 0:
             reporter = asyncio.create_task(self.report_periodically(stop))
         await stop.wait()
         server.close()
+        if endpoint is not None:
+            endpoint.close()  # each open flow gets its line
         say(f"stopping: {len(self.connections)} open connections get {settings.grace:g} s")
         if self.connections:
             await asyncio.wait(set(self.connections), timeout=settings.grace)

@@ -1,5 +1,6 @@
 """asyncio integration: a server whose connection callback receives each
-connection's redirect state, and the upstream connection that carries it.
+connection's redirect state, the upstream connection that carries it, and a
+datagram endpoint that does the same for UDP flows.
 
 Works on the selector loops (Linux), the Proactor loop (Windows) and uvloop:
 the redirect state is read from the transport's socket inside the
@@ -15,12 +16,27 @@ import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from ._aio_datagrams import (
+    DatagramFlow,
+    RedirectDatagramEndpoint,
+    RedirectDatagramProtocol,
+    create_redirect_datagram_endpoint,
+)
 from ._core import set_redirect_records
 from ._errors import NotRedirectedError, RedirectError
 from ._info import RedirectInfo, query_redirect_info
 from ._socket import Address
 
-__all__ = ["ClientConnectedCallback", "RedirectInfo", "open_upstream", "start_redirect_server"]
+__all__ = [
+    "ClientConnectedCallback",
+    "DatagramFlow",
+    "RedirectDatagramEndpoint",
+    "RedirectDatagramProtocol",
+    "RedirectInfo",
+    "create_redirect_datagram_endpoint",
+    "open_upstream",
+    "start_redirect_server",
+]
 
 ClientConnectedCallback = Callable[
     [asyncio.StreamReader, asyncio.StreamWriter, RedirectInfo], Awaitable[None] | None
