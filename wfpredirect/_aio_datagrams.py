@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ._addresses import Address
 from ._core import (
     _DATAGRAM_STATE_ON_FIRST_ONLY,
     enable_datagram_records,
@@ -22,7 +23,6 @@ from ._core import (
 from ._datagrams import datagram_reply_socket
 from ._errors import UnsupportedError
 from ._records import Datagram, RedirectRecords
-from ._socket import Address
 
 # The largest UDP payload: every datagram fits.
 _MAX_DATAGRAM = 65535

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
+from ._addresses import Address, is_listener_address
 from ._core import original_destination, query_redirect_context, query_redirect_records
 from ._errors import NotRedirectedError, UnsupportedError
 from ._records import RedirectRecords
-from ._socket import Address, is_listener_address
 
 if TYPE_CHECKING:
     from ._core import _HasFileno

@@ -16,6 +16,7 @@ import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from ._addresses import Address
 from ._aio_datagrams import (
     DatagramFlow,
     RedirectDatagramEndpoint,
@@ -25,7 +26,6 @@ from ._aio_datagrams import (
 from ._core import set_redirect_records
 from ._errors import NotRedirectedError, RedirectError
 from ._info import RedirectInfo, query_redirect_info
-from ._socket import Address
 
 __all__ = [
     "ClientConnectedCallback",
