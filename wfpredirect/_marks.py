@@ -57,21 +57,11 @@ def marks_problem(
 ) -> str:
     """Why the configured marks, with `loop_mark` / `mark_mask` overriding
     them when given (and named `loop_name` / `mask_name`), cannot work; ""
-    when they can. The same rule the native calls apply (csrc/python/marks.cpp)."""
+    when they can: the native calls' own rule (csrc/python/marks.cpp)."""
     if LOOP_MARK_ERROR or MARK_MASK_ERROR:
         return LOOP_MARK_ERROR or MARK_MASK_ERROR
     if loop_mark is None:
         loop_mark, loop_name = LOOP_MARK, f"{LOOP_MARK_VARIABLE} (LOOP_MARK)"
     if mark_mask is None:
         mark_mask, mask_name = MARK_MASK, f"{MARK_MASK_VARIABLE} (MARK_MASK)"
-    if loop_mark == 0:
-        return (
-            f"{loop_name} is 0: the loop mark must be non-zero, or the upstream connection "
-            "is redirected back into the proxy"
-        )
-    if loop_mark & ~mark_mask:
-        return (
-            f"{loop_name} {loop_mark:#x} is not inside {mask_name} {mark_mask:#x}: "
-            "the loop mark must only use bits of the mark mask"
-        )
-    return ""
+    return _core._marks_problem(loop_mark, loop_name, mark_mask, mask_name)
