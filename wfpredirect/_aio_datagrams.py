@@ -1,6 +1,7 @@
-"""asyncio datagram endpoint: each received Datagram goes to a protocol with
-its flow, and each flow keeps its own upstream socket carrying the flow's
-records, until it has been idle for `idle_timeout` seconds."""
+"""The asyncio datagram endpoint that wfpredirect.aio exports: each received
+Datagram goes to a protocol with its flow, and each flow keeps its own
+upstream socket carrying the flow's records, until it has been idle for
+`idle_timeout` seconds."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ._addresses import Address
 from ._core import (
     _DATAGRAM_STATE_ON_FIRST_ONLY,
     enable_datagram_records,
@@ -21,7 +23,6 @@ from ._core import (
 from ._datagrams import datagram_reply_socket
 from ._errors import UnsupportedError
 from ._records import Datagram, RedirectRecords
-from ._socket import Address
 
 # The largest UDP payload: every datagram fits.
 _MAX_DATAGRAM = 65535
@@ -40,7 +41,7 @@ class DatagramFlow:
         self.original_destination: Address | None = first.original_destination
         self.records: RedirectRecords | None = first.records
         self.context: bytes | None = first.context
-        self.last_active = time.monotonic()
+        self.created = self.last_active = time.monotonic()
         self._endpoint = endpoint
         self._upstream: socket.socket | None = None
         self._reply: socket.socket | None = None
@@ -57,10 +58,10 @@ class DatagramFlow:
             self._upstream = socket.socket(family, socket.SOCK_DGRAM)
             self._upstream.setblocking(False)
             # The upstream is bound by its first send; read its answers then.
-            sendmsg_redirect(self._upstream, data, target, self.records)
+            self._endpoint._send(self._upstream, data, target, self.records)
             self._read(self._upstream, self._upstream_received)
         else:
-            sendmsg_redirect(self._upstream, data, target, self.records)
+            self._endpoint._send(self._upstream, data, target, self.records)
         self.last_active = time.monotonic()
 
     def reply(self, data: bytes) -> None:
@@ -149,8 +150,12 @@ class RedirectDatagramEndpoint:
         sock: socket.socket,
         protocol: RedirectDatagramProtocol,
         idle_timeout: float,
+        loop_mark: int | None = None,
+        mark_mask: int | None = None,
     ) -> None:
         self._loop = loop
+        self._loop_mark = loop_mark
+        self._mark_mask = mark_mask
         self._sock = sock
         self._protocol = protocol
         self._idle_timeout = idle_timeout
@@ -172,6 +177,13 @@ class RedirectDatagramEndpoint:
         if name == "sockname":
             return self._sock.getsockname()
         return default
+
+    def _send(
+        self, sock: socket.socket, data: bytes, target: Address, records: RedirectRecords | None
+    ) -> None:
+        sendmsg_redirect(
+            sock, data, target, records, loop_mark=self._loop_mark, mark_mask=self._mark_mask
+        )
 
     def _start(self) -> None:
         self._protocol.connection_made(self)  # type: ignore[arg-type]
@@ -270,6 +282,8 @@ async def create_redirect_datagram_endpoint(
     family: int = socket.AF_UNSPEC,
     sock: socket.socket | None = None,
     idle_timeout: float = 60.0,
+    loop_mark: int | None = None,
+    mark_mask: int | None = None,
 ) -> tuple[RedirectDatagramEndpoint, RedirectDatagramProtocol]:
     """Receive redirected datagrams on `local_addr` (or the UDP socket
     `sock`): like ``loop.create_datagram_endpoint``, but each datagram goes
@@ -277,6 +291,11 @@ async def create_redirect_datagram_endpoint(
     :class:`~wfpredirect.Datagram` and its :class:`DatagramFlow`, which
     keeps one upstream socket carrying the flow's records. A flow idle for
     `idle_timeout` seconds is closed (``protocol.flow_closed``).
+    `loop_mark` and `mark_mask` are ``sendmsg_redirect``'s.
+
+    On a loop without ``add_reader`` (Windows' Proactor loop) a thread
+    receives; later datagrams of a Linux TPROXY flow arrive on its reply
+    socket, which the flow reads once it has answered.
     """
     loop = asyncio.get_running_loop()
     if sock is None:
@@ -298,6 +317,6 @@ async def create_redirect_datagram_endpoint(
         sock.close()
         raise
     protocol = protocol_factory()
-    endpoint = RedirectDatagramEndpoint(loop, sock, protocol, idle_timeout)
+    endpoint = RedirectDatagramEndpoint(loop, sock, protocol, idle_timeout, loop_mark, mark_mask)
     endpoint._start()
     return endpoint, protocol

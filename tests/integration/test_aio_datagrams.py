@@ -15,7 +15,7 @@ from netns import run_in_netns
 from servers import SO_MARK
 from test_datagrams import IPV4, ORIGIN_PORT, PROXY_PORT, route_marked_locally, tproxy_rules
 from wfpredirect import _aio_datagrams as aio_datagrams
-from wfpredirect._aio_datagrams import (
+from wfpredirect.aio import (
     DatagramFlow,
     RedirectDatagramProtocol,
     create_redirect_datagram_endpoint,
