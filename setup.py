@@ -26,6 +26,11 @@ sources = (
     + sorted(glob("csrc/python/*.cpp"))
 )
 
+# Link-time optimisation lets the compiler inline the core's small helpers
+# (address conversion, record checks) across files into the hot calls.
+optimisation = ["/GL"] if sys.platform == "win32" else ["-flto"]
+link_optimisation = ["/LTCG"] if sys.platform == "win32" else ["-flto"]
+
 extension = Pybind11Extension(
     "wfpredirect._core",
     sources,
@@ -34,6 +39,8 @@ extension = Pybind11Extension(
     define_macros=[("WIN32_LEAN_AND_MEAN", None), ("NOMINMAX", None)]
     if sys.platform == "win32"
     else [],
+    extra_compile_args=optimisation,
+    extra_link_args=link_optimisation,
 )
 
 setup(ext_modules=[extension])

@@ -21,6 +21,8 @@ LIBRARY = "wfpredirect"
 FLOOR = "floor (C loop)"
 COLOURS = {
     LIBRARY: "tab:blue",
+    "wfpredirect proxy": "tab:blue",
+    "stdlib relay": "tab:orange",
     "C-API reference": "tab:green",
     FLOOR: "tab:gray",
     "stdlib": "tab:orange",
@@ -55,11 +57,31 @@ def bars(axes: Any, operation: str, rows: dict[str, Any], value: str, error: boo
     axes.margins(x=0.25)
 
 
+def plot_proxy(result: dict[str, Any]) -> Any:
+    """bench_proxy: connections/s and MiB/s, higher is better."""
+    candidates = result["candidates"]
+    figure, grid = plt.subplots(2, 1, figsize=(8, 3.6))
+    rows = {
+        "connections per second": {
+            name: {"value": row["connections_per_second"]} for name, row in candidates.items()
+        },
+        "MiB per second": {
+            name: {"value": row["bytes_per_second"] / (1 << 20)} for name, row in candidates.items()
+        },
+    }
+    for axes, (metric, entry) in zip(grid, rows.items(), strict=True):
+        bars(axes, metric, entry, "value", error=False)
+    return figure, "bench_proxy (linux): reference proxy against a stdlib relay, higher is better"
+
+
 def plot(path: Path) -> Path:
     result = json.loads(path.read_text())
+    info = result["machine"]
+    if result["benchmark"] == "bench_proxy":
+        figure, title = plot_proxy(result)
+        return save(figure, title, info, path)
     operations = result["operations"]
     figure, grid = plt.subplots(len(operations), 1, figsize=(8, 2.1 * len(operations)))
-    info = result["machine"]
     if result["benchmark"] == "bench_calls":
         for axes, (operation, entry) in zip(grid, operations.items(), strict=True):
             bars(axes, operation, entry["candidates"], "ns_per_call", error=True)
@@ -70,6 +92,10 @@ def plot(path: Path) -> Path:
             bars(axes, operation, rows, "instructions_per_call", error=False)
         grid[-1].set_xlabel("user-space instructions per call (callgrind)")
         title = "callgrind_calls (linux): instructions per call, lower is better"
+    return save(figure, title, info, path)
+
+
+def save(figure: Any, title: str, info: dict[str, Any], path: Path) -> Path:
     figure.suptitle(
         f"{title}\n{info['system']} {info['kernel']}, {info['cpu']}, {info['cpus']} CPUs, "
         f"{info['implementation']} {info['python']}",
