@@ -1,0 +1,80 @@
+"""Leaks: after a warm-up, 100k rounds of query and set calls (successes and
+every error path) on a redirected connection leave the process's resident
+memory and its open descriptors flat. Marked `soak`: the sanitizer pass of
+.ci/run leaves it out (its allocator makes RSS meaningless, and it is slow)."""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+import socket
+
+import pytest
+
+import wfpredirect
+from netns import run_in_netns
+from test_original_destination import IPV4_RULES, listen
+
+WARM_UP = 10_000
+ROUNDS = 100_000
+# Allocator slack and pytest's own bookkeeping; a leak of even 32 bytes a
+# round would grow RSS by 3 MiB.
+RSS_MARGIN = 2 * 1024 * 1024
+
+
+def resident_bytes() -> int:
+    with open("/proc/self/statm", encoding="ascii") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.soak
+def test_query_and_set_calls_do_not_leak() -> None:
+    def body() -> dict[str, int]:
+        listener = listen(socket.AF_INET, ("127.0.0.1", 15001))
+        socket.create_connection(("127.0.0.2", 8080), timeout=5)
+        conn, _ = listener.accept()
+        upstream = socket.socket()
+        unconnected = socket.socket()
+        into = bytearray(64)
+        small = bytearray(4)
+
+        def round_of_calls() -> None:
+            records = wfpredirect.query_redirect_records(conn)
+            wfpredirect.set_redirect_records(upstream, records)
+            wfpredirect.set_redirect_records(upstream.fileno(), records, loop_mark=0x80)
+            wfpredirect.query_redirect_records_into(conn, into)
+            wfpredirect.query_redirect_context(conn)
+            wfpredirect.query_redirect_context_into(conn, into)
+            wfpredirect.original_destination(conn)
+            # The error paths build exceptions: they must not leak either.
+            with contextlib.suppress(wfpredirect.NotRedirectedError):
+                wfpredirect.query_redirect_records(unconnected)
+            with contextlib.suppress(wfpredirect.BufferTooSmallError):
+                wfpredirect.query_redirect_records_into(conn, small)
+            with contextlib.suppress(ValueError):
+                wfpredirect.set_redirect_records(upstream, b"not a record")
+
+        for _ in range(WARM_UP):
+            round_of_calls()
+        gc.collect()
+        before = (resident_bytes(), open_descriptors())
+        for _ in range(ROUNDS):
+            round_of_calls()
+        gc.collect()
+        after = (resident_bytes(), open_descriptors())
+        return {
+            "rss_before": before[0],
+            "rss_after": after[0],
+            "fds_before": before[1],
+            "fds_after": after[1],
+        }
+
+    result = run_in_netns(body, nft_rules=IPV4_RULES)
+    print(f"soak: {ROUNDS} rounds of 10 calls: {result}")
+    assert result["fds_after"] == result["fds_before"]
+    assert result["rss_after"] - result["rss_before"] < RSS_MARGIN, result
