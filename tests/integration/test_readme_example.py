@@ -3,7 +3,6 @@ and a real HTTP server, alone and as a chain of two proxies."""
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
@@ -16,7 +15,7 @@ import pytest
 
 from netns import run_in_netns
 from rules import chain, redirect
-from support import require_tool
+from support import python_environment, require_tool
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 EXAMPLE_MARKER = "<!-- example: transparent_proxy.py"
@@ -34,13 +33,14 @@ def readme_example() -> str:
 def running(
     command: list[str], env: dict[str, str] | None = None, ready: str | None = None
 ) -> Iterator[subprocess.Popen[str]]:
-    """Start `command`; wait for the line `ready` on its stdout; stop it at the end."""
+    """Start the Python `command`; wait for the line `ready` on its stdout;
+    stop it at the end."""
     process = subprocess.Popen(
         command,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, **(env or {})},
+        env=python_environment(env),
     )
     try:
         if ready is not None:
