@@ -15,26 +15,6 @@ import pytest
 
 STRICT = os.environ.get("WFPREDIRECT_STRICT") == "1"
 
-# The sanitizer pass of .ci/run (WFPREDIRECT_SANITIZED=1) preloads libasan
-# into this interpreter, which is not instrumented, for the extension built
-# with -fsanitize=address,undefined. The preload is taken out of the
-# environment here, at the first import (tests/conftest.py), so that the
-# tools the tests start (ip, nft, curl, setpriv) run without it; the Python
-# subprocesses that import the extension get it back from
-# python_environment().
-SANITIZER_PRELOAD = (
-    os.environ.pop("LD_PRELOAD", "") if os.environ.get("WFPREDIRECT_SANITIZED") == "1" else ""
-)
-
-
-def python_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment for a Python subprocess that imports wfpredirect."""
-    environment = {**os.environ, **(extra or {})}
-    if SANITIZER_PRELOAD:
-        environment["LD_PRELOAD"] = SANITIZER_PRELOAD
-    return environment
-
-
 # The working directory for Python subprocesses: `python -c` puts its working
 # directory first on sys.path, and in a checkout that would import the
 # unbuilt source tree instead of the installed package.

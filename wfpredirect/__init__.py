@@ -37,6 +37,7 @@ from ._errors import (
     RedirectPermissionError,
     UnsupportedError,
 )
+from ._info import RedirectInfo
 from ._marks import DEFAULT_LOOP_MARK, DEFAULT_MARK_MASK, LOOP_MARK, MARK_MASK
 from ._records import Datagram, RedirectRecords
 from ._socket import RedirectSocket
@@ -62,6 +63,7 @@ __all__ = [
     "Datagram",
     "NotRedirectedError",
     "RedirectError",
+    "RedirectInfo",
     "RedirectPermissionError",
     "RedirectRecords",
     "RedirectSocket",

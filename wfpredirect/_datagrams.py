@@ -19,7 +19,10 @@ def datagram_reply_socket(
     Linux: IP_TRANSPARENT (the address need not be local) and SO_REUSEADDR
     (every flow to that destination gets its own socket). Give `peer` (the
     client's address) to connect the socket to it: it then receives only
-    that client's datagrams and never takes another socket's.
+    that client's datagrams and never takes another socket's. Note that a
+    TPROXY rule hands a datagram to the socket that matches it exactly, so
+    from then on the client's later datagrams to that destination arrive on
+    this socket, not on the proxy's listening one: read it too.
 
     Windows has no transparent bind: UnsupportedError, saying what happens
     instead.

@@ -46,3 +46,22 @@ def parse_mark(variable: str, default: int) -> tuple[int, str]:
 LOOP_MARK, LOOP_MARK_ERROR = parse_mark(LOOP_MARK_VARIABLE, DEFAULT_LOOP_MARK)
 MARK_MASK, MARK_MASK_ERROR = parse_mark(MARK_MASK_VARIABLE, DEFAULT_MARK_MASK)
 _core._configure_marks(LOOP_MARK, MARK_MASK, LOOP_MARK_ERROR, MARK_MASK_ERROR)
+
+
+def marks_problem(
+    loop_mark: int | None = None,
+    mark_mask: int | None = None,
+    *,
+    loop_name: str = "--loop-mark",
+    mask_name: str = "--mark-mask",
+) -> str:
+    """Why the configured marks, with `loop_mark` / `mark_mask` overriding
+    them when given (and named `loop_name` / `mask_name`), cannot work; ""
+    when they can: the native calls' own rule (csrc/python/marks.cpp)."""
+    if LOOP_MARK_ERROR or MARK_MASK_ERROR:
+        return LOOP_MARK_ERROR or MARK_MASK_ERROR
+    if loop_mark is None:
+        loop_mark, loop_name = LOOP_MARK, f"{LOOP_MARK_VARIABLE} (LOOP_MARK)"
+    if mark_mask is None:
+        mark_mask, mask_name = MARK_MASK, f"{MARK_MASK_VARIABLE} (MARK_MASK)"
+    return _core._marks_problem(loop_mark, loop_name, mark_mask, mask_name)

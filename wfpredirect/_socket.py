@@ -3,42 +3,17 @@
 from __future__ import annotations
 
 import errno
-import ipaddress
 import socket
-from typing import Any
 
+from ._addresses import Address, is_listener_address
 from ._core import enable_datagram_records as _enable_datagram_records
-from ._core import original_destination, query_redirect_context, query_redirect_records
 from ._core import recvmsg_redirect as _recvmsg_redirect
 from ._core import recvmsg_redirect_into as _recvmsg_redirect_into
 from ._core import sendmsg_redirect as _sendmsg_redirect
 from ._core import set_redirect_records as _set_redirect_records
 from ._errors import NotRedirectedError, RedirectError
+from ._info import RedirectInfo, query_redirect_info
 from ._records import Datagram, RedirectRecords
-
-Address = tuple[Any, ...]
-
-_UNKNOWN: Any = object()
-
-
-def _same_host(listener_host: str, host: str) -> bool:
-    listener_ip = ipaddress.ip_address(listener_host.split("%")[0])
-    ip = ipaddress.ip_address(host.split("%")[0])
-    if listener_ip.is_unspecified:
-        return True
-    if isinstance(listener_ip, ipaddress.IPv6Address) and listener_ip.ipv4_mapped:
-        listener_ip = listener_ip.ipv4_mapped
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
-    return listener_ip == ip
-
-
-def _is_listener_address(listener: Address | None, address: Address) -> bool:
-    """Whether `address` is where `listener` accepts (a wildcard listener
-    accepts on every address of its port)."""
-    if listener is None:
-        return False
-    return listener[1] == address[1] and _same_host(listener[0], address[0])
 
 
 class RedirectSocket(socket.socket):
@@ -51,7 +26,7 @@ class RedirectSocket(socket.socket):
     IP_TRANSPARENT listener looks redirected) counts as not redirected.
     """
 
-    __slots__ = ("_context", "_destination", "_listener_address", "_listening_address", "_records")
+    __slots__ = ("_info", "_listener_address", "_listening_address")
 
     def __init__(
         self,
@@ -63,9 +38,7 @@ class RedirectSocket(socket.socket):
         super().__init__(family, type, proto, fileno)
         self._listening_address: Address | None = None  # this socket's, when it listens
         self._listener_address: Address | None = None  # the listener that accepted this one
-        self._records: RedirectRecords | None = _UNKNOWN
-        self._context: bytes | None = _UNKNOWN
-        self._destination: Address | None = _UNKNOWN
+        self._info: RedirectInfo | None = None
 
     def accept(self) -> tuple[RedirectSocket, Address]:
         fd, address = self._accept()  # type: ignore[attr-defined]
@@ -79,50 +52,28 @@ class RedirectSocket(socket.socket):
         return sock, address
 
     @property
+    def redirect_info(self) -> RedirectInfo:
+        """The connection's whole redirect state, queried on first use."""
+        if self._info is None:
+            listeners = [] if self._listener_address is None else [self._listener_address]
+            self._info = query_redirect_info(self, listeners)
+        return self._info
+
+    @property
     def original_destination(self) -> Address | None:
         """Where the connection was originally addressed, or None."""
-        if self._destination is _UNKNOWN:
-            try:
-                destination = original_destination(self)
-            except NotRedirectedError:
-                destination = None
-            if destination is not None and _is_listener_address(
-                self._listener_address, destination
-            ):
-                destination = None
-            self._destination = destination
-        return self._destination
+        return self.redirect_info.original_destination
 
     @property
     def redirect_records(self) -> RedirectRecords | None:
         """The connection's redirect records, or None."""
-        if self._records is _UNKNOWN:
-            try:
-                records: RedirectRecords | None = query_redirect_records(self)
-            except NotRedirectedError:
-                records = None
-            if (
-                records is not None
-                and self._listener_address is not None
-                and self.original_destination is None
-            ):
-                records = None
-            self._records = records
-        return self._records
+        return self.redirect_info.records
 
     @property
     def redirect_context(self) -> bytes | None:
         """The connection's redirect context, or None (not redirected, or
         redirected without a context)."""
-        if self._context is _UNKNOWN:
-            try:
-                context = query_redirect_context(self)
-            except NotRedirectedError:
-                context = None
-            if context is not None and self.redirect_records is None:
-                context = None
-            self._context = context
-        return self._context
+        return self.redirect_info.context
 
     def set_redirect_records(
         self,
@@ -196,7 +147,7 @@ class RedirectSocket(socket.socket):
             ]
         failures: list[OSError] = []
         for family, target in candidates:
-            if _is_listener_address(self._listener_address, target):
+            if is_listener_address(self._listener_address, target):
                 raise RedirectError(
                     errno.ELOOP,
                     f"create_upstream: refusing to connect to {target[0]}:{target[1]}, "

@@ -73,6 +73,11 @@ Status original_destination(SocketHandle socket, SocketAddress& out, const MarkC
 // module does for a socket with a timeout (timed_out when it is not).
 constexpr int kNoWait = -1;
 
+// Whether only a flow's first datagram carries its redirect state (WFP), so
+// that later ones without it still belong to the flow; otherwise (netfilter)
+// every redirected datagram carries it and one without it was not redirected.
+extern const bool kDatagramStateOnFirstOnly;
+
 // Asks the kernel to deliver each datagram's redirect state with it.
 Status enable_datagram_records(SocketHandle socket);
 

@@ -47,7 +47,12 @@ core::SocketHandle to_socket_handle(PyObject* sock, const char* function) {
             throw_type_error(function, "sock must be a socket or an integer handle", sock);
         return handle_from_integer(sock, function);
     }
-    PyObject* fileno = PyObject_GetAttrString(sock, "fileno");
+    // Interned once: building the name for each call costs as much as the
+    // lookup itself.
+    static PyObject* const fileno_name = PyUnicode_InternFromString("fileno");
+    if (fileno_name == nullptr)
+        throw py::error_already_set();
+    PyObject* fileno = PyObject_GetAttr(sock, fileno_name);
     if (fileno == nullptr) {
         if (!PyErr_ExceptionMatches(PyExc_AttributeError))
             throw py::error_already_set();

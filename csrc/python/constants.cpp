@@ -12,6 +12,7 @@ void init_constants(py::module_& module) {
     module.attr("SIO_SET_WFP_CONNECTION_REDIRECT_RECORDS") = wfp::kSioSetRedirectRecords;
     module.attr("IP_WFP_REDIRECT_RECORDS") = wfp::kIpWfpRedirectRecords;
     module.attr("IP_WFP_REDIRECT_CONTEXT") = wfp::kIpWfpRedirectContext;
+    module.attr("_DATAGRAM_STATE_ON_FIRST_ONLY") = core::kDatagramStateOnFirstOnly;
     // Availability: Windows, Linux.
     if (core::kSoOriginalDst != 0)
         module.attr("SO_ORIGINAL_DST") = core::kSoOriginalDst;

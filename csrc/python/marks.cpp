@@ -104,6 +104,15 @@ void init_marks(py::module_& module) {
     module.def("_configure_marks", &configure_marks, py::arg("loop_mark"), py::arg("mark_mask"),
                py::arg("loop_error"), py::arg("mask_error"),
                "Private: set the netfilter marks once, at import (wfpredirect/_marks.py).");
+    module.def(
+        "_marks_problem",
+        [](std::uint32_t loop_mark, const std::string& loop_name, std::uint32_t mark_mask,
+           const std::string& mask_name) {
+            return combination_problem(loop_mark, loop_name.c_str(), mark_mask, mask_name.c_str());
+        },
+        py::arg("loop_mark"), py::arg("loop_name"), py::arg("mark_mask"), py::arg("mask_name"),
+        "Private: why this loop mark and mask cannot work, named as given; \"\" when they "
+        "can. The rule every netfilter call applies.");
 }
 
 } // namespace wfpredirect::python

@@ -9,32 +9,43 @@
 #include "conversions.hpp"
 #include "errors.hpp"
 #include "marks.hpp"
+#include "raw_functions.hpp"
 
 namespace wfpredirect::python {
 namespace {
 
-py::object query_redirect_records(py::handle sock) {
-    constexpr const char* kName = "query_redirect_records";
-    const core::SocketHandle handle = to_socket_handle(sock.ptr(), kName);
-    core::ByteBuffer buffer;
-    const core::MarkConfig& marks = configured_marks();
-    const core::Status status =
-        run_core([&] { return core::query_redirect_records(handle, buffer, marks); });
-    if (!status.ok())
-        throw_status(kName, status);
-    return to_redirect_records(buffer.data(), status.size);
+// The hot calls (query records, original destination, set records) are
+// plain CPython functions (raw_functions.hpp); their text signatures match
+// wfpredirect/_core.pyi.
+
+PyObject* query_redirect_records(PyObject*, PyObject* sock) {
+    return call_guarded([sock] {
+        constexpr const char* kName = "query_redirect_records";
+        const core::SocketHandle handle = to_socket_handle(sock, kName);
+        core::ByteBuffer buffer;
+        const core::MarkConfig& marks = configured_marks();
+        const core::Status status =
+            run_core([&] { return core::query_redirect_records(handle, buffer, marks); });
+        if (!status.ok())
+            throw_status(kName, status);
+        return to_redirect_records(buffer.data(), status.size).release().ptr();
+    });
 }
 
-std::size_t query_redirect_records_into(py::handle sock, py::handle buffer) {
-    constexpr const char* kName = "query_redirect_records_into";
-    const core::SocketHandle handle = to_socket_handle(sock.ptr(), kName);
-    const HeldBuffer out = HeldBuffer::writable(buffer.ptr(), kName);
-    const core::MarkConfig& marks = configured_marks();
-    const core::Status status = run_core(
-        [&] { return core::query_redirect_records_into(handle, out.data(), out.size(), marks); });
-    if (!status.ok())
-        throw_status(kName, status, out.size());
-    return status.size;
+PyObject* query_redirect_records_into(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+    return call_guarded([args, nargs] {
+        constexpr const char* kName = "query_redirect_records_into";
+        check_positional(kName, static_cast<std::size_t>(nargs), 2, 2);
+        const core::SocketHandle handle = to_socket_handle(args[0], kName);
+        const HeldBuffer out = HeldBuffer::writable(args[1], kName);
+        const core::MarkConfig& marks = configured_marks();
+        const core::Status status = run_core([&] {
+            return core::query_redirect_records_into(handle, out.data(), out.size(), marks);
+        });
+        if (!status.ok())
+            throw_status(kName, status, out.size());
+        return PyLong_FromSize_t(status.size);
+    });
 }
 
 py::object query_redirect_context(py::handle sock) {
@@ -63,35 +74,49 @@ std::size_t query_redirect_context_into(py::handle sock, py::handle buffer) {
     return status.size;
 }
 
-void set_redirect_records(py::handle sock, py::handle records, py::handle loop_mark,
-                          py::handle mark_mask) {
-    constexpr const char* kName = "set_redirect_records";
-    const core::SocketHandle handle = to_socket_handle(sock.ptr(), kName);
-    const HeldBuffer in = HeldBuffer::readable(records.ptr(), kName, "records");
-    if (in.size() == 0 || in.size() > core::kMaxQuerySize) {
-        const std::string text = "records must be 1 to " + std::to_string(core::kMaxQuerySize) +
-                                 " bytes, not " + std::to_string(in.size());
-        throw_error(PyExc_ValueError, kName, text.c_str());
-    }
-    std::string error_storage;
-    const core::MarkConfig marks =
-        marks_for_call(loop_mark.ptr(), mark_mask.ptr(), kName, error_storage);
-    const core::Status status =
-        run_core([&] { return core::set_redirect_records(handle, in.data(), in.size(), marks); });
-    if (!status.ok())
-        throw_status(kName, status);
+PyObject* set_redirect_records(PyObject*, PyObject* const* args, Py_ssize_t nargs,
+                               PyObject* kwnames) {
+    return call_guarded([args, nargs, kwnames] {
+        constexpr const char* kName = "set_redirect_records";
+        static const char* const kKeywords[] = {"loop_mark", "mark_mask"};
+        const auto positional = static_cast<std::size_t>(nargs);
+        check_positional(kName, positional, 2, 2);
+        PyObject* keywords[] = {Py_None, Py_None};
+        bind_keywords(kName, args, positional, kwnames, kKeywords, keywords, 2);
+
+        const core::SocketHandle handle = to_socket_handle(args[0], kName);
+        const HeldBuffer in = HeldBuffer::readable(args[1], kName, "records");
+        if (in.size() == 0 || in.size() > core::kMaxQuerySize) {
+            const std::string text = "records must be 1 to " + std::to_string(core::kMaxQuerySize) +
+                                     " bytes, not " + std::to_string(in.size());
+            throw_error(PyExc_ValueError, kName, text.c_str());
+        }
+        // Without keywords the configured marks hold; the common case skips
+        // building a per-call configuration.
+        std::string error_storage;
+        const core::MarkConfig marks =
+            kwnames == nullptr ? configured_marks()
+                               : marks_for_call(keywords[0], keywords[1], kName, error_storage);
+        const core::Status status = run_core(
+            [&] { return core::set_redirect_records(handle, in.data(), in.size(), marks); });
+        if (!status.ok())
+            throw_status(kName, status);
+        return py::none().release().ptr();
+    });
 }
 
-py::tuple original_destination(py::handle sock) {
-    constexpr const char* kName = "original_destination";
-    const core::SocketHandle handle = to_socket_handle(sock.ptr(), kName);
-    core::SocketAddress address;
-    const core::MarkConfig& marks = configured_marks();
-    const core::Status status =
-        run_core([&] { return core::original_destination(handle, address, marks); });
-    if (!status.ok())
-        throw_status(kName, status);
-    return to_address_tuple(address);
+PyObject* original_destination(PyObject*, PyObject* sock) {
+    return call_guarded([sock] {
+        constexpr const char* kName = "original_destination";
+        const core::SocketHandle handle = to_socket_handle(sock, kName);
+        core::SocketAddress address;
+        const core::MarkConfig& marks = configured_marks();
+        const core::Status status =
+            run_core([&] { return core::original_destination(handle, address, marks); });
+        if (!status.ok())
+            throw_status(kName, status);
+        return to_address_tuple(address).release().ptr();
+    });
 }
 
 py::tuple decode_wfpsampler_context(py::handle context) {
@@ -106,25 +131,36 @@ py::tuple decode_wfpsampler_context(py::handle context) {
     return py::make_tuple(to_address_tuple(remote), to_address_tuple(local));
 }
 
+PyMethodDef hot_calls[] = {
+    {"query_redirect_records", reinterpret_cast<PyCFunction>(&query_redirect_records), METH_O,
+     "query_redirect_records($module, sock, /)\n--\n\n"
+     "The redirect records of the accepted connection `sock`."},
+    {"query_redirect_records_into",
+     reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&query_redirect_records_into)),
+     METH_FASTCALL,
+     "query_redirect_records_into($module, sock, buffer, /)\n--\n\n"
+     "Write the redirect records into `buffer`; return the bytes written."},
+    {"set_redirect_records",
+     reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&set_redirect_records)),
+     METH_FASTCALL | METH_KEYWORDS,
+     "set_redirect_records($module, sock, records, /, *, loop_mark=None, mark_mask=None)\n--\n\n"
+     "Attach `records` to the new socket `sock`, before bind/connect."},
+    {"original_destination", reinterpret_cast<PyCFunction>(&original_destination), METH_O,
+     "original_destination($module, sock, /)\n--\n\n"
+     "Where the redirected connection `sock` was originally addressed."},
+};
+
 } // namespace
 
 void init_operations(py::module_& module) {
-    module.def("query_redirect_records", &query_redirect_records, py::arg("sock"),
-               "The redirect records of the accepted connection `sock`.");
-    module.def("query_redirect_records_into", &query_redirect_records_into, py::arg("sock"),
-               py::arg("buffer"),
-               "Write the redirect records into `buffer`; return the bytes written.");
+    for (PyMethodDef& definition : hot_calls)
+        add_raw_function(module, definition);
     module.def("query_redirect_context", &query_redirect_context, py::arg("sock"),
                "The redirect context of `sock`, or None for a redirected connection "
                "without one.");
     module.def("query_redirect_context_into", &query_redirect_context_into, py::arg("sock"),
                py::arg("buffer"),
                "Write the redirect context into `buffer`; return the bytes written (0: none).");
-    module.def("set_redirect_records", &set_redirect_records, py::arg("sock"), py::arg("records"),
-               py::kw_only(), py::arg("loop_mark") = py::none(), py::arg("mark_mask") = py::none(),
-               "Attach `records` to the new socket `sock`, before bind/connect.");
-    module.def("original_destination", &original_destination, py::arg("sock"),
-               "Where the redirected connection `sock` was originally addressed.");
     module.def("decode_wfpsampler_context", &decode_wfpsampler_context, py::arg("context"),
                "(remote, local): the original addresses in a context stored by Microsoft's "
                "WFPSampler callout (two Windows SOCKADDR_STORAGE).");

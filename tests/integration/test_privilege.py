@@ -10,13 +10,7 @@ import sys
 import pytest
 
 from record_format import encode
-from support import (
-    NEUTRAL_DIRECTORY,
-    python_environment,
-    require_root,
-    require_tool,
-    unavailable,
-)
+from support import NEUTRAL_DIRECTORY, require_root, require_tool, unavailable
 
 # linux/capability.h
 CAP_NET_ADMIN = 12
@@ -67,7 +61,6 @@ def run_without(capabilities: str) -> list[object]:
         text=True,
         check=True,
         cwd=NEUTRAL_DIRECTORY,
-        env=python_environment(),
     )
     return json.loads(completed.stdout)  # type: ignore[no-any-return]
 
@@ -121,7 +114,6 @@ def test_datagram_calls_without_both_capabilities() -> None:
         text=True,
         check=True,
         cwd=NEUTRAL_DIRECTORY,
-        env=python_environment(),
     )
     assert json.loads(completed.stdout) == [
         [

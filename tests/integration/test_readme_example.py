@@ -4,18 +4,16 @@ and a real HTTP server, alone and as a chain of two proxies."""
 from __future__ import annotations
 
 import re
-import signal
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from netns import run_in_netns
+from processes import running
 from rules import chain, redirect
-from support import python_environment, require_tool
+from support import require_tool
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 EXAMPLE_MARKER = "<!-- example: transparent_proxy.py"
@@ -27,30 +25,6 @@ def readme_example() -> str:
     match = re.search(r"```python\n(.*?)```", after_marker, re.DOTALL)
     assert match is not None, "the README lost its example"
     return match.group(1)
-
-
-@contextmanager
-def running(
-    command: list[str], env: dict[str, str] | None = None, ready: str | None = None
-) -> Iterator[subprocess.Popen[str]]:
-    """Start the Python `command`; wait for the line `ready` on its stdout;
-    stop it at the end."""
-    process = subprocess.Popen(
-        command,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=python_environment(env),
-    )
-    try:
-        if ready is not None:
-            assert process.stdout is not None
-            line = process.stdout.readline()
-            assert line.startswith(ready), (line, process.stderr.read() if process.stderr else "")
-        yield process
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=10)
 
 
 # The proxy closes a connection that was not redirected: curl reports an

@@ -61,3 +61,13 @@ def test_redirect_records_is_an_immutable_bytes_value() -> None:
     assert repr(records) == "RedirectRecords(b'\\x01\\x02\\x03')"
     assert pickle.loads(pickle.dumps(records)) == records
     assert not hasattr(records, "__dict__")
+
+
+def test_redirect_info_is_a_named_tuple_of_three_fields() -> None:
+    from wfpredirect import RedirectInfo
+    from wfpredirect.aio import RedirectInfo as aio_redirect_info
+
+    info = RedirectInfo(RedirectRecords(b"r"), b"c", ("127.0.0.2", 8080))
+    assert RedirectInfo._fields == ("records", "context", "original_destination")
+    assert tuple(info) == (b"r", b"c", ("127.0.0.2", 8080))
+    assert aio_redirect_info is RedirectInfo

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 import wfpredirect
-from support import NEUTRAL_DIRECTORY, python_environment
+from support import NEUTRAL_DIRECTORY
 from test_wfpsampler_context import sockaddr_in, sockaddr_in6
 
 FREE_THREADED = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
@@ -35,7 +35,6 @@ def test_import_leaves_the_gil_off() -> None:
         text=True,
         check=True,
         cwd=NEUTRAL_DIRECTORY,
-        env=python_environment(),
     )
     assert completed.stdout == "False\n"
 

@@ -4,12 +4,13 @@ invalid settings that leave the import working but fail every call."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
 import pytest
 
-from support import NEUTRAL_DIRECTORY, linux_only, python_environment
+from support import NEUTRAL_DIRECTORY, linux_only
 
 pytestmark = linux_only
 
@@ -34,7 +35,7 @@ print(json.dumps(result))
 
 
 def probe(**environment: str) -> dict[str, object]:
-    env = {k: v for k, v in python_environment().items() if not k.startswith("WFPREDIRECT_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WFPREDIRECT_")}
     env.update(environment)
     completed = subprocess.run(
         [sys.executable, "-c", PROBE],

@@ -118,6 +118,8 @@ bool addressed_elsewhere(const SocketAddress& destination, const sockaddr_storag
 
 } // namespace
 
+const bool kDatagramStateOnFirstOnly = false;
+
 Status enable_datagram_records(SocketHandle socket) {
     int family = 0;
     Status status = udp_family(socket, family);

@@ -42,6 +42,8 @@ Status original_destination(SocketHandle, SocketAddress&, const MarkConfig&) {
     return unsupported();
 }
 
+const bool kDatagramStateOnFirstOnly = false;
+
 Status enable_datagram_records(SocketHandle) { return unsupported(); }
 
 Status receive_datagram(SocketHandle, std::uint8_t*, std::size_t, int, ReceivedDatagram&,

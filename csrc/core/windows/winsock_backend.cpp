@@ -58,6 +58,8 @@ Status wait_ready(SocketHandle socket, SHORT events, int timeout_ms) {
 
 } // namespace
 
+const bool kDatagramStateOnFirstOnly = true;
+
 Status enable_datagram_records(SocketHandle socket) {
     return wfp::enable_datagram_records(real_winsock_ops(), socket);
 }

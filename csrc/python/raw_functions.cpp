@@ -1,0 +1,47 @@
+#include "raw_functions.hpp"
+
+namespace wfpredirect::python {
+
+void add_raw_function(py::module_& module, PyMethodDef& definition) {
+    py::object name = module.attr("__name__");
+    py::object function =
+        py::reinterpret_steal<py::object>(PyCFunction_NewEx(&definition, module.ptr(), name.ptr()));
+    if (!function)
+        throw py::error_already_set();
+    module.attr(definition.ml_name) = function;
+}
+
+void check_positional(const char* function, std::size_t nargs, std::size_t minimum,
+                      std::size_t maximum) {
+    if (nargs >= minimum && nargs <= maximum)
+        return;
+    const char* bound = minimum == maximum ? "exactly "
+                        : nargs < minimum  ? "at least "
+                                           : "at most ";
+    const std::size_t expected = nargs < minimum ? minimum : maximum;
+    PyErr_Format(PyExc_TypeError, "%s() takes %s%zu positional argument%s (%zu given)", function,
+                 bound, expected, expected == 1 ? "" : "s", nargs);
+    throw py::error_already_set();
+}
+
+void bind_keywords(const char* function, PyObject* const* args, std::size_t nargs,
+                   PyObject* kwnames, const char* const* names, PyObject** values,
+                   std::size_t count) {
+    if (kwnames == nullptr)
+        return;
+    const Py_ssize_t given = PyTuple_GET_SIZE(kwnames);
+    for (Py_ssize_t i = 0; i < given; ++i) {
+        PyObject* keyword = PyTuple_GET_ITEM(kwnames, i);
+        std::size_t which = 0;
+        while (which < count && PyUnicode_CompareWithASCIIString(keyword, names[which]) != 0)
+            ++which;
+        if (which == count) {
+            PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%U'", function,
+                         keyword);
+            throw py::error_already_set();
+        }
+        values[which] = args[nargs + static_cast<std::size_t>(i)];
+    }
+}
+
+} // namespace wfpredirect::python

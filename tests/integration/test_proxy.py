@@ -1,0 +1,386 @@
+"""``python -m wfpredirect proxy`` relaying real HTTP: curl through an nft
+redirect to a Python HTTP origin, in a fresh network namespace."""
+
+from __future__ import annotations
+
+import random
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from netns import run_in_netns
+from processes import running
+from rules import redirect
+from support import require_tool
+
+HERE = Path(__file__).resolve().parent
+RULES = redirect("ip", "127.0.0.2", 8080, 15001)
+PROXY_READY = "listening on 127.0.0.1 port 15001"
+ORIGIN = "http://127.0.0.2:8080"
+MIB = 1 << 20
+PARALLEL = 200
+# The proxy closes a connection it refuses: curl reports an empty reply (52)
+# or, when its request had already arrived, a reset (56).
+CURL_NO_REPLY = (52, 56)
+
+# One line per relayed connection.
+RELAY_LINE = re.compile(
+    r"127\.0\.0\.1:\d+ -> (?P<target>\S+): (?P<up>\d+) bytes up, (?P<down>\d+) bytes down, "
+    r"\d+\.\d{3} s, (?P<outcome>.+)"
+)
+
+
+def proxy_command(*extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "wfpredirect",
+        "proxy",
+        "--listen",
+        "127.0.0.1:15001",
+        "--summary-interval",
+        "0",
+        *extra,
+    ]
+
+
+def origin_command(directory: Path, host: str = "127.0.0.2") -> list[str]:
+    return [sys.executable, str(HERE / "http_origin.py"), str(directory), host, "8080"]
+
+
+def relay_lines(output: str) -> list[dict[str, str]]:
+    return [match.groupdict() for match in map(RELAY_LINE.fullmatch, output.splitlines()) if match]
+
+
+def stop(process: subprocess.Popen[str]) -> tuple[int, str]:
+    """SIGTERM, then the exit status and the rest of stdout."""
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=10)
+    return process.returncode, output
+
+
+@pytest.fixture()
+def site(tmp_path: Path) -> Path:
+    require_tool("curl")
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "big.bin").write_bytes(random.Random(5).randbytes(MIB))
+    for number in range(PARALLEL):
+        (site / f"file{number:03}.txt").write_text(f"file {number}\n" * (number + 1))
+    return site
+
+
+def test_a_1_mib_body_arrives_intact(site: Path, tmp_path: Path) -> None:
+    def body() -> dict[str, object]:
+        with (
+            running(origin_command(site), ready="ready"),
+            running(proxy_command(), ready=PROXY_READY) as proxy,
+        ):
+            curl = subprocess.run(
+                [
+                    "curl",
+                    "-sS",
+                    "--fail",
+                    "--max-time",
+                    "30",
+                    "-D",
+                    str(tmp_path / "headers"),
+                    "-o",
+                    str(tmp_path / "big.out"),
+                    f"{ORIGIN}/big.bin",
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            status, output = stop(proxy)
+        headers = (tmp_path / "headers").read_bytes()
+        return {
+            "curl": (curl.returncode, curl.stderr),
+            "intact": (tmp_path / "big.out").read_bytes() == (site / "big.bin").read_bytes(),
+            "relayed": [
+                (line["target"], int(line["down"]), line["outcome"]) for line in relay_lines(output)
+            ],
+            "expected_down": len(headers) + MIB,
+            "exit": status,
+        }
+
+    result = run_in_netns(body, nft_rules=RULES)
+    assert result["relayed"] == [("127.0.0.2:8080", result["expected_down"], "closed")]
+    assert {key: result[key] for key in ("curl", "intact", "exit")} == {
+        "curl": (0, ""),
+        "intact": True,
+        "exit": 0,
+    }
+
+
+def test_200_parallel_transfers(site: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def body() -> dict[str, object]:
+        transfers: list[str] = []
+        for number in range(PARALLEL):
+            transfers += ["-o", str(out / f"file{number:03}.txt"), f"{ORIGIN}/file{number:03}.txt"]
+        with (
+            running(origin_command(site), ready="ready") as origin,
+            running(proxy_command(), ready=PROXY_READY) as proxy,
+        ):
+            curl = subprocess.run(
+                [
+                    "curl",
+                    "-sS",
+                    "--no-progress-meter",
+                    "--fail",
+                    "--max-time",
+                    "60",
+                    "--parallel",
+                    "--parallel-immediate",
+                    "--parallel-max",
+                    str(PARALLEL),
+                    *transfers,
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            status, output = stop(proxy)
+            origin.send_signal(signal.SIGTERM)
+            _, origin_log = origin.communicate(timeout=10)
+        wrong = [
+            number
+            for number in range(PARALLEL)
+            if (out / f"file{number:03}.txt").read_text() != f"file {number}\n" * (number + 1)
+        ]
+        lines = relay_lines(output)
+        return {
+            "curl": (curl.returncode, curl.stderr),
+            "wrong": wrong,
+            "relayed": sorted({(line["target"], line["outcome"]) for line in lines}),
+            "connections": len(lines),
+            "origin_requests": len(re.findall(r'"GET /file\d{3}\.txt HTTP/1\.1" 200', origin_log)),
+            "final": output.splitlines()[-1].split(": ", 1)[1],
+            "final_expected": (
+                f"0 open, {len(lines)} relayed, 0 refused, 0 failed, "
+                f"{sum(int(line['up']) for line in lines)} bytes up, "
+                f"{sum(int(line['down']) for line in lines)} bytes down"
+            ),
+            "exit": status,
+        }
+
+    result = run_in_netns(body, nft_rules=RULES)
+    assert result.pop("final") == result.pop("final_expected")
+    assert result == {
+        "curl": (0, ""),
+        "wrong": [],
+        "relayed": [("127.0.0.2:8080", "closed")],
+        "connections": PARALLEL,
+        "origin_requests": PARALLEL,
+        "exit": 0,
+    }
+
+
+def test_no_loop_and_a_direct_connection_is_refused(site: Path) -> None:
+    """The upstream carries the loop mark, so the rule lets it reach the
+    origin: the proxy sees exactly one connection per client, never its own.
+    A connection addressed to the proxy itself is refused, not relayed."""
+
+    def body() -> dict[str, object]:
+        with (
+            running(origin_command(site), ready="ready") as origin,
+            running(proxy_command(), ready=PROXY_READY) as proxy,
+        ):
+            relayed = subprocess.run(
+                ["curl", "-sS", "--max-time", "10", f"{ORIGIN}/file007.txt"],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            direct = subprocess.run(
+                ["curl", "-sS", "--max-time", "10", "http://127.0.0.1:15001/file007.txt"],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            status, output = stop(proxy)
+            origin.send_signal(signal.SIGTERM)
+            _, origin_log = origin.communicate(timeout=10)
+        lines = output.splitlines()
+        return {
+            "relayed": (relayed.returncode, relayed.stdout),
+            "direct": (direct.returncode in CURL_NO_REPLY, direct.stdout),
+            "relay_lines": [(line["target"], line["outcome"]) for line in relay_lines(output)],
+            "refused": [
+                re.sub(r":\d+", ":PORT", line) for line in lines if line.startswith("refused")
+            ],
+            "origin_requests": origin_log.count('"GET /file007.txt HTTP/1.1" 200'),
+            "exit": status,
+        }
+
+    assert run_in_netns(body, nft_rules=RULES) == {
+        "relayed": (0, "file 7\n" * 8),
+        "direct": (True, ""),
+        "relay_lines": [("127.0.0.2:8080", "closed")],
+        "refused": ["refused 127.0.0.1:PORT: not redirected (addressed to the proxy itself)"],
+        "origin_requests": 1,
+        "exit": 0,
+    }
+
+
+def serve_once(listener: socket.socket, handler: object) -> threading.Thread:
+    """Accept one connection on `listener` and run handler(connection) in a thread."""
+
+    def serve() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.settimeout(10)
+            handler(connection)  # type: ignore[operator]
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    return thread
+
+
+def origin_listener() -> socket.socket:
+    listener = socket.create_server(("127.0.0.2", 8080))
+    listener.settimeout(10)
+    return listener
+
+
+def read_all(connection: socket.socket) -> bytes:
+    chunks = []
+    while chunk := connection.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_half_close_in_each_direction() -> None:
+    """Client first: the origin answers only after the client's end of
+    stream, so the proxy must pass the half-close on. Origin first: the
+    client sends after the origin's end of stream, so the proxy must keep
+    the other direction open."""
+
+    def body() -> dict[str, object]:
+        received: dict[str, bytes] = {}
+        with running(proxy_command(), ready=PROXY_READY) as proxy:
+            listener = origin_listener()
+
+            def answer_after_eof(connection: socket.socket) -> None:
+                request = read_all(connection)
+                connection.sendall(b"got %d bytes" % len(request))
+
+            origin = serve_once(listener, answer_after_eof)
+            client = socket.create_connection(("127.0.0.2", 8080), timeout=10)
+            client.sendall(b"x" * 100_000)
+            client.shutdown(socket.SHUT_WR)
+            received["client first"] = read_all(client)
+            client.close()
+            origin.join()
+
+            def speak_first(connection: socket.socket) -> None:
+                connection.sendall(b"hello, then end of stream")
+                connection.shutdown(socket.SHUT_WR)
+                received["origin heard"] = read_all(connection)
+
+            origin = serve_once(listener, speak_first)
+            client = socket.create_connection(("127.0.0.2", 8080), timeout=10)
+            received["origin first"] = read_all(client)
+            client.sendall(b"late words")
+            client.shutdown(socket.SHUT_WR)
+            origin.join()
+            client.close()
+            listener.close()
+            status, output = stop(proxy)
+        return {
+            "received": received,
+            "relayed": [
+                (line["up"], line["down"], line["outcome"]) for line in relay_lines(output)
+            ],
+            "exit": status,
+        }
+
+    assert run_in_netns(body, nft_rules=RULES) == {
+        "received": {
+            "client first": b"got 100000 bytes",
+            "origin heard": b"late words",
+            "origin first": b"hello, then end of stream",
+        },
+        "relayed": [("100000", "16", "closed"), ("10", "25", "closed")],
+        "exit": 0,
+    }
+
+
+def test_sigterm_stops_cleanly_within_the_grace_period() -> None:
+    """SIGTERM with a connection open: the proxy stops listening, gives the
+    connection its grace period, cuts it, closes both ends, prints its final
+    summary and exits 0; nothing is left listening. Summaries come
+    periodically while it runs."""
+
+    def body() -> dict[str, object]:
+        with running(
+            proxy_command("--grace", "1", "--summary-interval", "0.2"), ready=PROXY_READY
+        ) as proxy:
+            assert proxy.stdout is not None
+            listener = origin_listener()
+            origin_saw: dict[str, bytes] = {}
+            relaying = threading.Event()
+
+            def hold(connection: socket.socket) -> None:
+                first = connection.recv(65536)
+                relaying.set()
+                origin_saw["data"] = first + read_all(connection)  # until the proxy closes
+
+            origin = serve_once(listener, hold)
+            client = socket.create_connection(("127.0.0.2", 8080), timeout=10)
+            client.sendall(b"partial request")
+            assert relaying.wait(10)
+            # The next summary counts the open connection.
+            while not (summary := proxy.stdout.readline()).startswith("summary: 1 open"):
+                assert summary, "the proxy ended"
+            pid = proxy.pid
+            status, output = stop(proxy)
+            client_saw = read_all(client)
+            origin.join()
+            client.close()
+            listener.close()
+            process_gone = not Path(f"/proc/{pid}").exists()
+        refused = subprocess.run(
+            ["curl", "-sS", "--max-time", "5", "http://127.0.0.1:15001/"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        lines = [line for line in output.splitlines() if not line.startswith("summary: ")]
+        return {
+            "exit": status,
+            "summary": re.sub(r", \d+ bytes/s$", ", N bytes/s", summary.rstrip()),
+            "stopping": lines[0],
+            "relayed": [
+                (line["up"], line["down"], line["outcome"]) for line in relay_lines(output)
+            ],
+            "final": re.sub(r"after \d+\.\d s", "after N s", lines[-1]),
+            "client_saw": client_saw,
+            "origin_saw": origin_saw["data"],
+            "process_gone": process_gone,
+            "listening_after": refused.returncode,
+        }
+
+    assert run_in_netns(body, nft_rules=RULES) == {
+        "exit": 0,
+        "summary": "summary: 1 open, 0 relayed, 0 refused, 0 failed, 15 bytes up, "
+        "0 bytes down, N bytes/s",
+        "stopping": "stopping: 1 open connections get 1 s",
+        "relayed": [("15", "0", "cut at shutdown")],
+        "final": "stopped after N s: 0 open, 1 relayed, 0 refused, 0 failed, "
+        "15 bytes up, 0 bytes down",
+        "client_saw": b"",
+        "origin_saw": b"partial request",
+        "process_gone": True,
+        "listening_after": 7,  # curl: could not connect
+    }

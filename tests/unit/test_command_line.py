@@ -1,0 +1,70 @@
+"""The command line's argument handling: addresses, marks, usage errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from support import NEUTRAL_DIRECTORY, linux_only
+from wfpredirect._proxy import format_address, parse_address
+
+
+@pytest.mark.parametrize(
+    ("text", "address"),
+    [
+        ("127.0.0.1:15001", ("127.0.0.1", 15001)),
+        ("[::1]:15001", ("::1", 15001)),
+        ("0.0.0.0:0", ("0.0.0.0", 0)),
+    ],
+)
+def test_parse_address(text: str, address: tuple[str, int]) -> None:
+    assert parse_address(text) == address
+
+
+@pytest.mark.parametrize("text", ["15001", ":15001", "127.0.0.1:", "127.0.0.1:x", "h:70000"])
+def test_parse_address_rejects(text: str) -> None:
+    with pytest.raises(ValueError) as raised:
+        parse_address(text)
+    assert str(raised.value) == f"{text!r} is not HOST:PORT"
+
+
+def test_format_address() -> None:
+    assert format_address(("127.0.0.2", 8080)) == "127.0.0.2:8080"
+    assert format_address(("::1", 8080, 0, 0)) == "[::1]:8080"
+
+
+def wfpredirect_command(
+    *arguments: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "wfpredirect", *arguments],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=NEUTRAL_DIRECTORY,
+        env=env,
+        timeout=30,
+    )
+
+
+def test_a_bad_mark_is_a_usage_error() -> None:
+    result = wfpredirect_command("proxy", "--listen", "127.0.0.1:0", "--loop-mark", "0x1g")
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == (
+        "wfpredirect proxy: error: argument --loop-mark: '0x1g' is not a decimal or 0x-hex number"
+    )
+
+
+@linux_only
+def test_proxy_refuses_to_start_with_marks_that_cannot_work() -> None:
+    result = wfpredirect_command(
+        "proxy", "--listen", "127.0.0.1:0", "--loop-mark", "0x100", "--mark-mask", "0xf0"
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (
+        2,
+        "",
+        "wfpredirect proxy: --loop-mark 0x100 is not inside --mark-mask 0xf0: "
+        "the loop mark must only use bits of the mark mask\n",
+    )

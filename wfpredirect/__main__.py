@@ -1,0 +1,154 @@
+"""``wfpredirect`` / ``python -m wfpredirect``: ``proxy``, ``doctor`` and ``demo``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from ._demo import run_demo
+from ._doctor import run_doctor
+from ._proxy import ProxySettings, parse_address, run_proxy
+
+
+def mark_number(text: str) -> int:
+    """A mark given in decimal or 0x-hex."""
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a decimal or 0x-hex number") from None
+    if not 0 <= value <= 0xFFFFFFFF:
+        raise argparse.ArgumentTypeError(f"{text!r} is outside 0..0xffffffff")
+    return value
+
+
+def listen_address(text: str) -> tuple[str, int]:
+    try:
+        return parse_address(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="wfpredirect",
+        description="A transparent proxy built on wfpredirect, a check of this machine, "
+        "and a demonstration.",
+    )
+    commands = top.add_subparsers(dest="command", required=True)
+
+    proxy = commands.add_parser(
+        "proxy",
+        help="relay redirected TCP connections to their original destinations",
+        description="Relay each redirected TCP connection to where its client meant to go, "
+        "carrying its redirect records. Stops on SIGINT/SIGTERM.",
+    )
+    proxy.add_argument(
+        "--listen",
+        required=True,
+        type=listen_address,
+        metavar="HOST:PORT",
+        help="where the redirect sends connections ([HOST]:PORT for IPv6)",
+    )
+    proxy.add_argument(
+        "--udp",
+        type=listen_address,
+        metavar="HOST:PORT",
+        help="also relay redirected UDP flows received here (Linux: a TPROXY rule's target)",
+    )
+    proxy.add_argument(
+        "--udp-idle-timeout",
+        type=float,
+        default=ProxySettings.udp_idle_timeout,
+        metavar="SECONDS",
+        help="a UDP flow idle this long is closed (default %(default)s)",
+    )
+    proxy.add_argument(
+        "--loop-mark",
+        type=mark_number,
+        metavar="N",
+        help="Linux: the loop mark for upstream connections "
+        "(default: WFPREDIRECT_LOOP_MARK, else 0x40)",
+    )
+    proxy.add_argument(
+        "--mark-mask",
+        type=mark_number,
+        metavar="N",
+        help="Linux: the inbound mark bits that travel (default: WFPREDIRECT_MARK_MASK, else 0xf0)",
+    )
+    proxy.add_argument(
+        "--backlog",
+        type=int,
+        default=ProxySettings.backlog,
+        help="listen backlog (default %(default)s)",
+    )
+    proxy.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=ProxySettings.connect_timeout,
+        metavar="SECONDS",
+        help="upstream connect timeout (default %(default)s)",
+    )
+    proxy.add_argument(
+        "--grace",
+        type=float,
+        default=ProxySettings.grace,
+        metavar="SECONDS",
+        help="how long open connections may finish after a stop signal (default %(default)s)",
+    )
+    proxy.add_argument(
+        "--summary-interval",
+        type=float,
+        default=ProxySettings.summary_interval,
+        metavar="SECONDS",
+        help="seconds between summary lines, 0 for none (default %(default)s)",
+    )
+    commands.add_parser(
+        "doctor",
+        help="check what this machine offers a transparent proxy",
+        description="Report the backend, the OS, privileges, kernel features and the marks; "
+        "for each problem, what to do. Exit status 1 when there are problems.",
+    )
+    demo = commands.add_parser(
+        "demo",
+        help="the whole flow, in a throw-away network namespace (Linux, root)",
+        description="Linux, as root: a network namespace with an nft redirect, an HTTP "
+        "origin and the proxy, driven by real clients; everything is removed at the end, "
+        "also when interrupted. Windows: what the redirecting driver must do, then doctor.",
+    )
+    demo.add_argument(
+        "--keep-running",
+        action="store_true",
+        help="Linux: after the clients, keep the namespace, the origin and the "
+        "proxy up for your own clients until SIGINT/SIGTERM",
+    )
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = parser().parse_args(argv)
+    if arguments.command == "proxy":
+        host, port = arguments.listen
+        return run_proxy(
+            ProxySettings(
+                host=host,
+                port=port,
+                loop_mark=arguments.loop_mark,
+                mark_mask=arguments.mark_mask,
+                backlog=arguments.backlog,
+                connect_timeout=arguments.connect_timeout,
+                grace=arguments.grace,
+                summary_interval=arguments.summary_interval,
+                udp=arguments.udp,
+                udp_idle_timeout=arguments.udp_idle_timeout,
+            )
+        )
+    if arguments.command == "doctor":
+        return run_doctor()
+    if arguments.command == "demo":
+        return run_demo(arguments.keep_running)
+    raise AssertionError(arguments.command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,30 @@
+"""Addresses as the socket module gives them, and the one rule about them
+every redirect query applies: a connection addressed to the proxy's own
+listening address was not redirected."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+Address = tuple[Any, ...]
+
+
+def _same_host(listener_host: str, host: str) -> bool:
+    listener_ip = ipaddress.ip_address(listener_host.split("%")[0])
+    ip = ipaddress.ip_address(host.split("%")[0])
+    if listener_ip.is_unspecified:
+        return True
+    if isinstance(listener_ip, ipaddress.IPv6Address) and listener_ip.ipv4_mapped:
+        listener_ip = listener_ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    return listener_ip == ip
+
+
+def is_listener_address(listener: Address | None, address: Address) -> bool:
+    """Whether `address` is where `listener` accepts (a wildcard listener
+    accepts on every address of its port)."""
+    if listener is None:
+        return False
+    return listener[1] == address[1] and _same_host(listener[0], address[0])

@@ -1,0 +1,86 @@
+"""``python -m wfpredirect doctor``: what this machine offers a transparent
+proxy, and for each problem what to do. The checks are the backend's
+(_doctor_netfilter, _doctor_winsock); this module runs and prints them."""
+
+from __future__ import annotations
+
+import platform
+import socket
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from ._core import BACKEND
+
+
+@dataclass
+class Finding:
+    """One line of the report; a problem comes with what to do about it."""
+
+    name: str
+    value: str
+    problem: str = ""
+    what_to_do: str = ""
+
+
+@contextmanager
+def loopback_connection() -> Iterator[socket.socket]:
+    """The accepted end of a loopback TCP connection that nothing redirected."""
+    with (
+        socket.create_server(("127.0.0.1", 0)) as listener,
+        socket.create_connection(listener.getsockname(), timeout=5),
+    ):
+        accepted, _ = listener.accept()
+        with accepted:
+            yield accepted
+
+
+def _unsupported_checks() -> list[Finding]:
+    return [
+        Finding(
+            "platform",
+            platform.platform(),
+            problem=f"no backend for {sys.platform}: every wfpredirect call raises "
+            "UnsupportedError",
+            what_to_do="run the proxy on Linux (netfilter) or Windows (WFP)",
+        )
+    ]
+
+
+def _checks() -> Callable[[], list[Finding]]:
+    """The backend's checks: the one backend choice."""
+    if BACKEND == "netfilter":
+        from ._doctor_netfilter import checks
+
+        return checks
+    if BACKEND == "winsock":
+        from ._doctor_winsock import checks as winsock_checks
+
+        return winsock_checks
+    return _unsupported_checks
+
+
+def run_doctor() -> int:
+    """Print the report; exit status 0 without problems, else 1."""
+    from . import __version__
+
+    findings = [
+        Finding("backend", BACKEND),
+        Finding("wfpredirect", __version__),
+        Finding("python", f"{platform.python_version()} ({sys.executable})"),
+        *_checks()(),
+    ]
+    width = max(len(finding.name) for finding in findings)
+    for finding in findings:
+        print(f"{finding.name:<{width}}  {finding.value}")
+    problems = [finding for finding in findings if finding.problem]
+    print()
+    if not problems:
+        print("no problems found")
+        return 0
+    print(f"{len(problems)} problem{'s' if len(problems) > 1 else ''}:")
+    for finding in problems:
+        print(f"- {finding.name}: {finding.problem}")
+        print(f"  what to do: {finding.what_to_do}")
+    return 1

@@ -1,0 +1,220 @@
+"""The doctor's checks on Linux: kernel, privileges, tools, kernel features,
+the marks and the rules that already use their bits."""
+
+from __future__ import annotations
+
+import errno
+import platform
+import re
+import shutil
+import socket
+import subprocess
+
+from ._core import original_destination
+from ._doctor import Finding, loopback_connection
+from ._errors import NotRedirectedError
+from ._marks import LOOP_MARK, MARK_MASK, marks_problem
+
+CAP_NET_ADMIN = 12  # linux/capability.h
+CAP_NET_RAW = 13
+SO_MARK = 36  # asm-generic/socket.h; socket.SO_MARK exists from Python 3.12
+SO_RCVMARK = 75  # asm-generic/socket.h, Linux 5.19
+TCP_FWMARK_ACCEPT = "/proc/sys/net/ipv4/tcp_fwmark_accept"
+
+# A rule that sets a mark: nft prints "meta mark set 0x00000040", "ct mark
+# set ...", iptables-save "--set-xmark 0x40/0xffffffff", "--set-mark 0x40".
+MARK_SETTING = re.compile(r"(?:mark set|--set-x?mark|--or-mark)\b(?P<rest>.*)")
+HEX_NUMBER = re.compile(r"0x[0-9a-fA-F]+")
+
+
+def process_status() -> dict[str, str]:
+    """/proc/self/status as {field: value}."""
+    with open("/proc/self/status", encoding="ascii") as status:
+        return dict(line.rstrip("\n").split(":\t", 1) for line in status if ":\t" in line)
+
+
+def _privileges() -> Finding:
+    status = process_status()
+    effective_uid = status["Uid"].split()[1]
+    capabilities = int(status["CapEff"], 16)
+    held = [
+        name
+        for name, bit in (("CAP_NET_ADMIN", CAP_NET_ADMIN), ("CAP_NET_RAW", CAP_NET_RAW))
+        if capabilities >> bit & 1
+    ]
+    value = f"uid {effective_uid}, " + (
+        " and ".join(held) if held else "neither CAP_NET_ADMIN nor CAP_NET_RAW"
+    )
+    if held:
+        return Finding("privileges", value)
+    return Finding(
+        "privileges",
+        value,
+        problem="set_redirect_records (SO_MARK) will raise RedirectPermissionError",
+        what_to_do="run the proxy as root, or give it CAP_NET_ADMIN (systemd: "
+        "AmbientCapabilities=CAP_NET_ADMIN; or setcap cap_net_admin+ep on its interpreter)",
+    )
+
+
+def _query() -> Finding:
+    """Whether SO_ORIGINAL_DST answers on a connection nothing redirected."""
+    name = "SO_ORIGINAL_DST"
+    try:
+        with loopback_connection() as accepted:
+            original_destination(accepted)
+    except NotRedirectedError as error:
+        if error.errno == errno.ENOPROTOOPT:
+            return Finding(
+                name, "answers; connection tracking is not loaded yet (the first nat rule loads it)"
+            )
+        return Finding(name, "answers (a test connection: not redirected, as expected)")
+    except ValueError as error:  # the marks: reported below
+        return Finding(name, f"not asked: {error}")
+    except OSError as error:
+        return Finding(
+            name,
+            f"failed: {error}",
+            problem="the query does not work here",
+            what_to_do="report this with the output of this command",
+        )
+    return Finding(
+        name,
+        "answers, but reports a redirect for a plain loopback connection",
+        problem="a rule redirects connections to 127.0.0.1",
+        what_to_do="check `nft list ruleset` for a rule matching 127.0.0.1",
+    )
+
+
+def _tool(name: str, version_argument: str) -> str | None:
+    path = shutil.which(name)
+    if path is None:
+        return None
+    answer = subprocess.run(
+        [path, version_argument], capture_output=True, text=True, check=False, timeout=10
+    )
+    return (
+        (answer.stdout or answer.stderr).strip().splitlines()[0] if answer.returncode == 0 else path
+    )
+
+
+def _tools() -> Finding:
+    nft = _tool("nft", "--version")
+    iptables = _tool("iptables", "--version")
+    value = "; ".join(found for found in (nft, iptables) if found) or "neither nft nor iptables"
+    if nft or iptables:
+        return Finding("rule tools", value)
+    return Finding(
+        "rule tools",
+        value,
+        problem="nothing can install a redirect rule",
+        what_to_do="install nftables (Debian/Ubuntu: apt-get install nftables)",
+    )
+
+
+def _fwmark_accept() -> Finding:
+    try:
+        with open(TCP_FWMARK_ACCEPT, encoding="ascii") as sysctl:
+            value = sysctl.read().strip()
+    except OSError as error:
+        return Finding("tcp_fwmark_accept", f"unknown ({error.strerror})")
+    meaning = (
+        "1: accepted connections carry their SYN's mark (chains of proxies work)"
+        if value == "1"
+        else f"{value}: one proxy works; a chain of proxies needs "
+        "sysctl -w net.ipv4.tcp_fwmark_accept=1"
+    )
+    return Finding("tcp_fwmark_accept", meaning)
+
+
+def _rcvmark() -> Finding:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        try:
+            udp.setsockopt(socket.SOL_SOCKET, SO_RCVMARK, 1)
+        except OSError:
+            return Finding(
+                "SO_RCVMARK",
+                f"no (Linux 5.19+; this is {platform.release()}): "
+                "datagrams carry no inbound mark in their records",
+            )
+    return Finding("SO_RCVMARK", "yes")
+
+
+def _marks() -> Finding:
+    value = f"LOOP_MARK {LOOP_MARK:#x}, MARK_MASK {MARK_MASK:#x}"
+    problem = marks_problem()
+    if not problem:
+        return Finding("marks", value + ", valid")
+    return Finding(
+        "marks",
+        value,
+        problem=problem,
+        what_to_do="set WFPREDIRECT_LOOP_MARK to one non-zero bit inside "
+        "WFPREDIRECT_MARK_MASK (the defaults are 0x40 and 0xf0), or unset both",
+    )
+
+
+def _rulesets() -> list[tuple[str, str]]:
+    """(tool, text) of every ruleset this process can read."""
+    found = []
+    for command in (["nft", "list", "ruleset"], ["iptables-save"], ["ip6tables-save"]):
+        if shutil.which(command[0]) is None:
+            continue
+        answer = subprocess.run(command, capture_output=True, text=True, check=False, timeout=10)
+        if answer.returncode == 0:
+            found.append((command[0], answer.stdout))
+    return found
+
+
+def _rules_using_the_marks() -> list[Finding]:
+    rulesets = _rulesets()
+    if not rulesets:
+        return [Finding("rules", "not read (needs root and nft or iptables)")]
+    conflicts = []
+    loop_checks = 0
+    for tool, text in rulesets:
+        for line in text.splitlines():
+            setting = MARK_SETTING.search(line)
+            if setting:
+                bits = 0
+                for number in HEX_NUMBER.findall(setting.group("rest")):
+                    bits |= int(number, 16)
+                if bits & MARK_MASK:
+                    conflicts.append(f"{tool}: {line.strip()}")
+            elif "mark" in line and any(
+                int(number, 16) & LOOP_MARK for number in HEX_NUMBER.findall(line)
+            ):
+                loop_checks += 1
+    findings = [
+        Finding(
+            "rules testing the loop mark",
+            str(loop_checks)
+            if loop_checks
+            else f"none yet: put `meta mark & {LOOP_MARK:#x} == {LOOP_MARK:#x} return` before "
+            "the redirect rule, or the proxy's upstream is redirected back into it",
+        )
+    ]
+    for conflict in conflicts:
+        findings.append(
+            Finding(
+                "rule setting mask bits",
+                conflict,
+                problem=f"this rule sets bits inside MARK_MASK {MARK_MASK:#x}: they would "
+                "travel in records and reach the proxy's upstream connections",
+                what_to_do="choose a WFPREDIRECT_MARK_MASK (and a LOOP_MARK inside it) that no "
+                "other rule uses",
+            )
+        )
+    return findings
+
+
+def checks() -> list[Finding]:
+    return [
+        Finding("kernel", f"Linux {platform.release()}"),
+        _privileges(),
+        _query(),
+        _tools(),
+        _fwmark_accept(),
+        _rcvmark(),
+        _marks(),
+        *_rules_using_the_marks(),
+    ]

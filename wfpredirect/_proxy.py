@@ -1,0 +1,321 @@
+"""``python -m wfpredirect proxy``: a transparent TCP (and UDP) relay on
+wfpredirect.aio.
+
+Each redirected connection gets an upstream connection carrying its records,
+to its original destination; both directions are copied with back-pressure
+and a half-close is passed on. Each redirected UDP flow gets an upstream
+socket carrying its records; answers go back from the original destination.
+One line per connection or flow, a periodic summary, and a clean stop on
+SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ._core import BACKEND
+from ._info import RedirectInfo
+from ._marks import marks_problem
+from ._records import Datagram
+from .aio import (
+    DatagramFlow,
+    RedirectDatagramEndpoint,
+    RedirectDatagramProtocol,
+    create_redirect_datagram_endpoint,
+    open_upstream,
+    start_redirect_server,
+)
+
+#: Bytes read per step: one read, one write, one drain.
+CHUNK_SIZE = 65536
+#: asyncio's default listen backlog (100) drops SYNs under a burst of clients.
+DEFAULT_BACKLOG = 1024
+
+
+@dataclass
+class ProxySettings:
+    host: str
+    port: int
+    loop_mark: int | None = None
+    mark_mask: int | None = None
+    backlog: int = DEFAULT_BACKLOG
+    connect_timeout: float = 10.0
+    grace: float = 5.0
+    summary_interval: float = 60.0
+    udp: tuple[str, int] | None = None
+    udp_idle_timeout: float = 60.0
+
+
+@dataclass
+class Totals:
+    open: int = 0
+    relayed: int = 0
+    refused: int = 0
+    failed: int = 0
+    bytes_up: int = 0  # client to origin
+    bytes_down: int = 0  # origin to client
+
+
+def format_address(address: Any) -> str:
+    """``host:port``, with brackets around an IPv6 host."""
+    host, port = address[0], address[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[HOST]:PORT`` (IPv6) into (host, port)."""
+    host, separator, port = text.rpartition(":")
+    if not separator or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{text!r} is not HOST:PORT")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, int(port)
+
+
+def say(line: str) -> None:
+    print(line, flush=True)
+
+
+async def _copy(
+    source: asyncio.StreamReader,
+    destination: asyncio.StreamWriter,
+    count: Callable[[int], None],
+) -> None:
+    """Copy one direction until end of stream, then pass the half-close on."""
+    while data := await source.read(CHUNK_SIZE):
+        destination.write(data)
+        await destination.drain()  # back-pressure: wait while the peer is slow
+        count(len(data))
+    if destination.can_write_eof():
+        destination.write_eof()
+
+
+class UdpRelay(RedirectDatagramProtocol):
+    """Each redirected flow's datagrams go upstream with its records; the
+    answers go back to the client. One line per flow when it ends."""
+
+    def __init__(self, totals: Totals) -> None:
+        self.totals = totals
+        self.moved: dict[DatagramFlow, dict[str, int]] = {}
+
+    def datagram_received(self, datagram: Datagram, flow: DatagramFlow | None) -> None:
+        if flow is None or flow.original_destination is None:
+            self.totals.refused += 1
+            say(f"refused udp {format_address(datagram.address)}: not redirected")
+            return
+        if flow not in self.moved:
+            self.moved[flow] = {"up": 0, "down": 0}
+            self.totals.open += 1
+        flow.send_upstream(datagram.data)
+        self.moved[flow]["up"] += len(datagram.data)
+        self.totals.bytes_up += len(datagram.data)
+
+    def upstream_datagram_received(self, data: bytes, flow: DatagramFlow) -> None:
+        flow.reply(data)
+        self.moved[flow]["down"] += len(data)
+        self.totals.bytes_down += len(data)
+
+    def flow_closed(self, flow: DatagramFlow) -> None:
+        moved = self.moved.pop(flow, None)
+        if moved is None or flow.original_destination is None:
+            return
+        self.totals.open -= 1
+        self.totals.relayed += 1
+        say(
+            f"udp {format_address(flow.client)} -> {format_address(flow.original_destination)}: "
+            f"{moved['up']} bytes up, {moved['down']} bytes down, "
+            f"{flow.last_active - flow.created:.3f} s"
+        )
+
+    def error_received(self, exc: OSError) -> None:
+        self.totals.failed += 1
+        say(f"udp error: {exc}")
+
+
+class Proxy:
+    def __init__(self, settings: ProxySettings) -> None:
+        self.settings = settings
+        self.totals = Totals()
+        self.connections: set[asyncio.Task[Any]] = set()
+
+    async def handle(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, redirect: RedirectInfo
+    ) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.connections.add(task)
+        try:
+            await self._relay(reader, writer, redirect)
+        finally:
+            self.connections.discard(task)
+
+    async def _relay(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, redirect: RedirectInfo
+    ) -> None:
+        client = format_address(writer.get_extra_info("peername"))
+        destination = redirect.original_destination
+        if destination is None:
+            self.totals.refused += 1
+            say(f"refused {client}: not redirected (addressed to the proxy itself)")
+            writer.transport.abort()
+            return
+        target = format_address(destination)
+        try:
+            upstream_reader, upstream_writer = await asyncio.wait_for(
+                open_upstream(
+                    redirect, loop_mark=self.settings.loop_mark, mark_mask=self.settings.mark_mask
+                ),
+                self.settings.connect_timeout,
+            )
+        except (OSError, asyncio.TimeoutError) as error:
+            self.totals.failed += 1
+            say(f"failed {client} -> {target}: cannot connect upstream: {error or 'timed out'}")
+            writer.transport.abort()
+            return
+        self.totals.open += 1
+        started = time.monotonic()
+        moved = {"up": 0, "down": 0}
+
+        def abort_both() -> None:
+            writer.transport.abort()
+            upstream_writer.transport.abort()
+
+        async def direction(
+            name: str, source: asyncio.StreamReader, destination: asyncio.StreamWriter
+        ) -> None:
+            def count(size: int) -> None:
+                moved[name] += size
+                if name == "up":
+                    self.totals.bytes_up += size
+                else:
+                    self.totals.bytes_down += size
+
+            try:
+                await _copy(source, destination, count)
+            except OSError:
+                abort_both()  # the other direction ends too
+                raise
+
+        outcome = "closed"
+        try:
+            results = await asyncio.gather(
+                direction("up", reader, upstream_writer),
+                direction("down", upstream_reader, writer),
+                return_exceptions=True,
+            )
+            errors = [result for result in results if isinstance(result, BaseException)]
+            if errors:
+                outcome = f"ended by {errors[0]!r}"
+            # close(), not abort(): what is still buffered gets sent first.
+            writer.close()
+            upstream_writer.close()
+        except asyncio.CancelledError:
+            outcome = "cut at shutdown"
+            abort_both()
+            raise
+        finally:
+            self.totals.open -= 1
+            self.totals.relayed += 1
+            say(
+                f"{client} -> {target}: {moved['up']} bytes up, {moved['down']} bytes down, "
+                f"{time.monotonic() - started:.3f} s, {outcome}"
+            )
+
+    def summary(self) -> str:
+        totals = self.totals
+        return (
+            f"{totals.open} open, {totals.relayed} relayed, {totals.refused} refused, "
+            f"{totals.failed} failed, {totals.bytes_up} bytes up, {totals.bytes_down} bytes down"
+        )
+
+    async def report_periodically(self, stop: asyncio.Event) -> None:
+        interval = self.settings.summary_interval
+        last = time.monotonic()
+        moved = 0
+        while True:
+            try:
+                await asyncio.wait_for(stop.wait(), interval)
+                return
+            except asyncio.TimeoutError:
+                pass
+            now = time.monotonic()
+            total = self.totals.bytes_up + self.totals.bytes_down
+            say(f"summary: {self.summary()}, {(total - moved) / (now - last):.0f} bytes/s")
+            last, moved = now, total
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+
+        def request_stop(signum: int, frame: object) -> None:
+            loop.call_soon_threadsafe(stop.set)
+
+        # signal.signal rather than loop.add_signal_handler, which the
+        # Windows Proactor loop lacks; call_soon_threadsafe wakes the loop.
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, request_stop)
+        settings = self.settings
+        server = await start_redirect_server(
+            self.handle,
+            settings.host,
+            settings.port,
+            backlog=settings.backlog,
+            reuse_address=True,
+        )
+        endpoint: RedirectDatagramEndpoint | None = None
+        if settings.udp is not None:
+            endpoint, _ = await create_redirect_datagram_endpoint(
+                lambda: UdpRelay(self.totals),
+                settings.udp,
+                idle_timeout=settings.udp_idle_timeout,
+                loop_mark=settings.loop_mark,
+                mark_mask=settings.mark_mask,
+            )
+        started = time.monotonic()
+        for sock in server.sockets:
+            host, port = sock.getsockname()[:2]
+            say(f"listening on {host} port {port}")
+        if endpoint is not None:
+            host, port = endpoint.get_extra_info("sockname")[:2]
+            say(f"listening for udp on {host} port {port}")
+        reporter = None
+        if settings.summary_interval > 0:
+            reporter = asyncio.create_task(self.report_periodically(stop))
+        await stop.wait()
+        server.close()
+        if endpoint is not None:
+            endpoint.close()  # each open flow gets its line
+        say(f"stopping: {len(self.connections)} open connections get {settings.grace:g} s")
+        if self.connections:
+            await asyncio.wait(set(self.connections), timeout=settings.grace)
+        for task in set(self.connections):
+            task.cancel()
+        if self.connections:
+            await asyncio.wait(set(self.connections))
+        await server.wait_closed()
+        if reporter is not None:
+            await reporter
+        say(f"stopped after {time.monotonic() - started:.1f} s: {self.summary()}")
+
+
+def run_proxy(settings: ProxySettings) -> int:
+    """Run until SIGINT/SIGTERM; the exit status."""
+    # The marks are netfilter's; the winsock backend ignores them.
+    problem = (
+        marks_problem(settings.loop_mark, settings.mark_mask) if BACKEND == "netfilter" else ""
+    )
+    if problem:
+        print(f"wfpredirect proxy: {problem}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(Proxy(settings).run())
+    except OSError as error:
+        print(f"wfpredirect proxy: {error}", file=sys.stderr)
+        return 1
+    return 0

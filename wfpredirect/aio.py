@@ -1,0 +1,152 @@
+"""asyncio integration: a server whose connection callback receives each
+connection's redirect state, the upstream connection that carries it, and a
+datagram endpoint that does the same for UDP flows.
+
+Works on the selector loops (Linux), the Proactor loop (Windows) and uvloop:
+the redirect state is read from the transport's socket inside the
+connection callback, the one point every loop shares.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import inspect
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ._addresses import Address
+from ._aio_datagrams import (
+    DatagramFlow,
+    RedirectDatagramEndpoint,
+    RedirectDatagramProtocol,
+    create_redirect_datagram_endpoint,
+)
+from ._core import set_redirect_records
+from ._errors import NotRedirectedError, RedirectError
+from ._info import RedirectInfo, query_redirect_info
+
+__all__ = [
+    "ClientConnectedCallback",
+    "DatagramFlow",
+    "RedirectDatagramEndpoint",
+    "RedirectDatagramProtocol",
+    "RedirectInfo",
+    "create_redirect_datagram_endpoint",
+    "open_upstream",
+    "start_redirect_server",
+]
+
+ClientConnectedCallback = Callable[
+    [asyncio.StreamReader, asyncio.StreamWriter, RedirectInfo], Awaitable[None] | None
+]
+
+
+async def start_redirect_server(
+    client_connected_cb: ClientConnectedCallback,
+    host: str | list[str] | None = None,
+    port: int | None = None,
+    **kw: Any,
+) -> asyncio.Server:
+    """Like ``asyncio.start_server``; the callback (a function or a
+    coroutine function) receives ``(reader, writer, redirect)``, where
+    `redirect` is the connection's :class:`RedirectInfo`.
+
+    A connection addressed to one of the server's own listening addresses
+    (every connection on a TPROXY listener looks redirected) gets a
+    RedirectInfo with every field None, like one that was not redirected.
+    The other keywords (``backlog``, ``sock``, ``reuse_address``,
+    ``start_serving``...) are ``asyncio.start_server``'s.
+    """
+    start_serving = kw.pop("start_serving", True)
+    listening_addresses: list[Address] = []
+
+    async def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # The query runs here, on the transport's socket, and not earlier:
+        # the Proactor loop accepts with AcceptEx and only then sets
+        # SO_UPDATE_ACCEPT_CONTEXT (IocpProactor.accept), before it builds
+        # the transport whose protocol starts this callback. Before that
+        # update WSAIoctl does not know the connection.
+        redirect = query_redirect_info(writer.get_extra_info("socket"), listening_addresses)
+        outcome = client_connected_cb(reader, writer, redirect)
+        if inspect.isawaitable(outcome):
+            await outcome
+
+    # Not serving until the listening addresses are known, so that no
+    # connection is judged without them.
+    server = await asyncio.start_server(connected, host, port, start_serving=False, **kw)
+    listening_addresses.extend(sock.getsockname() for sock in server.sockets)
+    if start_serving:
+        await server.start_serving()
+    return server
+
+
+async def _targets(
+    loop: asyncio.AbstractEventLoop, redirect: RedirectInfo, address: tuple[str, int] | None
+) -> list[tuple[int, Address]]:
+    """The (family, address) pairs to try, in order."""
+    if address is None:
+        destination = redirect.original_destination
+        if destination is None:
+            raise NotRedirectedError(
+                errno.ENOENT,
+                "open_upstream: the connection was not redirected and no address was given",
+            )
+        return [(socket.AF_INET if len(destination) == 2 else socket.AF_INET6, destination)]
+    infos = await loop.getaddrinfo(address[0], address[1], type=socket.SOCK_STREAM)
+    return [(info[0], info[4]) for info in infos]
+
+
+async def open_upstream(
+    redirect: RedirectInfo,
+    *,
+    address: tuple[str, int] | None = None,
+    local_addr: tuple[str, int] | None = None,
+    loop_mark: int | None = None,
+    mark_mask: int | None = None,
+    **kw: Any,
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Open the proxy's upstream connection for a redirected connection:
+    ``(reader, writer)`` like ``asyncio.open_connection``.
+
+    The new socket gets ``redirect.records`` (when there are any) BEFORE it
+    binds or connects, so the redirect lets it pass instead of sending it
+    back into the proxy. It connects to `address`, or to the original
+    destination (NotRedirectedError when there is neither). `local_addr` is
+    bound before connecting; `loop_mark` and `mark_mask` are
+    ``set_redirect_records``'s; the other keywords (``limit``, ``ssl``,
+    ``server_hostname``...) go to ``asyncio.open_connection``. Cancel it, or
+    wrap it in ``asyncio.wait_for``, to bound the connect time.
+    """
+    loop = asyncio.get_running_loop()
+    failures: list[OSError] = []
+    for family, target in await _targets(loop, redirect, address):
+        upstream = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            upstream.setblocking(False)
+            if redirect.records is not None:
+                set_redirect_records(
+                    upstream, redirect.records, loop_mark=loop_mark, mark_mask=mark_mask
+                )
+            if local_addr is not None:
+                upstream.bind(local_addr)
+            await loop.sock_connect(upstream, target)
+        except RedirectError:
+            upstream.close()
+            raise
+        except OSError as error:
+            upstream.close()
+            failures.append(error)
+            continue
+        except BaseException:
+            upstream.close()
+            raise
+        try:
+            return await asyncio.open_connection(sock=upstream, **kw)
+        except BaseException:
+            upstream.close()
+            raise
+    if len(failures) == 1:
+        raise failures[0]
+    raise OSError(f"open_upstream: every address of {address!r} failed: {failures!r}")
