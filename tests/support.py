@@ -15,6 +15,17 @@ import pytest
 
 STRICT = os.environ.get("WFPREDIRECT_STRICT") == "1"
 
+# What the sanitizer pass of .ci/run sets for every Python process: libasan
+# preloaded into the uninstrumented interpreter, and the sanitizers' options.
+SANITIZER_VARIABLES = ("LD_PRELOAD", "PYTHONMALLOC", "ASAN_OPTIONS", "UBSAN_OPTIONS")
+
+
+def sanitizer_environment() -> dict[str, str]:
+    """The sanitizer settings in effect, for a Python subprocess given an
+    environment of its own (empty outside the sanitizer pass)."""
+    return {name: os.environ[name] for name in SANITIZER_VARIABLES if name in os.environ}
+
+
 # The working directory for Python subprocesses: `python -c` puts its working
 # directory first on sys.path, and in a checkout that would import the
 # unbuilt source tree instead of the installed package.

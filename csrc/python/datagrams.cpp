@@ -157,6 +157,11 @@ void enable_datagram_records(py::handle sock) {
 py::object recvmsg_redirect(py::handle sock, py::handle bufsize) {
     constexpr const char* kName = "recvmsg_redirect";
     const core::SocketHandle handle = to_socket_handle(sock.ptr(), kName);
+    if (!PyIndex_Check(bufsize.ptr())) {
+        const std::string text =
+            std::string("bufsize must be an int, not ") + Py_TYPE(bufsize.ptr())->tp_name;
+        throw_error(PyExc_TypeError, kName, text.c_str());
+    }
     const Py_ssize_t size = PyNumber_AsSsize_t(bufsize.ptr(), PyExc_OverflowError);
     if (size == -1 && PyErr_Occurred())
         throw py::error_already_set();

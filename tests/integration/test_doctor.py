@@ -9,7 +9,7 @@ import sys
 
 from netns import run_in_netns
 from rules import redirect
-from support import NEUTRAL_DIRECTORY, require_tool
+from support import NEUTRAL_DIRECTORY, require_tool, sanitizer_environment
 
 RULES = redirect("ip", "127.0.0.2", 8080, 15001)
 # Another program's rule that sets bit 0x80, inside the default MARK_MASK 0xf0.
@@ -90,7 +90,13 @@ def test_a_rule_setting_bits_of_the_mask_is_a_problem() -> None:
 
 def test_marks_that_cannot_work_are_a_problem() -> None:
     def body() -> tuple[int, list[str]]:
-        return doctor(env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "WFPREDIRECT_LOOP_MARK": "0"})
+        return doctor(
+            env={
+                **sanitizer_environment(),
+                "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+                "WFPREDIRECT_LOOP_MARK": "0",
+            }
+        )
 
     status, lines = run_in_netns(body, nft_rules=RULES)
     assert status == 1

@@ -394,7 +394,8 @@ void set_records(Checks& checks) {
     stack.set_error = kWsaEacces;
     status = set_redirect_records(stack.ops(), kScriptedSocket, record.data(), record.size());
     CHECK(checks, status.outcome == Outcome::permission_denied && status.code == kWsaEacces);
-    CHECK(checks, names(status, "WSAIoctl(SIO_SET_WFP_CONNECTION_REDIRECT_RECORDS)"));
+    CHECK(checks, names(status, "WSAIoctl(SIO_SET_WFP_CONNECTION_REDIRECT_RECORDS) needs "
+                                "administrator rights"));
 
     checks.scenario = "set records, WSAEINVAL is not 'not redirected'";
     stack.set_error = kWsaEinval;

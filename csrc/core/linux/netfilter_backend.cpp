@@ -64,6 +64,21 @@ Status resolve_transparent(int fd, const SocketAddress& local, int nat_error, co
     return Status::success(0);
 }
 
+// conntrack also answers on the socket that made a connection: its original
+// destination is simply its peer. A redirected (accepted) connection's
+// original destination is never its peer.
+Status connected_side_check(int fd, const SocketAddress& original_destination) {
+    sockaddr_storage peer_storage;
+    socklen_t peer_size = sizeof peer_storage;
+    if (getpeername(fd, reinterpret_cast<sockaddr*>(&peer_storage), &peer_size) != 0)
+        return os_failure(errno, "getpeername");
+    SocketAddress peer;
+    if (to_socket_address(peer_storage, peer) && same_endpoint(original_destination, peer))
+        return not_redirected(ENOENT, "SO_ORIGINAL_DST equals the peer address (the socket "
+                                      "made the connection)");
+    return Status::success(0);
+}
+
 Status resolve_redirect(int fd, Redirect& out) {
     sockaddr_storage local_storage;
     socklen_t local_size = sizeof local_storage;
@@ -90,7 +105,7 @@ Status resolve_redirect(int fd, Redirect& out) {
             return Status::failure(Outcome::os_error, EAFNOSUPPORT,
                                    "getsockopt(SO_ORIGINAL_DST) returned an unknown family");
         if (!same_endpoint(out.original_destination, local))
-            return Status::success(0);
+            return connected_side_check(fd, out.original_destination);
         // conntrack knows the connection but nothing rewrote it.
         return resolve_transparent(fd, local, ENOENT, "SO_ORIGINAL_DST equals the local address",
                                    out);

@@ -79,14 +79,24 @@ Status wait_ready(int fd, short events, int timeout_ms) {
     return Status::success(0);
 }
 
-// The socket is UDP, and its address family.
-Status udp_family(int fd, int& family) {
+// The socket is UDP. Checked before every datagram call: recvmsg on a
+// connected TCP socket would consume stream data, and sendmsg would write
+// into the stream, ignoring the address.
+Status require_udp(int fd) {
     int protocol = 0;
     if (socket_int(fd, SO_PROTOCOL, protocol) != 0)
         return os_failure(errno, "getsockopt(SO_PROTOCOL)");
     if (protocol != IPPROTO_UDP)
         return Status::failure(Outcome::os_error, ENOPROTOOPT,
                                "getsockopt(SO_PROTOCOL): not a UDP socket");
+    return Status::success(0);
+}
+
+// The socket is UDP, and its address family.
+Status udp_family(int fd, int& family) {
+    const Status status = require_udp(fd);
+    if (!status.ok())
+        return status;
     if (socket_int(fd, SO_DOMAIN, family) != 0)
         return os_failure(errno, "getsockopt(SO_DOMAIN)");
     return Status::success(0);
@@ -149,6 +159,9 @@ Status enable_datagram_records(SocketHandle socket) {
 Status receive_datagram(SocketHandle socket, std::uint8_t* data, std::size_t capacity,
                         int timeout_ms, ReceivedDatagram& out, const MarkConfig& marks) {
     Status status = check_marks(marks);
+    if (!status.ok())
+        return status;
+    status = require_udp(socket);
     if (!status.ok())
         return status;
     status = wait_ready(socket, POLLIN, timeout_ms);
@@ -226,8 +239,11 @@ Status send_datagram(SocketHandle socket, const std::uint8_t* data, std::size_t 
                      int timeout_ms, const MarkConfig& marks) {
     alignas(cmsghdr) std::uint8_t control[control_space(sizeof(std::uint32_t))];
     msghdr message{};
+    Status status = require_udp(socket);
+    if (!status.ok())
+        return status;
     if (records != nullptr) {
-        Status status = check_marks(marks);
+        status = check_marks(marks);
         if (!status.ok())
             return status;
         NetfilterRecord record;
@@ -240,7 +256,7 @@ Status send_datagram(SocketHandle socket, const std::uint8_t* data, std::size_t 
             append_control_message(control, sizeof control, 0, SOL_SOCKET, SO_MARK,
                                    reinterpret_cast<const std::uint8_t*>(&mark), sizeof mark);
     }
-    Status status = wait_ready(socket, POLLOUT, timeout_ms);
+    status = wait_ready(socket, POLLOUT, timeout_ms);
     if (!status.ok())
         return status;
 

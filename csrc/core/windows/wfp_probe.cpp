@@ -37,6 +37,9 @@ constexpr QueryIoctl kContextQuery{
 };
 
 constexpr const char* kSetRecordsCall = "WSAIoctl(SIO_SET_WFP_CONNECTION_REDIRECT_RECORDS)";
+// The privilege a refused set lacks, named as Linux names its capabilities.
+constexpr const char* kSetRecordsDenied =
+    "WSAIoctl(SIO_SET_WFP_CONNECTION_REDIRECT_RECORDS) needs administrator rights";
 constexpr const char* kGetsocknameCall = "getsockname";
 constexpr const char* kOriginalDstCall = "getsockopt(SO_ORIGINAL_DST)";
 constexpr const char* kOriginalDestinationUnknown =
@@ -236,7 +239,8 @@ Status set_redirect_records(const WinsockOps& ops, std::uintptr_t socket,
     const WinsockAnswer answer = ops.ioctl(ops.context, socket, kSioSetRedirectRecords, records,
                                            static_cast<std::uint32_t>(size), nullptr, 0, nullptr);
     if (answer.rc != 0)
-        return classify_failure(answer.error, kSetRecordsCall);
+        return classify_failure(answer.error,
+                                answer.error == kWsaEacces ? kSetRecordsDenied : kSetRecordsCall);
     return Status::success(0);
 }
 

@@ -1,0 +1,45 @@
+// decode_wfpsampler_context and decode_windows_sockaddr on arbitrary bytes:
+// reads stay inside the input, and whatever decodes re-encodes to the same
+// bytes (families, ports, addresses, flow info, scope id; zero padding).
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "../../csrc/core/wfpsampler_context.hpp"
+#include "fuzz_check.hpp"
+
+using namespace wfpredirect::core;
+namespace wfp = wfpredirect::core::wfp;
+
+namespace {
+
+// The Windows layout of `address` padded with zeros to `size` bytes equals
+// `expected`.
+bool encodes_to(const SocketAddress& address, const std::uint8_t* expected, std::size_t size) {
+    std::vector<std::uint8_t> encoded(std::max(size, wfp::kWindowsSockaddrIn6Size));
+    const std::size_t used = wfp::encode_windows_sockaddr(address, encoded.data());
+    return used <= size && std::memcmp(encoded.data(), expected, size) == 0;
+}
+
+} // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+    SocketAddress remote;
+    SocketAddress local;
+    const Status status = wfp::decode_wfpsampler_context(data, size, remote, local);
+    if (status.ok()) {
+        FUZZ_REQUIRE(size == wfp::kWfpSamplerContextSize && status.size == size);
+        FUZZ_REQUIRE(encodes_to(remote, data, wfp::kWindowsSockaddrStorageSize));
+        FUZZ_REQUIRE(encodes_to(local, data + wfp::kWindowsSockaddrStorageSize,
+                                wfp::kWindowsSockaddrStorageSize));
+    } else {
+        FUZZ_REQUIRE(status.outcome == Outcome::invalid_argument && status.call != nullptr);
+    }
+
+    SocketAddress single;
+    if (wfp::decode_windows_sockaddr(data, size, single) == wfp::SockaddrProblem::none)
+        FUZZ_REQUIRE(encodes_to(single, data, size));
+    return 0;
+}
