@@ -199,17 +199,10 @@ Status query_redirect_context_into(SocketHandle socket, std::uint8_t*, std::size
 
 Status set_redirect_records(SocketHandle socket, const std::uint8_t* records, std::size_t size,
                             const MarkConfig& marks) {
-    Status status = check_marks(marks);
+    std::uint32_t mark = 0;
+    const Status status = netfilter::upstream_mark(records, size, marks, mark);
     if (!status.ok())
         return status;
-    NetfilterRecord record;
-    status = decode_netfilter_record(records, size, record);
-    if (!status.ok())
-        return status;
-    // Only the bits in MARK_MASK travel: other software's bits on the
-    // inbound mark (a TPROXY routing mark, kube-proxy...) must not reach
-    // the upstream.
-    const std::uint32_t mark = (record.mark & marks.mark_mask) | marks.loop_mark;
     if (setsockopt(socket, SOL_SOCKET, SO_MARK, &mark, sizeof mark) != 0) {
         const int error = errno;
         if (error == EPERM)

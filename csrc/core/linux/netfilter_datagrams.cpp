@@ -243,14 +243,10 @@ Status send_datagram(SocketHandle socket, const std::uint8_t* data, std::size_t 
     if (!status.ok())
         return status;
     if (records != nullptr) {
-        status = check_marks(marks);
+        std::uint32_t mark = 0;
+        status = netfilter::upstream_mark(records, records_size, marks, mark);
         if (!status.ok())
             return status;
-        NetfilterRecord record;
-        status = decode_netfilter_record(records, records_size, record);
-        if (!status.ok())
-            return status;
-        const std::uint32_t mark = (record.mark & marks.mark_mask) | marks.loop_mark;
         message.msg_control = control;
         message.msg_controllen =
             append_control_message(control, sizeof control, 0, SOL_SOCKET, SO_MARK,

@@ -5,6 +5,8 @@
 
 #include <netinet/in.h>
 
+#include "../netfilter_record.hpp"
+
 namespace wfpredirect::core::netfilter {
 
 bool to_socket_address(const sockaddr_storage& storage, SocketAddress& out,
@@ -68,6 +70,22 @@ Status os_failure(int error, const char* call) {
 Status check_marks(const MarkConfig& marks) {
     if (marks.error != nullptr)
         return Status::failure(Outcome::invalid_argument, EINVAL, marks.error);
+    return Status::success(0);
+}
+
+Status upstream_mark(const std::uint8_t* records, std::size_t size, const MarkConfig& marks,
+                     std::uint32_t& mark) {
+    Status status = check_marks(marks);
+    if (!status.ok())
+        return status;
+    NetfilterRecord record;
+    status = decode_netfilter_record(records, size, record);
+    if (!status.ok())
+        return status;
+    // Only the bits in MARK_MASK travel: other software's bits on the
+    // inbound mark (a TPROXY routing mark, kube-proxy...) must not reach
+    // the upstream.
+    mark = (record.mark & marks.mark_mask) | marks.loop_mark;
     return Status::success(0);
 }
 
