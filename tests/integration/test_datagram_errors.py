@@ -9,25 +9,11 @@ import os
 import signal
 import socket
 import threading
-from collections.abc import Iterator
 
 import pytest
 
 import wfpredirect
 from record_format import encode
-
-
-@pytest.fixture
-def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
-    """(receiver, sender) UDP sockets on 127.0.0.1."""
-    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    receiver.bind(("127.0.0.1", 0))
-    sender.bind(("127.0.0.1", 0))
-    receiver.settimeout(5)
-    yield receiver, sender
-    receiver.close()
-    sender.close()
 
 
 def test_enable_on_a_tcp_socket() -> None:
@@ -71,8 +57,8 @@ def test_enable_on_bad_handles() -> None:
     assert str(wrong_type.value).startswith("enable_datagram_records: ")
 
 
-def test_receive_a_plain_datagram(pair: tuple[socket.socket, socket.socket]) -> None:
-    receiver, sender = pair
+def test_receive_a_plain_datagram(datagram_pair: tuple[socket.socket, socket.socket]) -> None:
+    receiver, sender = datagram_pair
     sender.sendto(b"plain", receiver.getsockname())
     datagram = wfpredirect.recvmsg_redirect(receiver, 100)
     assert datagram == wfpredirect.Datagram(b"plain", sender.getsockname(), None, None, None)
@@ -80,9 +66,9 @@ def test_receive_a_plain_datagram(pair: tuple[socket.socket, socket.socket]) -> 
 
 
 def test_receive_cuts_a_long_datagram_as_recvfrom_does(
-    pair: tuple[socket.socket, socket.socket],
+    datagram_pair: tuple[socket.socket, socket.socket],
 ) -> None:
-    receiver, sender = pair
+    receiver, sender = datagram_pair
     sender.sendto(b"0123456789", receiver.getsockname())
     sender.sendto(b"next", receiver.getsockname())
     assert wfpredirect.recvmsg_redirect(receiver, 4).data == b"0123"
@@ -90,9 +76,9 @@ def test_receive_cuts_a_long_datagram_as_recvfrom_does(
 
 
 def test_receive_into_writes_only_inside_the_buffer(
-    pair: tuple[socket.socket, socket.socket],
+    datagram_pair: tuple[socket.socket, socket.socket],
 ) -> None:
-    receiver, sender = pair
+    receiver, sender = datagram_pair
     sender.sendto(b"abcdefghijklmnopqrst", receiver.getsockname())
     storage = bytearray(b"\xcc" * 12)
     nbytes, address, records, context, destination = wfpredirect.recvmsg_redirect_into(
@@ -108,8 +94,8 @@ def test_receive_into_writes_only_inside_the_buffer(
     assert storage == b"\xcc\xccabcdefgh\xcc\xcc"
 
 
-def test_receive_argument_errors(pair: tuple[socket.socket, socket.socket]) -> None:
-    receiver, _ = pair
+def test_receive_argument_errors(datagram_pair: tuple[socket.socket, socket.socket]) -> None:
+    receiver, _ = datagram_pair
     with pytest.raises(ValueError, match=r"^recvmsg_redirect: negative buffer size$"):
         wfpredirect.recvmsg_redirect(receiver, -1)
     with pytest.raises(TypeError):
@@ -120,8 +106,8 @@ def test_receive_argument_errors(pair: tuple[socket.socket, socket.socket]) -> N
         wfpredirect.recvmsg_redirect("socket", 10)  # type: ignore[arg-type]
 
 
-def test_timeout_and_non_blocking(pair: tuple[socket.socket, socket.socket]) -> None:
-    receiver, _ = pair
+def test_timeout_and_non_blocking(datagram_pair: tuple[socket.socket, socket.socket]) -> None:
+    receiver, _ = datagram_pair
     receiver.settimeout(0.05)
     with pytest.raises(TimeoutError) as timed_out:
         wfpredirect.recvmsg_redirect(receiver, 10)
@@ -135,10 +121,10 @@ def test_timeout_and_non_blocking(pair: tuple[socket.socket, socket.socket]) -> 
     )
 
 
-def test_signals_while_blocked(pair: tuple[socket.socket, socket.socket]) -> None:
+def test_signals_while_blocked(datagram_pair: tuple[socket.socket, socket.socket]) -> None:
     """A handler that returns lets the call go on (PEP 475); one that raises
     ends it with its exception."""
-    receiver, sender = pair
+    receiver, sender = datagram_pair
     receiver.setblocking(True)
     handled: list[int] = []
 
@@ -174,8 +160,8 @@ def test_signals_while_blocked(pair: tuple[socket.socket, socket.socket]) -> Non
     assert (handled, datagram.data) == ([signal.SIGALRM], b"after")
 
 
-def test_send_plain_and_with_a_record(pair: tuple[socket.socket, socket.socket]) -> None:
-    receiver, sender = pair
+def test_send_plain_and_with_a_record(datagram_pair: tuple[socket.socket, socket.socket]) -> None:
+    receiver, sender = datagram_pair
     destination = receiver.getsockname()
     assert wfpredirect.sendmsg_redirect(sender, b"one", destination) == 3
     record = encode(("127.0.0.3", 5353), mark=0x20)
@@ -243,13 +229,13 @@ def test_send_plain_and_with_a_record(pair: tuple[socket.socket, socket.socket])
     ],
 )
 def test_send_argument_errors(
-    pair: tuple[socket.socket, socket.socket],
+    datagram_pair: tuple[socket.socket, socket.socket],
     address: object,
     records: object,
     error: type[Exception],
     message: str,
 ) -> None:
-    _, sender = pair
+    _, sender = datagram_pair
     with pytest.raises(error) as caught:
         wfpredirect.sendmsg_redirect(sender, b"x", address, records)  # type: ignore[arg-type]
     assert str(caught.value).startswith(message)

@@ -10,7 +10,7 @@ import errno
 import mmap
 import os
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -138,18 +138,6 @@ def test_recvmsg_bufsize_of_the_wrong_type_names_the_call() -> None:
 
 
 # ---- Caller buffers of every _into call.
-
-
-@pytest.fixture
-def datagram_pair() -> Iterator[tuple[socket.socket, socket.socket]]:
-    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    receiver.bind(("127.0.0.1", 0))
-    sender.bind(("127.0.0.1", 0))
-    receiver.settimeout(5)
-    yield receiver, sender
-    receiver.close()
-    sender.close()
 
 
 def read_only_buffers() -> list[tuple[object, str]]:
