@@ -4,8 +4,12 @@ listening address was not redirected."""
 
 from __future__ import annotations
 
+import errno
 import ipaddress
+import socket
 from typing import Any
+
+from ._errors import NotRedirectedError
 
 Address = tuple[Any, ...]
 
@@ -28,3 +32,14 @@ def is_listener_address(listener: Address | None, address: Address) -> bool:
     if listener is None:
         return False
     return listener[1] == address[1] and _same_host(listener[0], address[0])
+
+
+def original_target(destination: Address | None, function: str) -> tuple[int, Address]:
+    """(family, address) of an upstream to the original destination;
+    NotRedirectedError naming `function` when there is none."""
+    if destination is None:
+        raise NotRedirectedError(
+            errno.ENOENT,
+            f"{function}: the connection was not redirected and no address was given",
+        )
+    return (socket.AF_INET if len(destination) == 2 else socket.AF_INET6, destination)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import errno
 import socket
 
-from ._addresses import Address, is_listener_address
+from ._addresses import Address, is_listener_address, original_target
 from ._core import enable_datagram_records as _enable_datagram_records
 from ._core import recvmsg_redirect as _recvmsg_redirect
 from ._core import recvmsg_redirect_into as _recvmsg_redirect_into
 from ._core import sendmsg_redirect as _sendmsg_redirect
 from ._core import set_redirect_records as _set_redirect_records
-from ._errors import NotRedirectedError, RedirectError
+from ._errors import RedirectError
 from ._info import RedirectInfo, query_redirect_info
 from ._records import Datagram, RedirectRecords
 
@@ -132,14 +132,7 @@ class RedirectSocket(socket.socket):
         """
         records = self.redirect_records
         if address is None:
-            destination = self.original_destination
-            if destination is None:
-                raise NotRedirectedError(
-                    errno.ENOENT,
-                    "create_upstream: the connection was not redirected and no address was given",
-                )
-            family = socket.AF_INET if len(destination) == 2 else socket.AF_INET6
-            candidates = [(family, destination)]
+            candidates = [original_target(self.original_destination, "create_upstream")]
         else:
             candidates = [
                 (info[0], info[4])

@@ -10,13 +10,12 @@ connection callback, the one point every loop shares.
 from __future__ import annotations
 
 import asyncio
-import errno
 import inspect
 import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ._addresses import Address
+from ._addresses import Address, original_target
 from ._aio_datagrams import (
     DatagramFlow,
     RedirectDatagramEndpoint,
@@ -24,7 +23,7 @@ from ._aio_datagrams import (
     create_redirect_datagram_endpoint,
 )
 from ._core import set_redirect_records
-from ._errors import NotRedirectedError, RedirectError
+from ._errors import RedirectError
 from ._info import RedirectInfo, query_redirect_info
 
 __all__ = [
@@ -87,13 +86,7 @@ async def _targets(
 ) -> list[tuple[int, Address]]:
     """The (family, address) pairs to try, in order."""
     if address is None:
-        destination = redirect.original_destination
-        if destination is None:
-            raise NotRedirectedError(
-                errno.ENOENT,
-                "open_upstream: the connection was not redirected and no address was given",
-            )
-        return [(socket.AF_INET if len(destination) == 2 else socket.AF_INET6, destination)]
+        return [original_target(redirect.original_destination, "open_upstream")]
     infos = await loop.getaddrinfo(address[0], address[1], type=socket.SOCK_STREAM)
     return [(info[0], info[4]) for info in infos]
 
