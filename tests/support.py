@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -57,3 +58,20 @@ def require_tool(name: str) -> str:
 def require_root() -> None:
     if os.geteuid() != 0:  # only reached on Linux (linux_only)
         unavailable("this test needs root (network namespaces, nft)")
+
+
+def project_file(name: str) -> Path:
+    """A file of the project's checkout (or unpacked sdist) that is not part
+    of the tests, such as README.md: in WFPREDIRECT_PROJECT when that is set
+    (the Windows lane runs a copy of the tests elsewhere), else in the folder
+    above tests/. Missing, it fails under WFPREDIRECT_STRICT=1 and skips
+    otherwise, rather than reading whatever lies above a copied tests folder."""
+    configured = os.environ.get("WFPREDIRECT_PROJECT")
+    project = Path(configured) if configured else Path(__file__).resolve().parents[1]
+    path = project / name
+    if not (project / "pyproject.toml").is_file() or not path.is_file():
+        unavailable(
+            f"{name} is the project's, and {project} is not the project: "
+            "run the tests from a checkout, or set WFPREDIRECT_PROJECT to one"
+        )
+    return path

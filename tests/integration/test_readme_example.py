@@ -13,14 +13,13 @@ import pytest
 from netns import run_in_netns
 from processes import running
 from rules import chain, redirect
-from support import require_tool
+from support import project_file, require_tool
 
-README = Path(__file__).resolve().parents[2] / "README.md"
 EXAMPLE_MARKER = "<!-- example: transparent_proxy.py"
 
 
 def readme_example() -> str:
-    text = README.read_text(encoding="utf-8")
+    text = project_file("README.md").read_text(encoding="utf-8")
     after_marker = text[text.index(EXAMPLE_MARKER) :]
     match = re.search(r"```python\n(.*?)```", after_marker, re.DOTALL)
     assert match is not None, "the README lost its example"

@@ -4,17 +4,16 @@ works."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import wfpredirect
+from support import project_file
 
-README = Path(__file__).resolve().parents[2] / "README.md"
 AVAILABILITY = {"everywhere", "Windows, Linux", "Linux"}
 
 
 def api_reference_rows() -> list[tuple[str, str]]:
     """(first cell, last cell) of each row of the API reference table."""
-    text = README.read_text(encoding="utf-8")
+    text = project_file("README.md").read_text(encoding="utf-8")
     assert "\n## API reference\n" in text, "the README lost its API reference"
     section = text.split("\n## API reference\n", 1)[1].split("\n#", 1)[0]
     rows = []

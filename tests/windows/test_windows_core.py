@@ -59,8 +59,7 @@ CONFORMANCE_CHECKS = 2327
 # exits 0 or 1).
 VALGRIND_ERROR_EXIT = 99
 
-# Building the conformance program and creating a Wine prefix each take
-# seconds; these bounds only stop a hung tool.
+# Building and running the conformance program take seconds; these bounds only stop a hung tool.
 BUILD_TIMEOUT = 300
 RUN_TIMEOUT = 300
 
@@ -78,22 +77,6 @@ def assert_all_checks_pass(result: subprocess.CompletedProcess[str], expected: i
     lines = result.stdout.splitlines()
     assert lines, output
     assert lines[-1].strip() == f"{expected} checks passed, 0 failed", output
-
-
-@pytest.fixture(scope="session")
-def wine_environment(tmp_path_factory: pytest.TempPathFactory):
-    """One Wine prefix for the session, stopped with `wineserver -k` at the end."""
-    require_tool("wine")
-    wineserver = require_tool("wineserver")
-    environment = {
-        **os.environ,
-        "WINEPREFIX": str(tmp_path_factory.mktemp("wine") / "prefix"),
-        "WINEDEBUG": "-all",
-        # No Mono or Gecko install prompts while the prefix is created.
-        "WINEDLLOVERRIDES": "mscoree=d;mshtml=d",
-    }
-    yield environment
-    subprocess.run([wineserver, "-k"], env=environment, check=False, timeout=RUN_TIMEOUT)
 
 
 def test_portable_suites_pass_natively(tmp_path: Path) -> None:

@@ -1,8 +1,13 @@
 #include "winsock_ops.hpp"
 
-#include <mswsock.h>
+// winsock2.h first, in a block of its own: the SDK's mswsock.h and
+// mstcpip.h need its types and do not include it (mingw-w64's mswsock.h
+// does, which hides a wrong order from a mingw build).
 #include <winsock2.h>
 #include <ws2tcpip.h>
+
+#include <mstcpip.h>
+#include <mswsock.h>
 
 #include <cstddef>
 
@@ -36,6 +41,11 @@ static_assert(wfp::kSioSetRedirectRecords == SIO_SET_WFP_CONNECTION_REDIRECT_REC
 #ifdef IP_WFP_REDIRECT_RECORDS
 static_assert(wfp::kIpWfpRedirectRecords == IP_WFP_REDIRECT_RECORDS);
 static_assert(wfp::kIpWfpRedirectContext == IP_WFP_REDIRECT_CONTEXT);
+#endif
+#ifdef SO_ORIGINAL_DST
+static_assert(wfp::kWindowsSoOriginalDst == SO_ORIGINAL_DST);
+static_assert(wfp::kWindowsSolIp == SOL_IP);
+static_assert(wfp::kWindowsSolIpv6 == SOL_IPV6);
 #endif
 static_assert(wfp::kWindowsAfInet == AF_INET);
 static_assert(wfp::kWindowsAfInet6 == AF_INET6);

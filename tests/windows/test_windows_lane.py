@@ -1,0 +1,160 @@
+"""The Windows lane: the sdist built into a win_amd64 wheel by MSVC inside
+the official Windows CPython (3.11 and 3.13) under Wine, installed into a
+fresh copy of that interpreter, and the Windows suite run there.
+
+What it proves and what it cannot is in README ("Windows"); how it is
+prepared is in windows_lane.py. Run it alone with
+`pytest tests/windows/test_windows_lane.py` (WFPREDIRECT_SDIST names the
+sdist to build; without it the checkout's own is made first).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+import windows_lane
+from support import require_tool, unavailable
+
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="drives Windows CPython under Wine from Linux"
+)
+
+REPO = Path(__file__).resolve().parents[2]
+
+# What the lane runs inside Windows CPython.
+WINDOWS_SUITE = ["tests/unit", "tests/windows/test_winsock_backend.py"]
+
+# The only reasons a test may skip there: behaviour that is Linux's, or
+# another build's. A skip for "needs Windows" would mean the lane proved
+# nothing about it.
+ALLOWED_SKIPS = {
+    "tests the netfilter backend, which is Linux's",
+    "needs a free-threaded build (such as 3.14t)",
+    "this platform has a backend",
+}
+
+# The DLLs a module may import on a user's machine: Windows' own (the
+# Universal CRT's api-ms-win-crt-* sets are part of Windows 10 and later,
+# and CPython's installer brings them to 8.1), and CPython's (the
+# interpreter and the compiler runtime it ships beside python.exe).
+# MSVCP140.dll, the C++ standard library, is in neither.
+WINDOWS_DLLS = {"kernel32.dll", "ws2_32.dll"}
+CPYTHON_DLLS = {"vcruntime140.dll", "vcruntime140_1.dll"}
+UNIVERSAL_CRT = re.compile(r"api-ms-win-crt-[a-z]+-l1-1-0\.dll")
+
+
+@dataclass(frozen=True)
+class BuiltWheel:
+    version: str
+    path: Path
+
+
+@pytest.fixture(scope="session")
+def lane_tools() -> None:
+    for tool in ("wine", "wineserver", "x86_64-w64-mingw32-objdump", "apt-get"):
+        require_tool(tool)
+
+
+@pytest.fixture(scope="session")
+def sdist(tmp_path_factory: pytest.TempPathFactory, lane_tools: None) -> Path:
+    """The sdist every check uses (.ci/run names it), else one made now."""
+    configured = os.environ.get("WFPREDIRECT_SDIST")
+    if configured:
+        return Path(configured).resolve()
+    output = tmp_path_factory.mktemp("sdist")
+    result = subprocess.run(
+        [sys.executable, "-m", "build", "--sdist", "--outdir", str(output), str(REPO)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        unavailable(f"no WFPREDIRECT_SDIST and `python -m build --sdist` failed:\n{result.stderr}")
+    (made,) = output.glob("wfpredirect-*.tar.gz")
+    return made
+
+
+@pytest.fixture(scope="session")
+def lane(
+    wine_environment: dict[str, str], lane_tools: None
+) -> Iterator[tuple[Path, windows_lane.Msvc]]:
+    cache = windows_lane.cache_folder()
+    yield cache, windows_lane.prepare_msvc(cache)
+
+
+@pytest.fixture(scope="session", params=sorted(windows_lane.INTERPRETERS))
+def built_wheel(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    lane: tuple[Path, windows_lane.Msvc],
+    sdist: Path,
+    wine_environment: dict[str, str],
+) -> BuiltWheel:
+    version = request.param
+    cache, msvc = lane
+    folder = tmp_path_factory.mktemp(f"windows-build-{version}")
+    python = windows_lane.build_python(cache, version, folder / "python", msvc, wine_environment)
+    wheel = windows_lane.build_wheel(python, msvc, sdist, folder / "wheel")
+    return BuiltWheel(version, wheel)
+
+
+def core_module(wheel: BuiltWheel, folder: Path) -> Path:
+    with zipfile.ZipFile(wheel.path) as archive:
+        (name,) = [n for n in archive.namelist() if re.fullmatch(r"wfpredirect/_core\..*\.pyd", n)]
+        archive.extract(name, folder)
+    return folder / name
+
+
+def test_the_wheel_is_cpython_s_win_amd64(built_wheel: BuiltWheel, sdist: Path) -> None:
+    tag = "cp" + built_wheel.version.replace(".", "")
+    project = sdist.name.removesuffix(".tar.gz")
+    assert built_wheel.path.name == f"{project}-{tag}-{tag}-win_amd64.whl"
+    with zipfile.ZipFile(built_wheel.path) as archive:
+        assert f"wfpredirect/_core.{tag}-win_amd64.pyd" in archive.namelist()
+
+
+def test_the_module_needs_no_visual_cpp_redistributable(
+    built_wheel: BuiltWheel, tmp_path: Path
+) -> None:
+    module = core_module(built_wheel, tmp_path)
+    imports = {name.lower() for name in windows_lane.dll_imports(module)}
+    interpreter = "python" + built_wheel.version.replace(".", "") + ".dll"
+    shipped = WINDOWS_DLLS | CPYTHON_DLLS | {interpreter}
+    foreign = {n for n in imports if n not in shipped and not UNIVERSAL_CRT.fullmatch(n)}
+    assert foreign == set(), f"_core imports DLLs that neither Windows nor CPython ships: {imports}"
+    # It does link Winsock and the interpreter (a parse that found nothing
+    # would pass the check above).
+    assert {"ws2_32.dll", interpreter} <= imports
+
+
+def test_the_suite_passes_inside_windows_cpython(
+    built_wheel: BuiltWheel,
+    lane: tuple[Path, windows_lane.Msvc],
+    sdist: Path,
+    wine_environment: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    cache, _ = lane
+    python = windows_lane.install_wheel(
+        cache, built_wheel.version, built_wheel.path, tmp_path / "python", wine_environment
+    )
+    work = tmp_path / "work"
+    work.mkdir()
+    result = windows_lane.run_suite(python, sdist, work, WINDOWS_SUITE, {})
+    assert result.failed == [], result.output
+    assert result.returncode == 0, result.output
+    assert f"platform win32 -- Python {built_wheel.version}." in result.output
+    unexpected = {test: why for test, why in result.skipped.items() if why not in ALLOWED_SKIPS}
+    assert unexpected == {}, result.output
+    # Every Windows test ran: the backend's own file passed whole.
+    windows_tests = [t for t in result.passed if t.startswith("tests.windows.test_winsock_backend")]
+    assert len(windows_tests) == 6, result.output
