@@ -27,6 +27,18 @@ sources = (
     + sorted(glob(f"csrc/core/{backend_folder}/*.cpp"))
     + sorted(glob("csrc/python/*.cpp"))
 )
+macros = [("WIN32_LEAN_AND_MEAN", None), ("NOMINMAX", None)] if sys.platform == "win32" else []
+
+# Test builds only: WFPREDIRECT_EMULATED_CALLOUT=1 puts an emulated WFP
+# callout driver in front of ws2_32 (csrc/core/windows/emulated), so that the
+# Windows lane can play redirected connections under Wine, which has no WFP.
+# No release build sets it; the lane checks that its release wheel has none.
+if os.environ.get("WFPREDIRECT_EMULATED_CALLOUT") == "1":
+    if backend_folder != "windows":
+        raise SystemExit("WFPREDIRECT_EMULATED_CALLOUT=1 is for Windows builds only")
+    sources += sorted(glob("csrc/core/windows/emulated/*.cpp"))
+    sources += sorted(glob("csrc/python/emulated/*.cpp"))
+    macros.append(("WFPREDIRECT_EMULATED_CALLOUT", "1"))
 
 # Link-time optimisation lets the compiler inline the core's small helpers
 # (address conversion, record checks) across files into the hot calls.
@@ -81,9 +93,7 @@ extension = Pybind11Extension(
     sources,
     cxx_std=17,
     libraries=libraries,
-    define_macros=[("WIN32_LEAN_AND_MEAN", None), ("NOMINMAX", None)]
-    if sys.platform == "win32"
-    else [],
+    define_macros=macros,
     extra_compile_args=optimisation + warnings,
     extra_link_args=link_optimisation,
 )

@@ -6,12 +6,13 @@ to its original destination; both directions are copied with back-pressure
 and a half-close is passed on. Each redirected UDP flow gets an upstream
 socket carrying its records; answers go back from the original destination.
 One line per connection or flow, a periodic summary, and a clean stop on
-SIGINT/SIGTERM.
+SIGINT/SIGTERM (and Ctrl-Break, SIGBREAK, on Windows).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import sys
 import time
@@ -38,6 +39,17 @@ T = TypeVar("T")
 CHUNK_SIZE = 65536
 #: asyncio's default listen backlog (100) drops SYNs under a burst of clients.
 DEFAULT_BACKLOG = 1024
+
+
+# What stops the proxy gracefully: Ctrl-C and `kill`, and on Windows also
+# Ctrl-Break (CTRL_BREAK_EVENT, which another process sends with
+# GenerateConsoleCtrlEvent to a proxy started in a new process group; SIGTERM
+# there is TerminateProcess, which no handler sees).
+STOP_SIGNALS = tuple(
+    signum
+    for signum in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGBREAK", None))
+    if signum is not None
+)
 
 
 @dataclass
@@ -82,6 +94,14 @@ def parse_address(text: str) -> tuple[str, int]:
 
 def say(line: str) -> None:
     print(line, flush=True)
+
+
+class _SayHandler(logging.Handler):
+    """The library's own reports (wfpredirect.aio closing a connection whose
+    redirect state could not be read) as proxy log lines."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        say(record.getMessage())
 
 
 async def _copy(
@@ -290,15 +310,22 @@ class Proxy:
 
         # signal.signal rather than loop.add_signal_handler, which the
         # Windows Proactor loop lacks; call_soon_threadsafe wakes the loop.
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in STOP_SIGNALS:
             signal.signal(signum, request_stop)
+        library = logging.getLogger("wfpredirect")
+        if not any(isinstance(handler, _SayHandler) for handler in library.handlers):
+            library.addHandler(_SayHandler())
+            library.propagate = False
         settings = self.settings
         server = await start_redirect_server(
             self.handle,
             settings.host,
             settings.port,
             backlog=settings.backlog,
-            reuse_address=True,
+            # reuse_address is left to asyncio: SO_REUSEADDR on POSIX, where
+            # it only allows a restart while old connections linger in
+            # TIME_WAIT; never on Windows, where it would let any other
+            # socket bind the same port and take redirected connections.
         )
         endpoint: RedirectDatagramEndpoint | None = None
         if settings.udp is not None:
@@ -337,7 +364,7 @@ class Proxy:
 
 
 def run_proxy(settings: ProxySettings) -> int:
-    """Run until SIGINT/SIGTERM; the exit status."""
+    """Run until a stop signal (STOP_SIGNALS); the exit status."""
     # The marks are netfilter's; the winsock backend ignores them.
     problem = (
         marks_problem(settings.loop_mark, settings.mark_mask) if BACKEND == "netfilter" else ""

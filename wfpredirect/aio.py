@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -37,6 +38,10 @@ __all__ = [
     "start_redirect_server",
 ]
 
+#: Where start_redirect_server reports a connection it had to close because
+#: its redirect state could not be read.
+logger = logging.getLogger("wfpredirect.aio")
+
 ClientConnectedCallback = Callable[
     [asyncio.StreamReader, asyncio.StreamWriter, RedirectInfo], Awaitable[None] | None
 ]
@@ -51,6 +56,11 @@ async def start_redirect_server(
     """Like ``asyncio.start_server``; the callback (a function or a
     coroutine function) receives ``(reader, writer, redirect)``, where
     `redirect` is the connection's :class:`RedirectInfo`.
+
+    A connection whose redirect state cannot be read (a query answering an
+    error outside the documented ones) is closed and logged, with the error
+    and its code, on the ``wfpredirect.aio`` logger; the callback does not see
+    it.
 
     A connection addressed to one of the server's own listening addresses
     (every connection on a TPROXY listener looks redirected) gets a
@@ -67,7 +77,20 @@ async def start_redirect_server(
         # SO_UPDATE_ACCEPT_CONTEXT (IocpProactor.accept), before it builds
         # the transport whose protocol starts this callback. Before that
         # update WSAIoctl does not know the connection.
-        redirect = query_redirect_info(writer.get_extra_info("socket"), listening_addresses)
+        try:
+            redirect = query_redirect_info(writer.get_extra_info("socket"), listening_addresses)
+        except RedirectError as error:
+            # An answer outside the documented ones (a layered provider, a
+            # driver's own code): neither redirected nor not, so the
+            # connection cannot be handled by either rule. Say so, with the
+            # code, and close it; the server goes on.
+            logger.error(
+                "closed the connection from %s: its redirect state could not be read: %s",
+                _peer(writer),
+                error,
+            )
+            writer.transport.abort()
+            return
         outcome = client_connected_cb(reader, writer, redirect)
         if inspect.isawaitable(outcome):
             await outcome
@@ -79,6 +102,11 @@ async def start_redirect_server(
     if start_serving:
         await server.start_serving()
     return server
+
+
+def _peer(writer: asyncio.StreamWriter) -> str:
+    peer = writer.get_extra_info("peername")
+    return "an unknown peer" if peer is None else f"{peer[0]} port {peer[1]}"
 
 
 async def _targets(

@@ -17,6 +17,18 @@ bool operator==(const SocketAddress& a, const SocketAddress& b) {
            a.scope_id == b.scope_id && std::memcmp(a.address, b.address, a.address_size()) == 0;
 }
 
+SocketAddress unmap_ipv4(const SocketAddress& address) {
+    static constexpr std::uint8_t kMappedPrefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF};
+    if (address.version != IpVersion::v6 ||
+        std::memcmp(address.address, kMappedPrefix, sizeof kMappedPrefix) != 0)
+        return address;
+    SocketAddress out;
+    out.version = IpVersion::v4;
+    std::memcpy(out.address, address.address + 12, 4);
+    out.port = address.port;
+    return out;
+}
+
 void format_host(const SocketAddress& address, char (&text)[kHostTextSize]) {
     const int family = address.version == IpVersion::v4 ? AF_INET : AF_INET6;
     // inet_ntop cannot fail here: the family is valid and the buffer is

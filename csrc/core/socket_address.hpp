@@ -21,6 +21,11 @@ struct SocketAddress {
 
 bool operator==(const SocketAddress& a, const SocketAddress& b);
 
+// An IPv4-mapped IPv6 address (::ffff:a.b.c.d, what a dual-stack socket
+// reports for IPv4 traffic) as the IPv4 address it carries, port kept;
+// any other address unchanged.
+SocketAddress unmap_ipv4(const SocketAddress& address);
+
 // Longest text format_host writes, including the terminating NUL
 // (INET6_ADDRSTRLEN).
 constexpr std::size_t kHostTextSize = 46;

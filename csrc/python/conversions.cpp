@@ -1,5 +1,9 @@
 #include "conversions.hpp"
 
+#include <string>
+
+#include "errors.hpp"
+
 namespace wfpredirect::python {
 namespace {
 
@@ -49,6 +53,56 @@ py::tuple to_address_tuple(const core::SocketAddress& address) {
     if (address.version == core::IpVersion::v4)
         return py::make_tuple(py::str(host), address.port);
     return py::make_tuple(py::str(host), address.port, address.flowinfo, address.scope_id);
+}
+
+core::SocketAddress to_socket_address(PyObject* address, const char* function) {
+    if (!PyTuple_Check(address) ||
+        (PyTuple_GET_SIZE(address) != 2 && PyTuple_GET_SIZE(address) != 4)) {
+        const std::string text =
+            std::string("the address must be a (host, port) or (host, port, flowinfo, "
+                        "scope_id) tuple, not ") +
+            Py_TYPE(address)->tp_name;
+        throw_error(PyExc_TypeError, function, text.c_str());
+    }
+    PyObject* host = PyTuple_GET_ITEM(address, 0);
+    if (!PyUnicode_Check(host))
+        throw_error(PyExc_TypeError, function, "the address host must be a str");
+    const char* text = PyUnicode_AsUTF8(host);
+    if (text == nullptr)
+        throw py::error_already_set();
+    core::SocketAddress out;
+    if (!core::parse_host(text, out)) {
+        const std::string message =
+            std::string("the address host must be a numeric IPv4 or IPv6 address (resolve "
+                        "names with socket.getaddrinfo first), not '") +
+            text + "'";
+        throw_error(PyExc_ValueError, function, message.c_str());
+    }
+    const auto number = [&](Py_ssize_t index, unsigned long long limit, const char* what) {
+        PyObject* item = PyTuple_GET_ITEM(address, index);
+        if (!PyLong_Check(item) || PyBool_Check(item)) {
+            const std::string message = std::string("the address ") + what + " must be an int";
+            throw_error(PyExc_TypeError, function, message.c_str());
+        }
+        const unsigned long long value = PyLong_AsUnsignedLongLong(item);
+        if ((value == static_cast<unsigned long long>(-1) && PyErr_Occurred()) || value > limit) {
+            PyErr_Clear();
+            const std::string message =
+                std::string("the address ") + what + " must be 0-" + std::to_string(limit);
+            throw_error(PyExc_OverflowError, function, message.c_str());
+        }
+        return value;
+    };
+    out.port = static_cast<std::uint16_t>(number(1, 65535, "port"));
+    if (PyTuple_GET_SIZE(address) == 4) {
+        if (out.version != core::IpVersion::v6)
+            throw_error(PyExc_ValueError, function,
+                        "a (host, port, flowinfo, scope_id) address needs an IPv6 host");
+        // The socket module's limit: the flow label is 20 bits.
+        out.flowinfo = static_cast<std::uint32_t>(number(2, 0xFFFFF, "flowinfo"));
+        out.scope_id = static_cast<std::uint32_t>(number(3, 0xFFFFFFFF, "scope_id"));
+    }
+    return out;
 }
 
 } // namespace wfpredirect::python

@@ -34,6 +34,11 @@ py::object to_redirect_records(const std::uint8_t* data, std::size_t size);
 // socket module's address tuples.
 py::tuple to_address_tuple(const core::SocketAddress& address);
 
+// The reverse, for an address tuple with a numeric host: (host, port) or
+// (host, port, flowinfo, scope_id). TypeError, ValueError or OverflowError
+// naming `function` otherwise.
+core::SocketAddress to_socket_address(PyObject* address, const char* function);
+
 // A wfpredirect.Datagram(data, address, records, context, original_destination).
 py::object to_datagram(py::object data, py::object address, py::object records, py::object context,
                        py::object original_destination);

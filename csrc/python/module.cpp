@@ -7,6 +7,9 @@
 #include "errors.hpp"
 #include "marks.hpp"
 #include "operations.hpp"
+#ifdef WFPREDIRECT_EMULATED_CALLOUT
+#include "emulated/emulated_callout.hpp"
+#endif
 
 namespace py = pybind11;
 
@@ -18,4 +21,7 @@ PYBIND11_MODULE(_core, module, py::mod_gil_not_used()) {
     wfpredirect::python::init_marks(module);
     wfpredirect::python::init_operations(module);
     wfpredirect::python::init_datagrams(module);
+#ifdef WFPREDIRECT_EMULATED_CALLOUT
+    wfpredirect::python::init_emulated_callout(module);
+#endif
 }

@@ -30,8 +30,12 @@ pytestmark = pytest.mark.skipif(
 
 REPO = Path(__file__).resolve().parents[2]
 
-# What the lane runs inside Windows CPython.
+# What the lane runs inside Windows CPython: against the release wheel, and
+# against the test build with the emulated callout (records present).
 WINDOWS_SUITE = ["tests/unit", "tests/windows/test_winsock_backend.py"]
+EMULATED_SUITE = ["tests/windows/test_emulated_callout.py", "tests/windows/test_winsock_backend.py"]
+# The tests in test_emulated_callout.py, parametrized cases counted.
+EMULATED_TESTS = 18
 
 # The only reasons a test may skip there: behaviour that is Linux's, or
 # another build's. A skip for "needs Windows" would mean the lane proved
@@ -55,7 +59,8 @@ UNIVERSAL_CRT = re.compile(r"api-ms-win-crt-[a-z]+-l1-1-0\.dll")
 @dataclass(frozen=True)
 class BuiltWheel:
     version: str
-    path: Path
+    path: Path  # the release build
+    emulated: Path  # the test build with the emulated callout
 
 
 @pytest.fixture(scope="session")
@@ -104,11 +109,14 @@ def built_wheel(
     folder = tmp_path_factory.mktemp(f"windows-build-{version}")
     python = windows_lane.build_python(cache, version, folder / "python", msvc, wine_environment)
     wheel = windows_lane.build_wheel(python, msvc, sdist, folder / "wheel")
-    return BuiltWheel(version, wheel)
+    emulated = windows_lane.build_wheel(
+        python, msvc, sdist, folder / "emulated", emulated_callout=True
+    )
+    return BuiltWheel(version, wheel, emulated)
 
 
-def core_module(wheel: BuiltWheel, folder: Path) -> Path:
-    with zipfile.ZipFile(wheel.path) as archive:
+def core_module(wheel: Path, folder: Path) -> Path:
+    with zipfile.ZipFile(wheel) as archive:
         (name,) = [n for n in archive.namelist() if re.fullmatch(r"wfpredirect/_core\..*\.pyd", n)]
         archive.extract(name, folder)
     return folder / name
@@ -125,7 +133,7 @@ def test_the_wheel_is_cpython_s_win_amd64(built_wheel: BuiltWheel, sdist: Path) 
 def test_the_module_needs_no_visual_cpp_redistributable(
     built_wheel: BuiltWheel, tmp_path: Path
 ) -> None:
-    module = core_module(built_wheel, tmp_path)
+    module = core_module(built_wheel.path, tmp_path)
     imports = {name.lower() for name in windows_lane.dll_imports(module)}
     interpreter = "python" + built_wheel.version.replace(".", "") + ".dll"
     shipped = WINDOWS_DLLS | CPYTHON_DLLS | {interpreter}
@@ -134,6 +142,17 @@ def test_the_module_needs_no_visual_cpp_redistributable(
     # It does link Winsock and the interpreter (a parse that found nothing
     # would pass the check above).
     assert {"ws2_32.dll", interpreter} <= imports
+
+
+def test_only_the_test_build_has_the_emulated_callout(
+    built_wheel: BuiltWheel, tmp_path: Path
+) -> None:
+    release = core_module(built_wheel.path, tmp_path / "release").read_bytes()
+    test_build = core_module(built_wheel.emulated, tmp_path / "emulated").read_bytes()
+    # The private functions' names are in the module's strings only when
+    # the emulated callout is compiled in.
+    assert b"_emulated_callout_add" not in release
+    assert b"_emulated_callout_add" in test_build
 
 
 def test_the_suite_passes_inside_windows_cpython(
@@ -158,3 +177,26 @@ def test_the_suite_passes_inside_windows_cpython(
     # Every Windows test ran: the backend's own file passed whole.
     windows_tests = [t for t in result.passed if t.startswith("tests.windows.test_winsock_backend")]
     assert len(windows_tests) == 6, result.output
+
+
+def test_records_present_inside_windows_cpython(
+    built_wheel: BuiltWheel,
+    lane: tuple[Path, windows_lane.Msvc],
+    sdist: Path,
+    wine_environment: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    """The whole flow with records present, against the emulated callout:
+    nothing there may skip."""
+    cache, _ = lane
+    python = windows_lane.install_wheel(
+        cache, built_wheel.version, built_wheel.emulated, tmp_path / "python", wine_environment
+    )
+    work = tmp_path / "work"
+    work.mkdir()
+    result = windows_lane.run_suite(python, sdist, work, EMULATED_SUITE, {})
+    assert result.failed == [], result.output
+    assert result.returncode == 0, result.output
+    assert result.skipped == {}, result.output
+    emulated_tests = [t for t in result.passed if t.startswith("tests.windows.test_emulated")]
+    assert len(emulated_tests) == EMULATED_TESTS, result.output

@@ -438,20 +438,23 @@ def build_python(
     return python
 
 
-def build_wheel(python: WindowsPython, msvc: Msvc, sdist: Path, output: Path) -> Path:
-    """`pip wheel` on the sdist, with MSVC, warnings in csrc as errors."""
+def build_wheel(
+    python: WindowsPython, msvc: Msvc, sdist: Path, output: Path, *, emulated_callout: bool = False
+) -> Path:
+    """`pip wheel` on the sdist, with MSVC, warnings in csrc as errors; with
+    `emulated_callout`, the test build whose _core has the emulated WFP
+    callout driver (setup.py, WFPREDIRECT_EMULATED_CALLOUT)."""
     output.mkdir(parents=True, exist_ok=True)
+    switches = {"WFPREDIRECT_WARNINGS_AS_ERRORS": "1"}
+    if emulated_callout:
+        switches["WFPREDIRECT_EMULATED_CALLOUT"] = "1"
+    pip_wheel = ["-m", "pip", "wheel", "-q", "--no-build-isolation", "--no-deps"]
     python.run(
-        "-m",
-        "pip",
-        "wheel",
-        "-q",
-        "--no-build-isolation",
-        "--no-deps",
+        *pip_wheel,
         "-w",
         windows_path(output),
         windows_path(sdist),
-        env={**msvc.environment(), "WFPREDIRECT_WARNINGS_AS_ERRORS": "1"},
+        env={**msvc.environment(), **switches},
     )
     (wheel,) = output.glob("wfpredirect-*.whl")
     return wheel

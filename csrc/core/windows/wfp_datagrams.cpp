@@ -130,8 +130,11 @@ Status receive_datagram(const WinsockOps& ops, std::uintptr_t socket, std::uint8
     SocketAddress context_local;
     if (out.context != nullptr && decode_wfpsampler_context(out.context, out.context_size,
                                                             out.original_destination, context_local)
-                                      .ok())
+                                      .ok()) {
+        // As IPv4 for an IPv4 flow on a dual-stack socket (see wfp_probe).
+        out.original_destination = unmap_ipv4(out.original_destination);
         out.has_original_destination = true;
+    }
     return Status::success(out.size);
 }
 

@@ -244,17 +244,24 @@ Status set_redirect_records(const WinsockOps& ops, std::uintptr_t socket,
     return Status::success(0);
 }
 
+// An IPv4 connection on a dual-stack socket reports IPv4-mapped addresses;
+// its original destination is given as IPv4, as on Linux, so that the
+// proxy's upstream is an IPv4 socket.
 Status original_destination(const WinsockOps& ops, std::uintptr_t socket, SocketAddress& out) {
     const Status direct = windows_original_dst(ops, socket, out);
-    if (direct.ok())
+    if (direct.ok()) {
+        out = unmap_ipv4(out);
         return direct;
+    }
     ByteBuffer context;
     const Status context_answer = query_redirect_context(ops, socket, context);
     if (!context_answer.ok())
         return context_answer;
     SocketAddress context_local;
-    if (decode_wfpsampler_context(context.data(), context_answer.size, out, context_local).ok())
+    if (decode_wfpsampler_context(context.data(), context_answer.size, out, context_local).ok()) {
+        out = unmap_ipv4(out);
         return Status::success(0);
+    }
     return Status::failure(Outcome::unsupported, direct.code, kOriginalDestinationUnknown);
 }
 

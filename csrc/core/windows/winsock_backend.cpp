@@ -7,37 +7,53 @@
 #include "wfp_datagrams.hpp"
 #include "wfp_probe.hpp"
 #include "winsock_ops.hpp"
+#ifdef WFPREDIRECT_EMULATED_CALLOUT
+#include "emulated/emulated_callout.hpp"
+#endif
 
 namespace wfpredirect::core {
+namespace {
+
+// ws2_32; in a test build (never a release), the emulated callout driver in
+// front of it (emulated/emulated_callout.hpp).
+const wfp::WinsockOps& backend_ops() {
+#ifdef WFPREDIRECT_EMULATED_CALLOUT
+    return emulated::ops();
+#else
+    return real_winsock_ops();
+#endif
+}
+
+} // namespace
 
 const char* const kBackendName = "winsock";
 const int kSoOriginalDst = wfp::kWindowsSoOriginalDst;
 
 Status query_redirect_records(SocketHandle socket, ByteBuffer& out, const MarkConfig&) {
-    return wfp::query_redirect_records(real_winsock_ops(), socket, out);
+    return wfp::query_redirect_records(backend_ops(), socket, out);
 }
 
 Status query_redirect_records_into(SocketHandle socket, std::uint8_t* buffer, std::size_t capacity,
                                    const MarkConfig&) {
-    return wfp::query_redirect_records_into(real_winsock_ops(), socket, buffer, capacity);
+    return wfp::query_redirect_records_into(backend_ops(), socket, buffer, capacity);
 }
 
 Status query_redirect_context(SocketHandle socket, ByteBuffer& out, const MarkConfig&) {
-    return wfp::query_redirect_context(real_winsock_ops(), socket, out);
+    return wfp::query_redirect_context(backend_ops(), socket, out);
 }
 
 Status query_redirect_context_into(SocketHandle socket, std::uint8_t* buffer, std::size_t capacity,
                                    const MarkConfig&) {
-    return wfp::query_redirect_context_into(real_winsock_ops(), socket, buffer, capacity);
+    return wfp::query_redirect_context_into(backend_ops(), socket, buffer, capacity);
 }
 
 Status set_redirect_records(SocketHandle socket, const std::uint8_t* records, std::size_t size,
                             const MarkConfig&) {
-    return wfp::set_redirect_records(real_winsock_ops(), socket, records, size);
+    return wfp::set_redirect_records(backend_ops(), socket, records, size);
 }
 
 Status original_destination(SocketHandle socket, SocketAddress& out, const MarkConfig&) {
-    return wfp::original_destination(real_winsock_ops(), socket, out);
+    return wfp::original_destination(backend_ops(), socket, out);
 }
 
 namespace {
@@ -61,7 +77,7 @@ Status wait_ready(SocketHandle socket, SHORT events, int timeout_ms) {
 const bool kDatagramStateOnFirstOnly = true;
 
 Status enable_datagram_records(SocketHandle socket) {
-    return wfp::enable_datagram_records(real_winsock_ops(), socket);
+    return wfp::enable_datagram_records(backend_ops(), socket);
 }
 
 Status receive_datagram(SocketHandle socket, std::uint8_t* data, std::size_t capacity,
@@ -69,7 +85,7 @@ Status receive_datagram(SocketHandle socket, std::uint8_t* data, std::size_t cap
     const Status ready = wait_ready(socket, POLLRDNORM, timeout_ms);
     if (!ready.ok())
         return ready;
-    return wfp::receive_datagram(real_winsock_ops(), socket, data, capacity, out);
+    return wfp::receive_datagram(backend_ops(), socket, data, capacity, out);
 }
 
 Status send_datagram(SocketHandle socket, const std::uint8_t* data, std::size_t size,
@@ -78,7 +94,7 @@ Status send_datagram(SocketHandle socket, const std::uint8_t* data, std::size_t 
     const Status ready = wait_ready(socket, POLLWRNORM, timeout_ms);
     if (!ready.ok())
         return ready;
-    return wfp::send_datagram(real_winsock_ops(), socket, data, size, to, records, records_size);
+    return wfp::send_datagram(backend_ops(), socket, data, size, to, records, records_size);
 }
 
 Status prepare_datagram_reply_socket(SocketHandle) {

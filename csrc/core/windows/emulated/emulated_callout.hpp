@@ -1,0 +1,67 @@
+// An emulated WFP callout driver, for test builds only (the Windows lane):
+// setup.py compiles this folder and defines WFPREDIRECT_EMULATED_CALLOUT
+// only when WFPREDIRECT_EMULATED_CALLOUT=1 at build time, which no release
+// build sets. Wine (like a Windows without a callout) answers WSAEOPNOTSUPP
+// to every WFP code; this table answers like a stack whose callout driver
+// redirected the connections a test describes, at the one boundary the
+// backend already has (the Winsock ops table), and forwards every other
+// call to ws2_32.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "../../socket_address.hpp"
+#include "../wfp_probe.hpp"
+
+namespace wfpredirect::core::emulated {
+
+// One connection (or UDP flow) the emulated callout redirected, found by
+// its client's address as the accepted socket's getpeername (or the
+// datagram's source) reports it; an IPv4-mapped address matches IPv4.
+struct Redirect {
+    SocketAddress peer;
+    SocketAddress original_destination;
+    std::vector<std::uint8_t> records;
+    bool has_context = false;
+    std::vector<std::uint8_t> context;
+    // How a too-small query buffer is answered: ERROR_INSUFFICIENT_BUFFER
+    // (122) with the required size; any other code (WSAEINVAL, 10022, as
+    // some stacks do, or one no page documents) with 0 bytes.
+    std::uint32_t too_small_error = 122;
+    // Whether getsockopt(SO_ORIGINAL_DST) answers (recent Windows builds);
+    // otherwise it is forwarded (Wine answers WSAEINVAL).
+    bool original_dst_option = false;
+};
+
+// A SIO_SET_WFP_CONNECTION_REDIRECT_RECORDS the stack received, with the
+// socket's state at that moment (real getsockname/getpeername).
+struct SetCall {
+    std::uintptr_t socket;
+    std::vector<std::uint8_t> records;
+    bool bound;
+    bool connected;
+};
+
+// An IP_WFP_REDIRECT_RECORDS control message WSASendMsg carried.
+struct SentRecords {
+    std::uintptr_t socket;
+    int level;
+    std::vector<std::uint8_t> records;
+    SocketAddress destination;
+};
+
+// Forgets every redirect and every call seen. A query on a connection that
+// was not redirected answers `not_redirected_error` (WSAEINVAL, which the
+// core retries once at its cap, FWP_E_NOT_FOUND or ERROR_NOT_FOUND).
+void reset(std::uint32_t not_redirected_error);
+void add(const Redirect& redirect);
+std::vector<SetCall> set_calls();
+std::vector<SentRecords> sent_records();
+// How many of the three WFP IOCTLs were asked.
+std::uint32_t wfp_ioctl_count();
+
+// The table the Windows backend uses in a test build.
+const wfp::WinsockOps& ops();
+
+} // namespace wfpredirect::core::emulated
