@@ -72,11 +72,11 @@ async def start_redirect_server(
     listening_addresses: list[Address] = []
 
     async def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        # The query runs here, on the transport's socket, and not earlier:
-        # the Proactor loop accepts with AcceptEx and only then sets
-        # SO_UPDATE_ACCEPT_CONTEXT (IocpProactor.accept), before it builds
-        # the transport whose protocol starts this callback. Before that
-        # update WSAIoctl does not know the connection.
+        # The query runs here, on the transport's socket: the one point every
+        # loop shares. (On the Proactor loop this is after AcceptEx and the
+        # loop's SO_UPDATE_ACCEPT_CONTEXT; whether the query needs that
+        # update is not known: ebpf-for-windows' tests query an AcceptEx
+        # socket without it.)
         try:
             redirect = query_redirect_info(writer.get_extra_info("socket"), listening_addresses)
         except RedirectError as error:

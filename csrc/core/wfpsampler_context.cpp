@@ -62,38 +62,32 @@ bool all_zero(const std::uint8_t* begin, const std::uint8_t* end) {
     return std::all_of(begin, end, [](std::uint8_t byte) { return byte == 0; });
 }
 
-// Why a context is invalid, for the address at one position.
-struct ContextProblems {
+// One half of a context: what its failure says, and what it may hold.
+struct ContextHalf {
     const char* unknown_family;
-    const char* nonzero_padding;
+    // Whether all zeros (AF_UNSPEC) stands for the unspecified IPv4 address.
+    bool unspecified_allowed;
 };
 
-constexpr ContextProblems kRemoteProblems{
-    "WFPSampler context: remote address has unknown family",
-    "WFPSampler context: remote address padding is not zero",
-};
-constexpr ContextProblems kLocalProblems{
-    "WFPSampler context: local address has unknown family",
-    "WFPSampler context: local address padding is not zero",
-};
+constexpr ContextHalf kRemoteHalf{"WFPSampler context: remote address has unknown family", false};
+constexpr ContextHalf kLocalHalf{"WFPSampler context: local address has unknown family", true};
 
 // A SOCKADDR_STORAGE always holds either structure, so too_short cannot occur.
-Status decode_storage(const std::uint8_t* data, SocketAddress& out,
-                      const ContextProblems& problems) {
-    switch (decode_windows_sockaddr(data, kWindowsSockaddrStorageSize, out)) {
-    case SockaddrProblem::none:
+Status decode_storage(const std::uint8_t* data, SocketAddress& out, const ContextHalf& half) {
+    if (half.unspecified_allowed && all_zero(data, data + kWindowsSockaddrStorageSize)) {
+        out = SocketAddress{};
         return Status::success(kWindowsSockaddrStorageSize);
-    case SockaddrProblem::nonzero_padding:
-        return Status::failure(Outcome::invalid_argument, 0, problems.nonzero_padding);
-    default:
-        return Status::failure(Outcome::invalid_argument, 0, problems.unknown_family);
     }
+    if (decode_windows_sockaddr(data, kWindowsSockaddrStorageSize, out, Padding::anything) !=
+        SockaddrProblem::none)
+        return Status::failure(Outcome::invalid_argument, 0, half.unknown_family);
+    return Status::success(kWindowsSockaddrStorageSize);
 }
 
 } // namespace
 
 SockaddrProblem decode_windows_sockaddr(const std::uint8_t* data, std::size_t size,
-                                        SocketAddress& out) {
+                                        SocketAddress& out, Padding padding) {
     if (size < kPortOffset + sizeof(std::uint16_t))
         return SockaddrProblem::too_short;
     const std::uint16_t family = read_little_endian16(data + kFamilyOffset);
@@ -109,7 +103,7 @@ SockaddrProblem decode_windows_sockaddr(const std::uint8_t* data, std::size_t si
     } else {
         return SockaddrProblem::unknown_family;
     }
-    if (!all_zero(data + used_size, data + size))
+    if (padding == Padding::zero && !all_zero(data + used_size, data + size))
         return SockaddrProblem::nonzero_padding;
 
     SocketAddress address;
@@ -152,10 +146,10 @@ Status decode_wfpsampler_context(const std::uint8_t* data, std::size_t size, Soc
                                "WFPSampler context is not 256 bytes (two SOCKADDR_STORAGE)");
     SocketAddress decoded_remote;
     SocketAddress decoded_local;
-    Status status = decode_storage(data, decoded_remote, kRemoteProblems);
+    Status status = decode_storage(data, decoded_remote, kRemoteHalf);
     if (!status.ok())
         return status;
-    status = decode_storage(data + kWindowsSockaddrStorageSize, decoded_local, kLocalProblems);
+    status = decode_storage(data + kWindowsSockaddrStorageSize, decoded_local, kLocalHalf);
     if (!status.ok())
         return status;
     remote = decoded_remote;

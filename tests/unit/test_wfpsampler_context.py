@@ -36,6 +36,25 @@ def test_ipv6_context_from_any_buffer() -> None:
     assert decode_wfpsampler_context(memoryview(context)) == expected
 
 
+def test_what_a_real_driver_stores() -> None:
+    """WFPSampler copies the kernel's whole SOCKADDR_STORAGE: bytes past the
+    address (sin_zero, the storage's tail) are not read. A UDP flow's local
+    half may be all zeros: 0.0.0.0 port 0."""
+    remote = bytearray(sockaddr_in("192.0.2.7", 53))
+    remote[8:16] = b"\xde\xad\xbe\xef" * 2
+    remote[100] = 0x7F
+    local = bytearray(sockaddr_in6("::1", 15001, 0, 2))
+    local[28:] = b"\x01" * (STORAGE - 28)
+    assert decode_wfpsampler_context(bytes(remote + local)) == (
+        ("192.0.2.7", 53),
+        ("::1", 15001, 0, 2),
+    )
+    assert decode_wfpsampler_context(bytes(remote) + bytes(STORAGE)) == (
+        ("192.0.2.7", 53),
+        ("0.0.0.0", 0),
+    )
+
+
 @pytest.mark.parametrize(
     ("context", "problem"),
     [
@@ -54,13 +73,10 @@ def test_ipv6_context_from_any_buffer() -> None:
             sockaddr_in("127.0.0.1", 1) + struct.pack("<H", 0).ljust(STORAGE, b"\0"),
             "WFPSampler context: local address has unknown family",
         ),
+        # All zeros stands for an unspecified local address, never a remote.
         (
-            sockaddr_in("127.0.0.1", 1)[:100] + b"\x01" + bytes(27) + sockaddr_in("127.0.0.1", 1),
-            "WFPSampler context: remote address padding is not zero",
-        ),
-        (
-            sockaddr_in("127.0.0.1", 1) + sockaddr_in6("::1", 1)[:127] + b"\x01",
-            "WFPSampler context: local address padding is not zero",
+            bytes(STORAGE) + sockaddr_in("127.0.0.1", 1),
+            "WFPSampler context: remote address has unknown family",
         ),
     ],
 )

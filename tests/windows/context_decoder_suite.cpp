@@ -1,5 +1,6 @@
 // decode_wfpsampler_context and decode_windows_sockaddr on valid, truncated,
-// wrong-family and dirty-padding input.
+// wrong-family input, and what a real driver stores (dirty padding, an
+// unspecified local half).
 #include <cstring>
 #include <string>
 
@@ -128,23 +129,45 @@ void rejects_wrong_families(Checks& checks) {
     rejects(checks, unspecified, unspecified.size(), "local address has unknown family");
 }
 
-void rejects_dirty_padding(Checks& checks) {
+// A driver copies the kernel's whole SOCKADDR_STORAGE: what follows the
+// address (sin_zero, the storage's tail) may be anything.
+void accepts_dirty_padding(Checks& checks) {
     const auto valid = wfpsampler_context(windows_sockaddr_in(kRemote4, kRemotePort),
                                           windows_sockaddr_in6(kLocal6, kLocalPort, 0, 0));
-    auto sin_zero = valid;
-    sin_zero[8] = 1; // first byte of SOCKADDR_IN's sin_zero
-    checks.scenario = "context: remote sin_zero not zero";
-    rejects(checks, sin_zero, sin_zero.size(), "remote address padding is not zero");
+    auto dirty = valid;
+    dirty[8] = 1;                                                        // remote sin_zero
+    dirty[kWindowsSockaddrStorageSize - 1] = 0xEE;                       // remote storage tail
+    dirty[kWindowsSockaddrStorageSize + kWindowsSockaddrIn6Size] = 0x55; // after local IN6
+    dirty[kWfpSamplerContextSize - 1] = 1;                               // local storage tail
+    checks.scenario = "context: bytes past both addresses not zero";
+    SocketAddress remote, local;
+    CHECK(checks, decode_wfpsampler_context(dirty.data(), dirty.size(), remote, local).ok());
+    CHECK(checks, holds(remote, core::IpVersion::v4, kRemote4.data(), kRemotePort));
+    CHECK(checks, holds(local, core::IpVersion::v6, kLocal6.data(), kLocalPort));
 
-    auto storage_tail = valid;
-    storage_tail[kWfpSamplerContextSize - 1] = 1;
-    checks.scenario = "context: local storage tail not zero";
-    rejects(checks, storage_tail, storage_tail.size(), "local address padding is not zero");
+    checks.scenario = "sockaddr: Winsock's own answers keep zero padding";
+    auto in4 = windows_sockaddr_in(kRemote4, kRemotePort);
+    in4[8] = 1;
+    SocketAddress address;
+    CHECK(checks, decode_windows_sockaddr(in4.data(), in4.size(), address) ==
+                      SockaddrProblem::nonzero_padding);
+    CHECK(checks, decode_windows_sockaddr(in4.data(), in4.size(), address, Padding::anything) ==
+                      SockaddrProblem::none);
+}
 
-    auto after_in6 = valid;
-    after_in6[kWindowsSockaddrStorageSize + kWindowsSockaddrIn6Size] = 1;
-    checks.scenario = "context: byte after local SOCKADDR_IN6 not zero";
-    rejects(checks, after_in6, after_in6.size(), "local address padding is not zero");
+// A UDP flow's local half can be all zeros; the remote half cannot.
+void decodes_unspecified_local(Checks& checks) {
+    const std::vector<std::uint8_t> zeros(kWindowsSockaddrStorageSize, 0);
+    checks.scenario = "context: local half all zeros";
+    const auto context = wfpsampler_context(windows_sockaddr_in(kRemote4, kRemotePort), zeros);
+    SocketAddress remote, local = sentinel();
+    CHECK(checks, decode_wfpsampler_context(context.data(), context.size(), remote, local).ok());
+    CHECK(checks, holds(remote, core::IpVersion::v4, kRemote4.data(), kRemotePort));
+    CHECK(checks, local == SocketAddress{});
+
+    checks.scenario = "context: remote half all zeros";
+    const auto backwards = wfpsampler_context(zeros, windows_sockaddr_in(kLocal4, kLocalPort));
+    rejects(checks, backwards, backwards.size(), "remote address has unknown family");
 }
 
 void decodes_bare_sockaddrs(Checks& checks) {
@@ -176,7 +199,8 @@ void run_context_decoder_suite(Checks& checks) {
     decodes_mixed_families(checks);
     rejects_wrong_sizes(checks);
     rejects_wrong_families(checks);
-    rejects_dirty_padding(checks);
+    accepts_dirty_padding(checks);
+    decodes_unspecified_local(checks);
     decodes_bare_sockaddrs(checks);
 }
 

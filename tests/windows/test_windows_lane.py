@@ -32,10 +32,13 @@ REPO = Path(__file__).resolve().parents[2]
 
 # What the lane runs inside Windows CPython: against the release wheel, and
 # against the test build with the emulated callout (records present).
-WINDOWS_SUITE = ["tests/unit", "tests/windows/test_winsock_backend.py"]
-EMULATED_SUITE = ["tests/windows/test_emulated_callout.py", "tests/windows/test_winsock_backend.py"]
-# The tests in test_emulated_callout.py, parametrized cases counted.
+WINDOWS_COMMON = ["tests/windows/test_winsock_backend.py", "tests/windows/test_windows_commands.py"]
+WINDOWS_SUITE = ["tests/unit", *WINDOWS_COMMON]
+EMULATED_SUITE = ["tests/windows/test_emulated_callout.py", *WINDOWS_COMMON]
+# The tests in test_emulated_callout.py, and in the two files both suites
+# run, parametrized cases counted.
 EMULATED_TESTS = 18
+WINDOWS_TESTS = 8
 
 # The only reasons a test may skip there: behaviour that is Linux's, or
 # another build's. A skip for "needs Windows" would mean the lane proved
@@ -174,9 +177,9 @@ def test_the_suite_passes_inside_windows_cpython(
     assert f"platform win32 -- Python {built_wheel.version}." in result.output
     unexpected = {test: why for test, why in result.skipped.items() if why not in ALLOWED_SKIPS}
     assert unexpected == {}, result.output
-    # Every Windows test ran: the backend's own file passed whole.
-    windows_tests = [t for t in result.passed if t.startswith("tests.windows.test_winsock_backend")]
-    assert len(windows_tests) == 6, result.output
+    # Every Windows test ran: the backend's and the commands' files passed whole.
+    windows_tests = [t for t in result.passed if t.startswith("tests.windows.")]
+    assert len(windows_tests) == WINDOWS_TESTS, result.output
 
 
 def test_records_present_inside_windows_cpython(
