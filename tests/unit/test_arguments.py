@@ -118,7 +118,14 @@ def test_released_memoryview_is_a_value_error(tcp: socket.socket) -> None:
         wfpredirect.query_redirect_records_into(tcp, view)
 
 
-@linux_only
+def assert_set_refuses(
+    tcp: socket.socket, records: object, error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error) as caught:
+        wfpredirect.set_redirect_records(tcp, records)  # type: ignore[arg-type]
+    assert str(caught.value) == f"set_redirect_records: {message}"
+
+
 @pytest.mark.parametrize(
     ("records", "error", "message"),
     [
@@ -131,6 +138,19 @@ def test_released_memoryview_is_a_value_error(tcp: socket.socket) -> None:
             TypeError,
             "records must be a C-contiguous bytes-like object, not memoryview",
         ),
+    ],
+)
+def test_records_that_no_backend_takes(
+    records: object, error: type[Exception], message: str, tcp: socket.socket
+) -> None:
+    """Checked before any system call, so the same on every backend."""
+    assert_set_refuses(tcp, records, error, message)
+
+
+@linux_only
+@pytest.mark.parametrize(
+    ("records", "error", "message"),
+    [
         (b"x" * 18, ValueError, "records are not a wfpredirect netfilter record (no WFPR magic)"),
         (
             b"WFPR",
@@ -160,12 +180,10 @@ def test_released_memoryview_is_a_value_error(tcp: socket.socket) -> None:
         ),
     ],
 )
-def test_bad_records(
+def test_records_that_are_not_a_netfilter_record(
     records: object, error: type[Exception], message: str, tcp: socket.socket
 ) -> None:
-    with pytest.raises(error) as caught:
-        wfpredirect.set_redirect_records(tcp, records)  # type: ignore[arg-type]
-    assert str(caught.value) == f"set_redirect_records: {message}"
+    assert_set_refuses(tcp, records, error, message)
 
 
 @linux_only

@@ -70,7 +70,8 @@ def test_what_a_real_driver_stores() -> None:
             "WFPSampler context: remote address has unknown family",
         ),
         (
-            sockaddr_in("127.0.0.1", 1) + struct.pack("<H", 0).ljust(STORAGE, b"\0"),
+            # AF_UNSPEC, but not the all-zero unspecified local address.
+            sockaddr_in("127.0.0.1", 1) + struct.pack("<HH", 0, 80).ljust(STORAGE, b"\0"),
             "WFPSampler context: local address has unknown family",
         ),
         # All zeros stands for an unspecified local address, never a remote.

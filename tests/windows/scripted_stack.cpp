@@ -185,6 +185,9 @@ WinsockAnswer scripted_recvmsg(void* context, std::uintptr_t socket,
                    "recvmsg arguments are valid");
     if (stack.recvmsg_error != 0)
         return failed(stack.recvmsg_error);
+    // A datagram longer than the buffer: what fits is written, and the call
+    // fails with WSAEMSGSIZE (Microsoft's WSARecvMsg page; Wine does the same).
+    const bool too_long = stack.datagram.size() > message.data_size;
     const std::size_t data_size = std::min<std::size_t>(stack.datagram.size(), message.data_size);
     const std::size_t control_size =
         std::min<std::size_t>(stack.control.size(), message.control_size);
@@ -196,6 +199,8 @@ WinsockAnswer scripted_recvmsg(void* context, std::uintptr_t socket,
     message.name_size = static_cast<std::uint32_t>(stack.source_name.size());
     message.control_size = static_cast<std::uint32_t>(control_size);
     message.flags = stack.recvmsg_flags;
+    if (too_long)
+        return {-1, wfp::kWsaEmsgsize, static_cast<std::uint32_t>(data_size)};
     return {0, 0, static_cast<std::uint32_t>(data_size)};
 }
 

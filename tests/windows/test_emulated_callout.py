@@ -666,3 +666,28 @@ def test_the_proxy_relays_each_client_with_its_own_records_and_stops_on_ctrl_bre
     # Each upstream carried one client's records, set before bind and connect.
     assert sorted(bytes.fromhex(record) for _, record, _, _ in sets) == sorted(records.values())
     assert {(bound, connected) for _, _, bound, connected in sets} == {(False, False)}
+
+
+def test_a_first_datagram_longer_than_the_buffer_is_an_error_not_a_silent_loss(
+    callout: Callout, udp_origin: UdpEchoOrigin
+) -> None:
+    """Windows fails WSARecvMsg with WSAEMSGSIZE and drops the datagram, and
+    with it the flow's redirect state: recvmsg_redirect says so."""
+    with udp_socket() as relay_sock, udp_socket() as client:
+        wfpredirect.enable_datagram_records(relay_sock)
+        callout.redirect(client.getsockname(), udp_origin.address, b"lost records")
+        client.sendto(b"0123456789", relay_sock.getsockname())
+        buffer = bytearray(b"\xaa" * 12)
+        with pytest.raises(wfpredirect.RedirectError) as caught:
+            wfpredirect.recvmsg_redirect_into(relay_sock, memoryview(buffer)[4:8])
+        assert caught.value.winerror == 10040  # WSAEMSGSIZE
+        assert str(caught.value).startswith(
+            "[WinError 10040] recvmsg_redirect_into: WSARecvMsg: the datagram was longer than "
+            "the buffer and is lost (WSAEMSGSIZE), with the flow's redirect state if it was "
+            "the flow's first; receive with a 65535-byte buffer"
+        )
+        assert buffer[:4] == b"\xaa" * 4 and buffer[8:] == b"\xaa" * 4
+        client.sendto(b"next", relay_sock.getsockname())
+        assert wfpredirect.recvmsg_redirect(relay_sock, 65535) == wfpredirect.Datagram(
+            b"next", client.getsockname(), None, None, None
+        )

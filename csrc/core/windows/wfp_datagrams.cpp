@@ -93,6 +93,14 @@ Status receive_datagram(const WinsockOps& ops, std::uintptr_t socket, std::uint8
     message.control = out.storage.data();
     message.control_size = static_cast<std::uint32_t>(kDatagramControlSize);
     const WinsockAnswer answer = ops.recvmsg(ops.context, socket, message);
+    // Windows does not cut a long datagram as Linux does: WSARecvMsg fails
+    // and the datagram is gone, with the redirect state it carried. Say so;
+    // the control data that came with the error is not trusted.
+    if (answer.rc != 0 && answer.error == kWsaEmsgsize)
+        return Status::failure(Outcome::os_error, answer.error,
+                               "WSARecvMsg: the datagram was longer than the buffer and is lost "
+                               "(WSAEMSGSIZE), with the flow's redirect state if it was the "
+                               "flow's first; receive with a 65535-byte buffer");
     if (answer.rc != 0)
         return failure_of(answer, "WSARecvMsg");
     out.size = answer.bytes;

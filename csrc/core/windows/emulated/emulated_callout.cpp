@@ -233,7 +233,10 @@ wfp::WinsockAnswer emulated_recvmsg(void* context, std::uintptr_t socket,
                                     wfp::MessageBuffers& message) {
     const std::uint32_t control_capacity = message.control_size;
     const wfp::WinsockAnswer answer = real_winsock_ops().recvmsg(context, socket, message);
-    if (answer.rc != 0)
+    // A first datagram too long for the buffer takes the flow's state with
+    // it (WSAEMSGSIZE): the state is spent, as the real stack's would be.
+    const bool lost = answer.rc != 0 && answer.error == wfp::kWsaEmsgsize;
+    if (answer.rc != 0 && !lost)
         return answer;
     SocketAddress source;
     if (message.name == nullptr ||
@@ -246,6 +249,8 @@ wfp::WinsockAnswer emulated_recvmsg(void* context, std::uintptr_t socket,
     if (entry == nullptr || entry->datagram_state_delivered || !datagram_state_enabled(s, socket))
         return answer;
     entry->datagram_state_delivered = true;
+    if (lost)
+        return answer;
     const int level = unmap_ipv4(source).version == IpVersion::v4 ? wfp::kWindowsIpprotoIp
                                                                   : wfp::kWindowsIpprotoIpv6;
     std::size_t offset = message.control_size;
