@@ -19,7 +19,13 @@ namespace wfpredirect::core {
 namespace {
 
 // Our numbers are defined once, portably (wfp_constants.hpp); where the SDK
-// has them too, they must agree.
+// has them too, they must agree. The Windows SDK has them all, so under MSVC
+// every check below must run (mingw-w64's headers lack some).
+#if defined(_MSC_VER) &&                                                                           \
+    !(defined(FWP_E_NOT_FOUND) && defined(SIO_QUERY_WFP_CONNECTION_REDIRECT_RECORDS) &&            \
+      defined(IP_WFP_REDIRECT_RECORDS) && defined(SO_ORIGINAL_DST))
+#error "the Windows SDK must define FWP_E_NOT_FOUND, the WFP IOCTLs and options, SO_ORIGINAL_DST"
+#endif
 static_assert(wfp::kWsaEfault == WSAEFAULT);
 static_assert(wfp::kWsaEinval == WSAEINVAL);
 static_assert(wfp::kWsaEnobufs == WSAENOBUFS);
