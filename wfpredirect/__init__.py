@@ -37,7 +37,7 @@ from ._errors import (
     RedirectPermissionError,
     UnsupportedError,
 )
-from ._info import RedirectInfo
+from ._info import RedirectInfo, query_redirect_info
 from ._marks import DEFAULT_LOOP_MARK, DEFAULT_MARK_MASK, LOOP_MARK, MARK_MASK
 from ._records import Datagram, RedirectRecords
 from ._socket import RedirectSocket
@@ -74,6 +74,7 @@ __all__ = [
     "original_destination",
     "query_redirect_context",
     "query_redirect_context_into",
+    "query_redirect_info",
     "query_redirect_records",
     "query_redirect_records_into",
     "recvmsg_redirect",

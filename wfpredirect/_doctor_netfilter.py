@@ -4,11 +4,14 @@ the marks and the rules that already use their bits."""
 from __future__ import annotations
 
 import errno
+import fcntl
 import platform
 import re
 import shutil
 import socket
+import struct
 import subprocess
+import sys
 
 from ._core import original_destination
 from ._doctor import Finding, loopback_connection
@@ -56,6 +59,28 @@ def _privileges() -> Finding:
     )
 
 
+# SIOCGIFFLAGS (linux/sockios.h) asks this network namespace for an
+# interface's flags (/sys shows the namespace it was mounted in); IFF_UP is
+# linux/if.h's. struct ifreq: the name, then the flags, padded to 40 bytes.
+SIOCGIFFLAGS = 0x8913
+IFF_UP = 0x1
+IFREQ = struct.Struct("16sH22x")
+
+
+def _loopback_down() -> bool:
+    """Whether `lo` is down (as in a new network namespace); False when its
+    state cannot be read."""
+    if sys.platform == "win32":  # for the type checker: this module is Linux's
+        return False
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            answer = fcntl.ioctl(probe, SIOCGIFFLAGS, IFREQ.pack(b"lo", 0))
+    except OSError:
+        return False
+    _, flags = IFREQ.unpack(answer)
+    return not flags & IFF_UP
+
+
 def _query() -> Finding:
     """Whether SO_ORIGINAL_DST answers on a connection nothing redirected."""
     name = "SO_ORIGINAL_DST"
@@ -71,6 +96,14 @@ def _query() -> Finding:
     except ValueError as error:  # the marks: reported below
         return Finding(name, f"not asked: {error}")
     except OSError as error:
+        if _loopback_down():
+            return Finding(
+                name,
+                f"not asked: no loopback connection ({error or 'timed out'})",
+                problem="the loopback interface is down (as it starts in a new network "
+                "namespace): no test connection, and no proxy on 127.0.0.1",
+                what_to_do="ip link set lo up",
+            )
         return Finding(
             name,
             f"failed: {error}",

@@ -11,7 +11,7 @@ from ._errors import NotRedirectedError, UnsupportedError
 from ._records import RedirectRecords
 
 if TYPE_CHECKING:
-    from ._core import _HasFileno
+    from ._core import _Socket
 
 T = TypeVar("T")
 
@@ -34,18 +34,27 @@ class RedirectInfo(NamedTuple):
 NOT_REDIRECTED = RedirectInfo(None, None, None)
 
 
-def _unless_not_redirected(query: Callable[[_HasFileno], T], sock: _HasFileno) -> T | None:
+def _unless_not_redirected(query: Callable[[_Socket], T], sock: _Socket) -> T | None:
     try:
         return query(sock)
     except NotRedirectedError:
         return None
 
 
-def query_redirect_info(sock: _HasFileno, listening_addresses: Sequence[Address]) -> RedirectInfo:
-    """The redirect state of accepted connection `sock`, by the same rules
-    as RedirectSocket's properties: a connection addressed to one of the
-    proxy's own `listening_addresses` (as every connection on a TPROXY
-    listener looks redirected) is not redirected."""
+def query_redirect_info(sock: _Socket, listening_addresses: Sequence[Address] = ()) -> RedirectInfo:
+    """The whole redirect state of accepted connection `sock` (any accepted
+    socket, or ``writer.get_extra_info("socket")`` of an asyncio
+    transport), by the rules RedirectSocket and wfpredirect.aio apply.
+
+    Each field is None when absent; a connection that was not redirected
+    gives ``RedirectInfo(None, None, None)``. A connection addressed to one
+    of the proxy's own `listening_addresses` (every connection on a TPROXY
+    listener looks redirected) counts as not redirected. An original
+    destination that cannot be known (Windows without SO_ORIGINAL_DST, a
+    driver whose context is not WFPSampler's) is None while the records and
+    context still travel. Any other failure raises, as the single queries
+    do (RedirectError naming the call, with the OS code).
+    """
     try:
         destination = _unless_not_redirected(original_destination, sock)
     except UnsupportedError:

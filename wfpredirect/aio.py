@@ -92,8 +92,21 @@ async def start_redirect_server(
             writer.transport.abort()
             return
         outcome = client_connected_cb(reader, writer, redirect)
-        if inspect.isawaitable(outcome):
-            await outcome
+        if not inspect.isawaitable(outcome):
+            return
+        # The callback runs in a task of its own, so that cancelling it (a
+        # server cutting its connections at shutdown) ends it alone: on
+        # Python 3.11 and 3.12 asyncio's done-callback on the task that runs
+        # `connected` asks a cancelled task for its exception and prints a
+        # CancelledError traceback.
+        handler = asyncio.ensure_future(outcome)
+        try:
+            await asyncio.wait({handler})
+        except asyncio.CancelledError:
+            handler.cancel()
+            raise
+        if not handler.cancelled():
+            handler.result()  # an error is asyncio's to report, as before
 
     # Not serving until the listening addresses are known, so that no
     # connection is judged without them.

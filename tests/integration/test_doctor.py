@@ -137,3 +137,19 @@ def test_without_privileges_it_says_what_to_do() -> None:
         "  what to do: run the proxy as root, or give it CAP_NET_ADMIN (systemd: "
         "AmbientCapabilities=CAP_NET_ADMIN; or setcap cap_net_admin+ep on its interpreter)",
     ]
+
+
+def test_loopback_down_gets_its_own_advice() -> None:
+    """In a network namespace of its own, where loopback starts down."""
+    unshare = require_tool("unshare")
+    status, lines = run_in_netns(lambda: doctor(prefix=(unshare, "-n")))
+    assert status == 1
+    assert fields(lines)["SO_ORIGINAL_DST"] == (
+        "not asked: no loopback connection ([Errno 101] Network is unreachable)"
+    )
+    assert lines[lines.index("1 problem:") :] == [
+        "1 problem:",
+        "- SO_ORIGINAL_DST: the loopback interface is down (as it starts in a new network "
+        "namespace): no test connection, and no proxy on 127.0.0.1",
+        "  what to do: ip link set lo up",
+    ]

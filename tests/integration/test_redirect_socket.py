@@ -70,3 +70,35 @@ def test_properties_are_cached_and_create_upstream_needs_a_redirect() -> None:
             "[Errno 2] create_upstream: the connection was not redirected and no address was given",
         ),
     }
+
+
+def test_query_redirect_info_on_any_accepted_socket() -> None:
+    """The public query on plain sockets: a redirected connection, a direct
+    one, and the listener rule (a connection to a listening address given
+    is not redirected)."""
+
+    def body() -> dict[str, object]:
+        listener = socket.create_server(("127.0.0.1", 15001))
+        client = socket.create_connection(("127.0.0.2", 8080), timeout=5)
+        redirected, _ = listener.accept()
+        direct_client = socket.create_connection(("127.0.0.1", 15001), timeout=5)
+        direct, _ = listener.accept()
+        info = wfpredirect.query_redirect_info(redirected)
+        result = {
+            "redirected": (info.records is not None, info.context, info.original_destination),
+            "by fileno": wfpredirect.query_redirect_info(redirected.fileno()) == info,
+            "direct": wfpredirect.query_redirect_info(direct),
+            "to a listener given": wfpredirect.query_redirect_info(
+                redirected, [("127.0.0.2", 8080)]
+            ),
+        }
+        for sock in (client, redirected, direct_client, direct, listener):
+            sock.close()
+        return result
+
+    assert run_in_netns(body, nft_rules=IPV4_RULES) == {
+        "redirected": (True, None, ("127.0.0.2", 8080)),
+        "by fileno": True,
+        "direct": wfpredirect.RedirectInfo(None, None, None),
+        "to a listener given": wfpredirect.RedirectInfo(None, None, None),
+    }

@@ -216,6 +216,7 @@ def test_redirect_socket_carries_the_records_to_the_origin(
     client, accepted = accept_redirected(callout, listener, origin.address, records, context)
     with client, accepted:
         assert accepted.redirect_info == wfpredirect.RedirectInfo(records, context, origin.address)
+        assert wfpredirect.query_redirect_info(accepted.fileno()) == accepted.redirect_info
         assert isinstance(accepted.redirect_records, wfpredirect.RedirectRecords)
         with accepted.create_upstream(timeout=TIMEOUT) as upstream:
             # Set once, on the upstream, before it was bound or connected.
