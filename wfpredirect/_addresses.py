@@ -7,11 +7,14 @@ from __future__ import annotations
 import errno
 import ipaddress
 import socket
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, cast
 
 from ._errors import NotRedirectedError
 
-Address = tuple[Any, ...]
+#: (host, port) for IPv4, (host, port, flowinfo, scope_id) for IPv6: the
+#: socket module's address tuples.
+Address = tuple[str, int] | tuple[str, int, int, int]
 
 
 def _same_host(listener_host: str, host: str) -> bool:
@@ -43,3 +46,12 @@ def original_target(destination: Address | None, function: str) -> tuple[int, Ad
             f"{function}: the connection was not redirected and no address was given",
         )
     return (socket.AF_INET if len(destination) == 2 else socket.AF_INET6, destination)
+
+
+def resolved_targets(infos: Sequence[tuple[Any, ...]]) -> list[tuple[int, Address]]:
+    """(family, address) of each IPv4 or IPv6 answer of getaddrinfo, in its order."""
+    return [
+        (info[0], cast(Address, info[4]))
+        for info in infos
+        if info[0] in (socket.AF_INET, socket.AF_INET6)
+    ]

@@ -167,7 +167,7 @@ def _show_one_connection() -> None:
             6,
         )
 
-        stack.enter_context(socket.create_connection(destination, timeout=5))
+        stack.enter_context(socket.create_connection(destination[:2], timeout=5))
         came_back, _ = listener.accept()
         stack.enter_context(came_back)
         looped_to = came_back.original_destination

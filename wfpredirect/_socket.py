@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import socket
 
-from ._addresses import Address, is_listener_address, original_target
+from ._addresses import Address, is_listener_address, original_target, resolved_targets
 from ._core import enable_datagram_records as _enable_datagram_records
 from ._core import recvmsg_redirect as _recvmsg_redirect
 from ._core import recvmsg_redirect_into as _recvmsg_redirect_into
@@ -116,10 +116,10 @@ class RedirectSocket(socket.socket):
 
     def create_upstream(
         self,
-        address: tuple[str, int] | None = None,
+        address: Address | None = None,
         *,
         timeout: float | None = None,
-        source_address: tuple[str, int] | None = None,
+        source_address: Address | None = None,
     ) -> RedirectSocket:
         """Open the proxy's upstream connection for this accepted connection.
 
@@ -134,10 +134,9 @@ class RedirectSocket(socket.socket):
         if address is None:
             candidates = [original_target(self.original_destination, "create_upstream")]
         else:
-            candidates = [
-                (info[0], info[4])
-                for info in socket.getaddrinfo(address[0], address[1], type=socket.SOCK_STREAM)
-            ]
+            candidates = resolved_targets(
+                socket.getaddrinfo(address[0], address[1], type=socket.SOCK_STREAM)
+            )
         failures: list[OSError] = []
         for family, target in candidates:
             if is_listener_address(self._listener_address, target):

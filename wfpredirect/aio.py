@@ -16,7 +16,7 @@ import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ._addresses import Address, original_target
+from ._addresses import Address, original_target, resolved_targets
 from ._aio_datagrams import (
     DatagramFlow,
     RedirectDatagramEndpoint,
@@ -123,20 +123,20 @@ def _peer(writer: asyncio.StreamWriter) -> str:
 
 
 async def _targets(
-    loop: asyncio.AbstractEventLoop, redirect: RedirectInfo, address: tuple[str, int] | None
+    loop: asyncio.AbstractEventLoop, redirect: RedirectInfo, address: Address | None
 ) -> list[tuple[int, Address]]:
     """The (family, address) pairs to try, in order."""
     if address is None:
         return [original_target(redirect.original_destination, "open_upstream")]
     infos = await loop.getaddrinfo(address[0], address[1], type=socket.SOCK_STREAM)
-    return [(info[0], info[4]) for info in infos]
+    return resolved_targets(infos)
 
 
 async def open_upstream(
     redirect: RedirectInfo,
     *,
-    address: tuple[str, int] | None = None,
-    local_addr: tuple[str, int] | None = None,
+    address: Address | None = None,
+    local_addr: Address | None = None,
     loop_mark: int | None = None,
     mark_mask: int | None = None,
     **kw: Any,
@@ -153,6 +153,11 @@ async def open_upstream(
     ``server_hostname``...) go to ``asyncio.open_connection``. Cancel it, or
     wrap it in ``asyncio.wait_for``, to bound the connect time.
     """
+    if not isinstance(redirect, RedirectInfo):
+        raise TypeError(
+            "open_upstream: redirect must be a RedirectInfo (the third argument of the "
+            f"start_redirect_server callback), not {type(redirect).__name__}"
+        )
     loop = asyncio.get_running_loop()
     failures: list[OSError] = []
     for family, target in await _targets(loop, redirect, address):

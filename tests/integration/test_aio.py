@@ -206,6 +206,48 @@ def test_open_upstream_to_an_address_without_records() -> None:
     }
 
 
+def test_open_upstream_and_create_upstream_take_an_ipv6_4_tuple() -> None:
+    """(host, port, flowinfo, scope_id), as the socket module gives IPv6
+    addresses, is an address both upstream calls take."""
+
+    async def main() -> dict[str, object]:
+        origin = Origin(("::1", 8080), socket.AF_INET6)
+        reader, writer = await open_upstream(
+            RedirectInfo(None, None, None), address=("::1", 8080, 0, 0)
+        )
+        answer = await exchange(reader, writer, b"aio\n")
+        with wfpredirect.RedirectSocket(socket.AF_INET6) as listener:
+            listener.bind(("::1", 0))
+            listener.listen()
+            client = socket.create_connection(listener.getsockname()[:2], timeout=5)
+            accepted, _ = listener.accept()
+            with client, accepted, accepted.create_upstream(("::1", 8080, 0, 0)) as upstream:
+                upstream.sendall(b"sync\n")
+                synchronous = upstream.recv(100)
+        origin.close()
+        return {"aio": answer, "sync": synchronous, "families": upstream.family}
+
+    assert run_in_netns(lambda: run(main, "asyncio")) == {
+        "aio": b"origin aio\n",
+        "sync": b"origin sync\n",
+        "families": socket.AF_INET6,
+    }
+
+
+def test_open_upstream_wants_a_redirect_info() -> None:
+    async def main() -> str:
+        try:
+            await open_upstream(("127.0.0.2", 8080))  # type: ignore[arg-type]
+        except TypeError as error:
+            return str(error)
+        return "no error"
+
+    assert run(main, "asyncio") == (
+        "open_upstream: redirect must be a RedirectInfo (the third argument of the "
+        "start_redirect_server callback), not tuple"
+    )
+
+
 def test_a_connection_to_a_tproxy_listener_itself_is_not_redirected() -> None:
     """Every connection on an IP_TRANSPARENT listener looks redirected; the
     server knows its listening address and reports one addressed to it as
