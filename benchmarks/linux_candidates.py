@@ -11,6 +11,7 @@ benchmark times (a redirected IPv4 connection; no TPROXY, no IPv6).
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import socket
 import struct
@@ -26,6 +27,8 @@ SO_ORIGINAL_DST = 80  # linux/netfilter_ipv4.h, level SOL_IP
 SOL_IP = 0
 SOL_SOCKET = 1
 SO_MARK = 36  # asm-generic/socket.h; socket.SO_MARK exists from Python 3.12
+TCP_INFO = 11  # linux/tcp.h
+TCP_CLOSE = 7  # linux/tcp_states.h: a socket neither listening nor connected
 SOCKADDR_IN_SIZE = 16
 
 #: The package's IPv4 netfilter record (csrc/core/netfilter_record.hpp):
@@ -79,6 +82,9 @@ def stdlib_set_redirect_records(sock: socket.socket, records: bytes) -> None:
     magic, version, ip_version, flags, zero, mark, _, _ = RECORD_V4.unpack(records)
     if magic != MAGIC or version != 1 or ip_version != 4 or flags & ~1 or zero:
         raise ValueError("not an IPv4 netfilter record")
+    # Records go on a new socket: its TCP state first, as the library checks.
+    if sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] != TCP_CLOSE:
+        raise OSError(errno.EISCONN, "not a new socket")
     sock.setsockopt(SOL_SOCKET, SO_MARK, (mark & MARK_MASK) | LOOP_MARK)
 
 
@@ -177,6 +183,14 @@ def ctypes_set_redirect_records(sock: socket.socket, records: bytes) -> None:
     magic, version, ip_version, flags, zero, mark, _, _ = RECORD_V4.unpack(records)
     if magic != MAGIC or version != 1 or ip_version != 4 or flags & ~1 or zero:
         raise ValueError("not an IPv4 netfilter record")
+    state = ctypes.c_uint8()
+    size = _socklen_t(1)
+    if _getsockopt(
+        sock.fileno(), socket.IPPROTO_TCP, TCP_INFO, ctypes.byref(state), ctypes.byref(size)
+    ):
+        _raise_errno("getsockopt(TCP_INFO)")
+    if state.value != TCP_CLOSE:
+        raise OSError(errno.EISCONN, "not a new socket")
     value = ctypes.c_uint32((mark & MARK_MASK) | LOOP_MARK)
     if _setsockopt(sock.fileno(), SOL_SOCKET, SO_MARK, ctypes.byref(value), ctypes.sizeof(value)):
         _raise_errno("setsockopt(SO_MARK)")

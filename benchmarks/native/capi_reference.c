@@ -13,6 +13,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <string.h>
 #include <sys/socket.h>
 
@@ -185,6 +186,13 @@ static PyObject* set_redirect_records(PyObject* module, PyObject* const* args, P
         return NULL;
     }
     const unsigned int mark = (inbound & mask) | loop;
+    /* Records go on a new socket: its TCP state (TCP_INFO's first byte). */
+    unsigned char state = 0;
+    socklen_t size = sizeof state;
+    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &state, &size) != 0)
+        return os_error(errno);
+    if (state != TCP_CLOSE)
+        return os_error(EISCONN);
     if (setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof mark) != 0)
         return os_error(errno);
     Py_RETURN_NONE;

@@ -4,6 +4,7 @@
  * shared library and called once per batch through ctypes, so the cost of
  * reaching it is spread over the batch. Linux only. */
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <string.h>
 #include <sys/socket.h>
 
@@ -44,10 +45,16 @@ long floor_query_redirect_records(int fd, long iterations) {
     return succeeded;
 }
 
-/* setsockopt(SO_MARK) with the upstream mark. */
+/* The socket's TCP state (TCP_INFO's first byte: a new socket, not listening
+   or connected), then setsockopt(SO_MARK) with the upstream mark. */
 long floor_set_redirect_records(int fd, long iterations, unsigned int mark) {
     long succeeded = 0;
-    for (long i = 0; i < iterations; ++i)
-        succeeded += setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof mark) == 0;
+    for (long i = 0; i < iterations; ++i) {
+        unsigned char state = 0;
+        socklen_t size = sizeof state;
+        succeeded += getsockopt(fd, IPPROTO_TCP, TCP_INFO, &state, &size) == 0 &&
+                     state == TCP_CLOSE &&
+                     setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof mark) == 0;
+    }
     return succeeded;
 }

@@ -30,6 +30,7 @@ constexpr int kWindowsIpprotoIpv6 = 41;
 constexpr int kWindowsIpv6V6only = 27;
 constexpr int kWindowsSolSocket = 0xFFFF;
 constexpr int kWindowsSoProtocolInfoW = 0x2005;
+constexpr int kWindowsSoAcceptconn = 0x0002;
 // WSAPROTOCOL_INFOW's size and where its iAddressFamily sits (winsock2.h).
 constexpr std::uint32_t kWindowsProtocolInfoSize = 628;
 constexpr std::size_t kWindowsProtocolInfoFamilyOffset = 76;
@@ -58,5 +59,6 @@ constexpr std::uint32_t kWsaEnotconn = 10057;
 constexpr std::uint32_t kWsaEwouldblock = 10035;
 constexpr std::uint32_t kWsaEafnosupport = 10047;
 constexpr std::uint32_t kWsaEmsgsize = 10040;
+constexpr std::uint32_t kWsaEisconn = 10056;
 
 } // namespace wfpredirect::core::wfp

@@ -84,6 +84,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
            void*) { return unexpected_call(); },
         [](void*, std::uintptr_t, int, int, void*, std::uint32_t) { return unexpected_call(); },
         [](void*, std::uintptr_t, void*, std::uint32_t) { return unexpected_call(); },
+        [](void*, std::uintptr_t, void*, std::uint32_t) { return unexpected_call(); },
         [](void*, std::uintptr_t, int, int, const void*, std::uint32_t) {
             return unexpected_call();
         },

@@ -11,6 +11,7 @@ import mmap
 import os
 import socket
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import pytest
@@ -483,3 +484,51 @@ def test_valid_records_in_any_buffer_type() -> None:
                     pytest.skip("set_redirect_records needs CAP_NET_RAW or CAP_NET_ADMIN")
                 marks.append(fresh.getsockopt(socket.SOL_SOCKET, 36))
     assert marks == [0x50] * len(holders)
+
+
+def test_set_redirect_records_refuses_a_socket_records_cannot_go_on() -> None:
+    """Records go on a new IPv4 or IPv6 socket before it connects. Anything
+    else is refused before SO_MARK is touched, naming the state: a connected
+    socket (its connection was made without them), a listening one, AF_UNIX."""
+
+    def body() -> dict[str, object]:
+        records = encode(("127.0.0.2", 8080), mark=0x30)
+        listener = socket.create_server(("127.0.0.1", 0))
+        connected = socket.create_connection(listener.getsockname(), timeout=5)
+        accepted, _ = listener.accept()
+        local, _ = socket.socketpair()
+        answers = {}
+        for name, sock in (
+            ("connected", connected),
+            ("accepted", accepted),
+            ("listening", listener),
+            ("AF_UNIX", local),
+        ):
+            answers[name] = outcome(partial(wfpredirect.set_redirect_records, sock, records))
+            assert sock.getsockopt(socket.SOL_SOCKET, 36) == 0  # SO_MARK untouched
+        for sock in (connected, accepted, listener, local):
+            sock.close()
+        return answers
+
+    connected = (
+        "RedirectError",
+        errno.EISCONN,
+        "[Errno 106] set_redirect_records: the socket is already connected: set records before "
+        "connect (this connection was made without them) (Transport endpoint is already connected)",
+    )
+    assert run_in_netns(body) == {
+        "connected": connected,
+        "accepted": connected,
+        "listening": (
+            "RedirectError",
+            errno.EINVAL,
+            "[Errno 22] set_redirect_records: the socket is listening: records go on the "
+            "proxy's new upstream socket, before it connects (Invalid argument)",
+        ),
+        "AF_UNIX": (
+            "RedirectError",
+            errno.EAFNOSUPPORT,
+            "[Errno 97] set_redirect_records: not an IPv4 or IPv6 socket: records go on the "
+            "proxy's IPv4 or IPv6 upstream socket (Address family not supported by protocol)",
+        ),
+    }

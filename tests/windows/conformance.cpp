@@ -9,6 +9,7 @@
 #include <string>
 
 #include "../../csrc/core/backend.hpp"
+#include "../../csrc/core/upstream_socket.hpp"
 #include "../../csrc/core/wfp_constants.hpp"
 #include "../../csrc/core/wfpsampler_context.hpp"
 #include "../../csrc/core/windows/winsock_ops.hpp"
@@ -71,7 +72,6 @@ void every_operation_unsupported(Checks& checks, SocketHandle socket) {
     const MarkConfig marks;
     ByteBuffer out;
     std::uint8_t buffer[64];
-    const std::uint8_t record[16] = {1};
     SocketAddress address;
     CHECK(checks,
           unsupported_by_wine(core::query_redirect_records(socket, out, marks), kRecordsCall));
@@ -85,11 +85,35 @@ void every_operation_unsupported(Checks& checks, SocketHandle socket) {
     CHECK(checks, unsupported_by_wine(
                       core::query_redirect_context_into(socket, buffer, sizeof buffer, marks),
                       kContextCall));
-    CHECK(checks, unsupported_by_wine(
-                      core::set_redirect_records(socket, record, sizeof record, marks), kSetCall));
     // SO_ORIGINAL_DST fails (WSAEINVAL), then the context query answers.
     CHECK(checks,
           unsupported_by_wine(core::original_destination(socket, address, marks), kContextCall));
+}
+
+// A set checks the socket first with real ws2_32 calls (SO_PROTOCOL_INFOW,
+// SO_ACCEPTCONN, getpeername): only a new IPv4 or IPv6 socket reaches the
+// IOCTL, which Wine does not support.
+void set_records_on_each_kind_of_socket(Checks& checks, const LoopbackPair& pair) {
+    const MarkConfig marks;
+    const std::uint8_t record[16] = {1};
+    const auto set = [&](SocketHandle socket) {
+        return core::set_redirect_records(socket, record, sizeof record, marks);
+    };
+    const auto refused = [](const Status& status, std::uint32_t code, const char* why) {
+        return status.outcome == Outcome::os_error && status.code == code &&
+               status.call != nullptr && std::strcmp(status.call, why) == 0;
+    };
+    checks.scenario = "set records: a new TCP socket";
+    const SOCKET fresh = ::socket(AF_INET6, SOCK_STREAM, IPPROTO_TCP);
+    CHECK(checks, unsupported_by_wine(set(fresh), kSetCall));
+    closesocket(fresh);
+    checks.scenario = "set records: connected sockets";
+    CHECK(checks, refused(set(pair.accepted), wfp::kWsaEisconn, core::kConnectedSocket));
+    CHECK(checks, refused(set(pair.client), wfp::kWsaEisconn, core::kConnectedSocket));
+    checks.scenario = "set records: a listening socket";
+    CHECK(checks, refused(set(pair.listener), wfp::kWsaEinval, core::kListeningSocket));
+    checks.scenario = "set records: an invalid handle";
+    CHECK(checks, refused(set(INVALID_SOCKET), wfp::kWsaEnotsock, "getsockopt(SO_PROTOCOL_INFOW)"));
 }
 
 // The raw answers behind the classes, as measured (DESIGN.md).
@@ -207,6 +231,7 @@ void run_wine_suite(Checks& checks) {
     every_operation_unsupported(checks, pair.client);
     checks.scenario = "invalid handle (Wine: WSAEOPNOTSUPP, not WSAENOTSOCK)";
     every_operation_unsupported(checks, INVALID_SOCKET);
+    set_records_on_each_kind_of_socket(checks, pair);
     datagrams_under_wine(checks);
 }
 

@@ -108,9 +108,18 @@ WinsockAnswer answer_address(const std::vector<std::uint8_t>& address, std::uint
     return {0, 0, static_cast<std::uint32_t>(address.size())};
 }
 
-// SO_PROTOCOL_INFOW and IPV6_V6ONLY, as the datagram calls ask them.
+// SO_ACCEPTCONN, SO_PROTOCOL_INFOW and IPV6_V6ONLY, as a set and the
+// datagram calls ask them.
 WinsockAnswer answer_datagram_option(ScriptedStack& stack, std::uintptr_t socket, int level,
                                      int name, void* out, std::uint32_t out_size) {
+    if (level == wfp::kWindowsSolSocket && name == wfp::kWindowsSoAcceptconn) {
+        const bool valid =
+            socket == kScriptedSocket && out != nullptr && out_size == sizeof stack.listening;
+        check_argument(stack.checks, valid ? nullptr : "SO_ACCEPTCONN: invalid arguments",
+                       "SO_ACCEPTCONN arguments are valid");
+        std::memcpy(out, &stack.listening, sizeof stack.listening);
+        return {0, 0, sizeof stack.listening};
+    }
     if (level == wfp::kWindowsSolSocket) {
         const bool valid = socket == kScriptedSocket && name == wfp::kWindowsSoProtocolInfoW &&
                            out != nullptr && out_size == wfp::kWindowsProtocolInfoSize;
@@ -152,6 +161,16 @@ WinsockAnswer scripted_getsockname(void* context, std::uintptr_t socket, void* o
     check_argument(stack.checks, valid ? nullptr : "getsockname: invalid arguments",
                    "getsockname arguments are valid");
     return answer_address(stack.local_address, wfp::kWsaEinval, out);
+}
+
+WinsockAnswer scripted_getpeername(void* context, std::uintptr_t socket, void* out,
+                                   std::uint32_t out_size) {
+    auto& stack = *static_cast<ScriptedStack*>(context);
+    const bool valid =
+        socket == kScriptedSocket && out != nullptr && out_size == wfp::kWindowsSockaddrStorageSize;
+    check_argument(stack.checks, valid ? nullptr : "getpeername: invalid arguments",
+                   "getpeername arguments are valid");
+    return answer_address(stack.peer_address, wfp::kWsaEnotconn, out);
 }
 
 WinsockAnswer scripted_setsockopt(void* context, std::uintptr_t socket, int level, int name,
@@ -232,6 +251,7 @@ core::wfp::WinsockOps ScriptedStack::ops() {
             &scripted_ioctl,
             &scripted_getsockopt,
             &scripted_getsockname,
+            &scripted_getpeername,
             &scripted_setsockopt,
             &scripted_recvmsg,
             &scripted_sendmsg};

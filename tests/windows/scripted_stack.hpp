@@ -63,6 +63,11 @@ struct ScriptedStack {
     std::vector<IoctlCall> ioctl_calls;
     std::vector<int> getsockopt_levels;
 
+    // What a set checks first: SO_ACCEPTCONN, and getpeername's answer
+    // (Windows layout; empty fails with WSAENOTCONN, a new socket).
+    std::uint32_t listening = 0;
+    std::vector<std::uint8_t> peer_address;
+
     // Datagrams. The socket's family (SO_PROTOCOL_INFOW) and IPV6_V6ONLY.
     std::uint16_t family = 2;
     std::uint32_t v6only = 0;

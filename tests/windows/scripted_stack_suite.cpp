@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "../../csrc/core/byte_buffer.hpp"
+#include "../../csrc/core/upstream_socket.hpp"
 #include "../../csrc/core/wfp_constants.hpp"
 #include "../../csrc/core/wfpsampler_context.hpp"
 #include "../../csrc/core/windows/wfp_probe.hpp"
@@ -403,6 +404,39 @@ void set_records(Checks& checks) {
     CHECK(checks, status.outcome == Outcome::os_error && status.code == kWsaEinval);
 }
 
+// Records go on a new IPv4 or IPv6 socket before it connects: anything else
+// is refused before the IOCTL, naming the state.
+void set_records_refuses_other_sockets(Checks& checks) {
+    const std::vector<std::uint8_t> record = pattern(40);
+    const struct {
+        const char* scenario;
+        std::uint16_t family;
+        std::uint32_t listening;
+        bool connected;
+        std::uint32_t error;
+        const char* why;
+    } cases[] = {
+        {"set records on an AF_UNIX socket", 1, 0, false, kWsaEafnosupport, core::kNotAnInetSocket},
+        {"set records on a listening socket", kWindowsAfInet, 1, false, kWsaEinval,
+         core::kListeningSocket},
+        {"set records on a connected socket", kWindowsAfInet6, 0, true, kWsaEisconn,
+         core::kConnectedSocket},
+    };
+    for (const auto& c : cases) {
+        checks.scenario = c.scenario;
+        ScriptedStack stack(checks);
+        stack.family = c.family;
+        stack.listening = c.listening;
+        if (c.connected)
+            stack.peer_address = windows_sockaddr_in({127, 0, 0, 1}, 50000);
+        const Status status =
+            set_redirect_records(stack.ops(), kScriptedSocket, record.data(), record.size());
+        CHECK(checks, status.outcome == Outcome::os_error && status.code == c.error);
+        CHECK(checks, names(status, c.why));
+        CHECK(checks, stack.ioctl_calls.empty() && stack.set_records.empty());
+    }
+}
+
 void original_destination_sources(Checks& checks) {
     const std::array<std::uint8_t, 4> origin{192, 0, 2, 80};
     const std::array<std::uint8_t, 16> origin6{0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0,
@@ -479,6 +513,7 @@ void run_scripted_stack_suite(Checks& checks) {
     context_is_returned(checks);
     error_classes(checks);
     set_records(checks);
+    set_records_refuses_other_sockets(checks);
     original_destination_sources(checks);
 }
 

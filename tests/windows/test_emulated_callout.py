@@ -692,3 +692,30 @@ def test_a_first_datagram_longer_than_the_buffer_is_an_error_not_a_silent_loss(
         assert wfpredirect.recvmsg_redirect(relay_sock, 65535) == wfpredirect.Datagram(
             b"next", client.getsockname(), None, None, None
         )
+
+
+def test_set_redirect_records_refuses_connected_and_listening_sockets(
+    callout: Callout, listener: wfpredirect.RedirectSocket
+) -> None:
+    """Before any IOCTL: the connection of a connected socket was made
+    without the records, and a listening socket makes no upstream."""
+    with socket.create_connection(listener.getsockname(), timeout=TIMEOUT) as client:
+        answers = {}
+        for name, sock in (("connected", client), ("listening", listener)):
+            with pytest.raises(wfpredirect.RedirectError) as caught:
+                wfpredirect.set_redirect_records(sock, b"records")
+            answers[name] = (caught.value.winerror, str(caught.value).split(" (")[0])
+    assert answers == {
+        "connected": (
+            10056,  # WSAEISCONN
+            "[WinError 10056] set_redirect_records: the socket is already connected: set "
+            "records before connect",
+        ),
+        "listening": (
+            WSAEINVAL,
+            "[WinError 10022] set_redirect_records: the socket is listening: records go on "
+            "the proxy's new upstream socket, before it connects",
+        ),
+    }
+    assert callout.sets == []
+    assert callout.wfp_ioctls == 0

@@ -52,8 +52,8 @@ SUITES = [
     )
 ]
 
-NATIVE_CHECKS = 2286
-CONFORMANCE_CHECKS = 2328
+NATIVE_CHECKS = 2310
+CONFORMANCE_CHECKS = 2354
 
 # What valgrind exits with when it found an error (the program itself
 # exits 0 or 1).

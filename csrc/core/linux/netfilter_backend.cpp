@@ -5,10 +5,12 @@
 #include <cstring>
 
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 
 #include "../backend.hpp"
 #include "../netfilter_record.hpp"
+#include "../upstream_socket.hpp"
 #include "netfilter_socket.hpp"
 
 namespace wfpredirect::core {
@@ -197,10 +199,47 @@ Status query_redirect_context_into(SocketHandle socket, std::uint8_t*, std::size
     return context_of(socket, marks);
 }
 
+namespace {
+
+// A socket records can still go on (upstream_socket.hpp): IPv4 or IPv6,
+// neither listening nor connected. Only asks; changes nothing. For TCP, the
+// accept path's case, one call answers: TCP_INFO's first byte is the
+// connection's state (the kernel copies as much of struct tcp_info as asked).
+Status check_upstream_socket(SocketHandle socket) {
+    std::uint8_t state = 0;
+    socklen_t length = sizeof state;
+    if (getsockopt(socket, IPPROTO_TCP, TCP_INFO, &state, &length) == 0 && length == 1) {
+        if (state == TCP_CLOSE) // new, or bound and not connected
+            return Status::success(0);
+        if (state == TCP_LISTEN)
+            return Status::failure(Outcome::os_error, EINVAL, kListeningSocket);
+        return Status::failure(Outcome::os_error, EISCONN, kConnectedSocket);
+    }
+    // Not TCP: UDP, or another family altogether.
+    int domain = 0;
+    length = sizeof domain;
+    if (getsockopt(socket, SOL_SOCKET, SO_DOMAIN, &domain, &length) != 0)
+        return netfilter::os_failure(errno, "getsockopt(SO_DOMAIN)");
+    if (domain != AF_INET && domain != AF_INET6)
+        return Status::failure(Outcome::os_error, EAFNOSUPPORT, kNotAnInetSocket);
+    sockaddr_storage peer{};
+    length = sizeof peer;
+    if (getpeername(socket, reinterpret_cast<sockaddr*>(&peer), &length) == 0)
+        return Status::failure(Outcome::os_error, EISCONN, kConnectedSocket);
+    if (errno != ENOTCONN)
+        return netfilter::os_failure(errno, "getpeername");
+    return Status::success(0);
+}
+
+} // namespace
+
 Status set_redirect_records(SocketHandle socket, const std::uint8_t* records, std::size_t size,
                             const MarkConfig& marks) {
     std::uint32_t mark = 0;
-    const Status status = netfilter::upstream_mark(records, size, marks, mark);
+    Status status = netfilter::upstream_mark(records, size, marks, mark);
+    if (!status.ok())
+        return status;
+    status = check_upstream_socket(socket);
     if (!status.ok())
         return status;
     if (setsockopt(socket, SOL_SOCKET, SO_MARK, &mark, sizeof mark) != 0) {

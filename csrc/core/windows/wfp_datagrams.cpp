@@ -16,20 +16,6 @@ Status failure_of(const WinsockAnswer& answer, const char* call) {
     return Status::failure(Outcome::os_error, answer.error, call);
 }
 
-// The socket's address family (WSAPROTOCOL_INFOW.iAddressFamily): a UDP
-// socket that has not sent yet has no name for getsockname to report.
-Status socket_family(const WinsockOps& ops, std::uintptr_t socket, std::uint16_t& family) {
-    std::uint8_t info[kWindowsProtocolInfoSize];
-    const WinsockAnswer answer = ops.getsockopt(ops.context, socket, kWindowsSolSocket,
-                                                kWindowsSoProtocolInfoW, info, sizeof info);
-    if (answer.rc != 0)
-        return failure_of(answer, "getsockopt(SO_PROTOCOL_INFOW)");
-    int value;
-    std::memcpy(&value, info + kWindowsProtocolInfoFamilyOffset, sizeof value);
-    family = static_cast<std::uint16_t>(value);
-    return Status::success(0);
-}
-
 Status enable_at(const WinsockOps& ops, std::uintptr_t socket, int level) {
     static constexpr struct {
         int name;

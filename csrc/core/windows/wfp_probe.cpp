@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "../upstream_socket.hpp"
 #include "../wfp_constants.hpp"
 #include "../wfpsampler_context.hpp"
 
@@ -208,6 +209,31 @@ Status windows_original_dst(const WinsockOps& ops, std::uintptr_t socket, Socket
     return Status::success(0);
 }
 
+// A socket records can still go on (upstream_socket.hpp): IPv4 or IPv6,
+// neither listening nor connected. Only asks; changes nothing.
+Status check_upstream_socket(const WinsockOps& ops, std::uintptr_t socket) {
+    std::uint16_t family = 0;
+    const Status status = socket_family(ops, socket, family);
+    if (!status.ok())
+        return status;
+    if (family != kWindowsAfInet && family != kWindowsAfInet6)
+        return Status::failure(Outcome::os_error, kWsaEafnosupport, kNotAnInetSocket);
+    std::uint32_t listening = 0; // a BOOL
+    const WinsockAnswer accepting = ops.getsockopt(
+        ops.context, socket, kWindowsSolSocket, kWindowsSoAcceptconn, &listening, sizeof listening);
+    if (accepting.rc != 0)
+        return classify_failure(accepting.error, "getsockopt(SO_ACCEPTCONN)");
+    if (listening != 0)
+        return Status::failure(Outcome::os_error, kWsaEinval, kListeningSocket);
+    std::uint8_t peer[kWindowsSockaddrStorageSize];
+    const WinsockAnswer named = ops.getpeername(ops.context, socket, peer, sizeof peer);
+    if (named.rc == 0)
+        return Status::failure(Outcome::os_error, kWsaEisconn, kConnectedSocket);
+    if (named.error != kWsaEnotconn)
+        return classify_failure(named.error, "getpeername");
+    return Status::success(0);
+}
+
 } // namespace
 
 Status query_redirect_records(const WinsockOps& ops, std::uintptr_t socket, ByteBuffer& out) {
@@ -234,8 +260,23 @@ Status query_redirect_context_into(const WinsockOps& ops, std::uintptr_t socket,
     return answer;
 }
 
+Status socket_family(const WinsockOps& ops, std::uintptr_t socket, std::uint16_t& family) {
+    std::uint8_t info[kWindowsProtocolInfoSize];
+    const WinsockAnswer answer = ops.getsockopt(ops.context, socket, kWindowsSolSocket,
+                                                kWindowsSoProtocolInfoW, info, sizeof info);
+    if (answer.rc != 0)
+        return classify_failure(answer.error, "getsockopt(SO_PROTOCOL_INFOW)");
+    int value;
+    std::memcpy(&value, info + kWindowsProtocolInfoFamilyOffset, sizeof value);
+    family = static_cast<std::uint16_t>(value);
+    return Status::success(0);
+}
+
 Status set_redirect_records(const WinsockOps& ops, std::uintptr_t socket,
                             const std::uint8_t* records, std::size_t size) {
+    const Status usable = check_upstream_socket(ops, socket);
+    if (!usable.ok())
+        return usable;
     const WinsockAnswer answer = ops.ioctl(ops.context, socket, kSioSetRedirectRecords, records,
                                            static_cast<std::uint32_t>(size), nullptr, 0, nullptr);
     if (answer.rc != 0)

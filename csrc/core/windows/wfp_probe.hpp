@@ -48,6 +48,8 @@ struct WinsockOps {
                                 void* out, std::uint32_t out_size);
     WinsockAnswer (*getsockname)(void* context, std::uintptr_t socket, void* out,
                                  std::uint32_t out_size);
+    WinsockAnswer (*getpeername)(void* context, std::uintptr_t socket, void* out,
+                                 std::uint32_t out_size);
     WinsockAnswer (*setsockopt)(void* context, std::uintptr_t socket, int level, int name,
                                 const void* value, std::uint32_t size);
     // WSARecvMsg (found through SIO_GET_EXTENSION_FUNCTION_POINTER);
@@ -79,7 +81,13 @@ Status query_redirect_context(const WinsockOps& ops, std::uintptr_t socket, Byte
 Status query_redirect_context_into(const WinsockOps& ops, std::uintptr_t socket,
                                    std::uint8_t* buffer, std::size_t capacity);
 
+// The socket's address family (WSAPROTOCOL_INFOW.iAddressFamily): a UDP
+// socket that has not sent yet has no name for getsockname to report.
+Status socket_family(const WinsockOps& ops, std::uintptr_t socket, std::uint16_t& family);
+
 // `records` (1..kMaxQuerySize bytes) is the INPUT buffer; success has size 0.
+// A socket that is not IPv4 or IPv6, listens or is connected is refused
+// first (upstream_socket.hpp), with no IOCTL made.
 Status set_redirect_records(const WinsockOps& ops, std::uintptr_t socket,
                             const std::uint8_t* records, std::size_t size);
 

@@ -67,6 +67,8 @@ static_assert(wfp::kWindowsIpprotoIpv6 == IPPROTO_IPV6);
 static_assert(wfp::kWindowsIpv6V6only == IPV6_V6ONLY);
 static_assert(wfp::kWindowsSolSocket == SOL_SOCKET);
 static_assert(wfp::kWindowsSoProtocolInfoW == SO_PROTOCOL_INFOW);
+static_assert(wfp::kWindowsSoAcceptconn == SO_ACCEPTCONN);
+static_assert(wfp::kWsaEisconn == WSAEISCONN);
 static_assert(wfp::kWindowsProtocolInfoSize == sizeof(WSAPROTOCOL_INFOW));
 static_assert(wfp::kWindowsProtocolInfoFamilyOffset == offsetof(WSAPROTOCOL_INFOW, iAddressFamily));
 static_assert(wfp::kWindowsMsgCtrunc == MSG_CTRUNC);
@@ -103,6 +105,13 @@ wfp::WinsockAnswer ws2_getsockname(void*, std::uintptr_t socket, void* out,
                                    std::uint32_t out_size) {
     int length = static_cast<int>(out_size);
     const int rc = ::getsockname(static_cast<SOCKET>(socket), static_cast<sockaddr*>(out), &length);
+    return answer(rc, static_cast<DWORD>(length));
+}
+
+wfp::WinsockAnswer ws2_getpeername(void*, std::uintptr_t socket, void* out,
+                                   std::uint32_t out_size) {
+    int length = static_cast<int>(out_size);
+    const int rc = ::getpeername(static_cast<SOCKET>(socket), static_cast<sockaddr*>(out), &length);
     return answer(rc, static_cast<DWORD>(length));
 }
 
@@ -153,8 +162,9 @@ wfp::WinsockAnswer ws2_sendmsg(void*, std::uintptr_t socket, const wfp::MessageB
     return answer(rc, bytes);
 }
 
-constexpr wfp::WinsockOps kWs2Ops{nullptr,         &ws2_ioctl,   &ws2_getsockopt, &ws2_getsockname,
-                                  &ws2_setsockopt, &ws2_recvmsg, &ws2_sendmsg};
+constexpr wfp::WinsockOps kWs2Ops{nullptr,          &ws2_ioctl,       &ws2_getsockopt,
+                                  &ws2_getsockname, &ws2_getpeername, &ws2_setsockopt,
+                                  &ws2_recvmsg,     &ws2_sendmsg};
 
 } // namespace
 

@@ -202,6 +202,11 @@ wfp::WinsockAnswer emulated_getsockname(void* context, std::uintptr_t socket, vo
     return real_winsock_ops().getsockname(context, socket, out, out_size);
 }
 
+wfp::WinsockAnswer emulated_getpeername(void* context, std::uintptr_t socket, void* out,
+                                        std::uint32_t out_size) {
+    return real_winsock_ops().getpeername(context, socket, out, out_size);
+}
+
 // IP_WFP_REDIRECT_RECORDS / _CONTEXT = 1 at IPPROTO_IP or IPPROTO_IPV6 turn
 // on the datagram state for that socket, as the real options do.
 wfp::WinsockAnswer emulated_setsockopt(void* context, std::uintptr_t socket, int level, int name,
@@ -299,6 +304,7 @@ constexpr wfp::WinsockOps kEmulatedOps{nullptr,
                                        &emulated_ioctl,
                                        &emulated_getsockopt,
                                        &emulated_getsockname,
+                                       &emulated_getpeername,
                                        &emulated_setsockopt,
                                        &emulated_recvmsg,
                                        &emulated_sendmsg};
