@@ -15,7 +15,7 @@ import sys
 
 from ._core import original_destination
 from ._doctor import Finding, loopback_connection
-from ._errors import NotRedirectedError
+from ._errors import CAPABILITY_ADVICE, NotRedirectedError
 from ._marks import LOOP_MARK, MARK_MASK, marks_problem
 
 CAP_NET_ADMIN = 12  # linux/capability.h
@@ -54,8 +54,7 @@ def _privileges() -> Finding:
         "privileges",
         value,
         problem="set_redirect_records (SO_MARK) will raise RedirectPermissionError",
-        what_to_do="run the proxy as root, or give it CAP_NET_ADMIN (systemd: "
-        "AmbientCapabilities=CAP_NET_ADMIN; or setcap cap_net_admin+ep on its interpreter)",
+        what_to_do=CAPABILITY_ADVICE,
     )
 
 

@@ -29,3 +29,11 @@ class UnsupportedError(RedirectError):
 class RedirectPermissionError(RedirectError, PermissionError):
     """The process lacks the privilege (Linux: CAP_NET_RAW or CAP_NET_ADMIN;
     Windows: administrator rights)."""
+
+
+#: What to do when SO_MARK or IP_TRANSPARENT is refused (Linux): one text for
+#: the doctor and the proxy.
+CAPABILITY_ADVICE = (
+    "run the proxy as root, or give it CAP_NET_ADMIN (systemd: "
+    "AmbientCapabilities=CAP_NET_ADMIN; or setcap cap_net_admin+ep on its interpreter)"
+)

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from netns import run_in_netns
 from record_format import encode
 from support import NEUTRAL_DIRECTORY, require_root, require_tool, unavailable
 
@@ -127,3 +128,42 @@ def test_datagram_calls_without_both_capabilities() -> None:
             "or CAP_NET_ADMIN (Operation not permitted)",
         ],
     ]
+
+
+def test_the_proxy_without_both_capabilities_stops_at_start() -> None:
+    """Before anything listens: exit status 2, what is missing and what to
+    do, and no "listening" line (it used to start and fail every connection)."""
+    require_root()
+    setpriv = require_tool("setpriv")
+
+    def body() -> tuple[int, str, str]:
+        completed = subprocess.run(
+            [
+                setpriv,
+                "--bounding-set=-net_raw,-net_admin",
+                "--inh-caps=-net_raw,-net_admin",
+                sys.executable,
+                "-m",
+                "wfpredirect",
+                "proxy",
+                "--listen",
+                "127.0.0.1:15001",
+                "--udp",
+                "127.0.0.1:15001",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=NEUTRAL_DIRECTORY,
+            timeout=30,
+        )
+        return completed.returncode, completed.stdout, completed.stderr
+
+    assert run_in_netns(body) == (
+        2,
+        "",
+        "wfpredirect proxy: cannot mark the upstream connections (setsockopt(SO_MARK): "
+        "Operation not permitted), so none could carry its records: run the proxy as root, "
+        "or give it CAP_NET_ADMIN (systemd: AmbientCapabilities=CAP_NET_ADMIN; or setcap "
+        "cap_net_admin+ep on its interpreter)\n",
+    )
