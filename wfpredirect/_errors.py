@@ -37,3 +37,16 @@ CAPABILITY_ADVICE = (
     "run the proxy as root, or give it CAP_NET_ADMIN (systemd: "
     "AmbientCapabilities=CAP_NET_ADMIN; or setcap cap_net_admin+ep on its interpreter)"
 )
+
+
+def renamed(error: RedirectError, inner: str, outer: str) -> RedirectError:
+    """`error`, raised by call `inner`, as call `outer` reports it: the same
+    class, errno and winerror, the message naming `outer` instead."""
+    message = error.strerror or ""
+    if message.startswith(f"{inner}: "):
+        message = f"{outer}: {message[len(inner) + 2 :]}"
+    again = type(error)(error.errno, message)
+    winerror = getattr(error, "winerror", None)
+    if winerror is not None:
+        setattr(again, "winerror", winerror)  # noqa: B010 - Windows-only in the stubs
+    return again

@@ -11,7 +11,7 @@ from ._core import recvmsg_redirect as _recvmsg_redirect
 from ._core import recvmsg_redirect_into as _recvmsg_redirect_into
 from ._core import sendmsg_redirect as _sendmsg_redirect
 from ._core import set_redirect_records as _set_redirect_records
-from ._errors import RedirectError
+from ._errors import RedirectError, renamed
 from ._info import RedirectInfo, query_redirect_info
 from ._records import Datagram, RedirectRecords
 
@@ -155,9 +155,9 @@ class RedirectSocket(socket.socket):
                     upstream.bind(source_address)
                 upstream.connect(target)
                 return upstream
-            except RedirectError:
+            except RedirectError as error:
                 upstream.close()
-                raise
+                raise renamed(error, "set_redirect_records", "create_upstream") from error
             except OSError as error:
                 upstream.close()
                 failures.append(error)

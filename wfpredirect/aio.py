@@ -24,7 +24,7 @@ from ._aio_datagrams import (
     create_redirect_datagram_endpoint,
 )
 from ._core import set_redirect_records
-from ._errors import RedirectError
+from ._errors import RedirectError, renamed
 from ._info import RedirectInfo, query_redirect_info
 
 __all__ = [
@@ -171,9 +171,9 @@ async def open_upstream(
             if local_addr is not None:
                 upstream.bind(local_addr)
             await loop.sock_connect(upstream, target)
-        except RedirectError:
+        except RedirectError as error:
             upstream.close()
-            raise
+            raise renamed(error, "set_redirect_records", "open_upstream") from error
         except OSError as error:
             upstream.close()
             failures.append(error)

@@ -11,6 +11,7 @@ import pytest
 
 from netns import run_in_netns
 from record_format import encode
+from rules import redirect
 from support import NEUTRAL_DIRECTORY, require_root, require_tool, unavailable
 
 # linux/capability.h
@@ -167,3 +168,57 @@ def test_the_proxy_without_both_capabilities_stops_at_start() -> None:
         "or give it CAP_NET_ADMIN (systemd: AmbientCapabilities=CAP_NET_ADMIN; or setcap "
         "cap_net_admin+ep on its interpreter)\n",
     )
+
+
+UPSTREAM_PROBE = """
+import asyncio, json, socket, wfpredirect
+from wfpredirect.aio import open_upstream
+listener = wfpredirect.RedirectSocket(socket.AF_INET, socket.SOCK_STREAM)
+listener.bind(("127.0.0.1", 15001))
+listener.listen()
+client = socket.create_connection(("127.0.0.2", 8080), timeout=5)
+accepted, _ = listener.accept()
+answers = []
+for call in (accepted.create_upstream,
+             lambda: asyncio.run(open_upstream(accepted.redirect_info))):
+    try:
+        call()
+        answers.append("ok")
+    except wfpredirect.RedirectPermissionError as error:
+        answers.append([error.errno, str(error)])
+print(json.dumps(answers))
+"""
+
+
+def test_upstream_errors_name_the_upstream_call() -> None:
+    """Without the capabilities the records cannot be set: the error names
+    create_upstream or open_upstream, the call the proxy made."""
+    require_root()
+    setpriv = require_tool("setpriv")
+
+    def body() -> object:
+        completed = subprocess.run(
+            [
+                setpriv,
+                "--bounding-set=-net_raw,-net_admin",
+                "--inh-caps=-net_raw,-net_admin",
+                sys.executable,
+                "-c",
+                UPSTREAM_PROBE,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=NEUTRAL_DIRECTORY,
+            timeout=30,
+        )
+        return json.loads(completed.stdout)
+
+    assert run_in_netns(body, nft_rules=redirect("ip", "127.0.0.2", 8080, 15001)) == [
+        [
+            1,
+            f"[Errno 1] {call}: setsockopt(SO_MARK) needs CAP_NET_RAW or CAP_NET_ADMIN "
+            "(Operation not permitted)",
+        ]
+        for call in ("create_upstream", "open_upstream")
+    ]
