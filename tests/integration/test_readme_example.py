@@ -4,23 +4,28 @@ and a real HTTP server, alone and as a chain of two proxies."""
 from __future__ import annotations
 
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+import wfpredirect
 from netns import run_in_netns
 from processes import running
 from rules import chain, redirect
 from support import project_file, require_tool
+from test_aio_datagrams import UdpOrigin
+from test_datagrams import IPV4, ORIGIN_PORT, PROXY_PORT, route_marked_locally, tproxy_rules
 
 EXAMPLE_MARKER = "<!-- example: transparent_proxy.py"
+UDP_EXAMPLE_MARKER = "<!-- example: udp_relay.py"
 
 
-def readme_example() -> str:
+def readme_example(marker: str = EXAMPLE_MARKER) -> str:
     text = project_file("README.md").read_text(encoding="utf-8")
-    after_marker = text[text.index(EXAMPLE_MARKER) :]
+    after_marker = text[text.index(marker) :]
     match = re.search(r"```python\n(.*?)```", after_marker, re.DOTALL)
     assert match is not None, "the README lost its example"
     return match.group(1)
@@ -131,4 +136,45 @@ def test_chain_of_two_proxies_ends_at_the_origin(site: tuple[Path, Path]) -> Non
         "proxy_a": ["relaying to 127.0.0.2 port 8080"],
         "proxy_b": ["relaying to 127.0.0.2 port 8080"],
         "origin_requests": 1,
+    }
+
+
+PING_PONGS = 1000
+
+
+def test_readme_udp_relay_answers_every_datagram_in_order(tmp_path: Path) -> None:
+    """The README's UDP relay as shipped, behind a real TPROXY rule: a client
+    sends each datagram as soon as the previous answer arrived, 1,000
+    times, and gets every answer, in order, byte for byte."""
+    relay = tmp_path / "udp_relay.py"
+    relay.write_text(readme_example(UDP_EXAMPLE_MARKER))
+
+    def body() -> dict[str, object]:
+        route_marked_locally(IPV4)
+        origin = UdpOrigin()
+        destination = (IPV4.origin_host, ORIGIN_PORT)
+        ready = f"relaying udp on 0.0.0.0 port {PROXY_PORT}"
+        with (
+            running([sys.executable, str(relay), str(PROXY_PORT)], ready=ready),
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client,
+        ):
+            client.bind((IPV4.client_host, 0))
+            client.settimeout(5)
+            wrong = []
+            for number in range(PING_PONGS):
+                question = f"question {number}".encode()
+                client.sendto(question, destination)
+                answer, source = client.recvfrom(2048)
+                if (answer, source) != (b"origin " + question, destination):
+                    wrong.append((number, answer, source))
+        return {
+            "wrong answers": wrong,
+            "origin saw": len(origin.arrivals),
+            "loop mark on each": {mark for _, _, mark in origin.arrivals},
+        }
+
+    assert run_in_netns(body, nft_rules=tproxy_rules(IPV4)) == {
+        "wrong answers": [],
+        "origin saw": PING_PONGS,
+        "loop mark on each": {wfpredirect.LOOP_MARK},
     }
