@@ -38,6 +38,7 @@ from ._errors import (
     UnsupportedError,
 )
 from ._info import RedirectInfo, query_redirect_info
+from ._loops import RedirectLoopError
 from ._marks import DEFAULT_LOOP_MARK, DEFAULT_MARK_MASK, LOOP_MARK, MARK_MASK
 from ._records import Datagram, RedirectRecords
 from ._socket import RedirectSocket
@@ -64,6 +65,7 @@ __all__ = [
     "NotRedirectedError",
     "RedirectError",
     "RedirectInfo",
+    "RedirectLoopError",
     "RedirectPermissionError",
     "RedirectRecords",
     "RedirectSocket",

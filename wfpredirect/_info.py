@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, NamedTuple, TypeVar
 from ._addresses import Address, is_listener_address
 from ._core import original_destination, query_redirect_context, query_redirect_records
 from ._errors import NotRedirectedError, UnsupportedError
+from ._loops import check_not_looped
 from ._records import RedirectRecords
 
 if TYPE_CHECKING:
@@ -53,8 +54,12 @@ def query_redirect_info(sock: _Socket, listening_addresses: Sequence[Address] = 
     destination that cannot be known (Windows without SO_ORIGINAL_DST, a
     driver whose context is not WFPSampler's) is None while the records and
     context still travel. Any other failure raises, as the single queries
-    do (RedirectError naming the call, with the OS code).
+    do (RedirectError naming the call, with the OS code). A connection that
+    is one of this process's own upstream connections (create_upstream,
+    open_upstream) coming back raises RedirectLoopError, saying what the
+    redirect lacks.
     """
+    check_not_looped(sock, "query_redirect_info")
     try:
         destination = _unless_not_redirected(original_destination, sock)
     except UnsupportedError:

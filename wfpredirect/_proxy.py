@@ -326,6 +326,7 @@ class Proxy:
             settings.host,
             settings.port,
             backlog=settings.backlog,
+            loop_mark=settings.loop_mark,
             # reuse_address is left to asyncio: SO_REUSEADDR on POSIX, where
             # it only allows a restart while old connections linger in
             # TIME_WAIT; never on Windows, where it would let any other

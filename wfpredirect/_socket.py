@@ -13,6 +13,7 @@ from ._core import sendmsg_redirect as _sendmsg_redirect
 from ._core import set_redirect_records as _set_redirect_records
 from ._errors import RedirectError, renamed
 from ._info import RedirectInfo, query_redirect_info
+from ._loops import Endpoint, forget_upstream, remember_upstream
 from ._records import Datagram, RedirectRecords
 
 
@@ -26,7 +27,7 @@ class RedirectSocket(socket.socket):
     IP_TRANSPARENT listener looks redirected) counts as not redirected.
     """
 
-    __slots__ = ("_info", "_listener_address", "_listening_address")
+    __slots__ = ("_info", "_listener_address", "_listening_address", "_upstream_key")
 
     def __init__(
         self,
@@ -39,6 +40,21 @@ class RedirectSocket(socket.socket):
         self._listening_address: Address | None = None  # this socket's, when it listens
         self._listener_address: Address | None = None  # the listener that accepted this one
         self._info: RedirectInfo | None = None
+        # Set while this socket is an open upstream (loop detection).
+        self._upstream_key: Endpoint | None = None
+
+    def close(self) -> None:
+        self._forget_upstream()
+        super().close()
+
+    def detach(self) -> int:
+        self._forget_upstream()
+        return super().detach()
+
+    def _forget_upstream(self) -> None:
+        key, self._upstream_key = self._upstream_key, None
+        if key is not None:
+            forget_upstream(key)
 
     def accept(self) -> tuple[RedirectSocket, Address]:
         fd, address = self._accept()  # type: ignore[attr-defined]
@@ -154,6 +170,7 @@ class RedirectSocket(socket.socket):
                 if source_address is not None:
                     upstream.bind(source_address)
                 upstream.connect(target)
+                upstream._upstream_key = remember_upstream(upstream)
                 return upstream
             except RedirectError as error:
                 upstream.close()

@@ -26,6 +26,14 @@ from ._aio_datagrams import (
 from ._core import set_redirect_records
 from ._errors import RedirectError, renamed
 from ._info import RedirectInfo, query_redirect_info
+from ._loops import (
+    Endpoint,
+    RedirectLoopError,
+    forget_upstream,
+    missing_exemption,
+    remember_upstream,
+)
+from ._marks import LOOP_MARK
 
 __all__ = [
     "ClientConnectedCallback",
@@ -57,6 +65,12 @@ async def start_redirect_server(
     coroutine function) receives ``(reader, writer, redirect)``, where
     `redirect` is the connection's :class:`RedirectInfo`.
 
+    A connection that is this process's own upstream connection coming
+    back (the redirect lets it loop: see RedirectLoopError) is refused at
+    once and logged on the ``wfpredirect.aio`` logger with the rule the
+    redirect lacks for `loop_mark` (a keyword: default LOOP_MARK); the
+    callback does not see it.
+
     A connection whose redirect state cannot be read (a query answering an
     error outside the documented ones) is closed and logged, with the error
     and its code, on the ``wfpredirect.aio`` logger; the callback does not see
@@ -69,6 +83,8 @@ async def start_redirect_server(
     ``start_serving``...) are ``asyncio.start_server``'s.
     """
     start_serving = kw.pop("start_serving", True)
+    loop_mark = kw.pop("loop_mark", None)
+    loop_mark = LOOP_MARK if loop_mark is None else loop_mark
     listening_addresses: list[Address] = []
 
     async def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -79,6 +95,16 @@ async def start_redirect_server(
         # socket without it.)
         try:
             redirect = query_redirect_info(writer.get_extra_info("socket"), listening_addresses)
+        except RedirectLoopError:
+            # The proxy's own upstream came back: refuse it at once, so the
+            # loop ends here instead of opening upstream after upstream.
+            logger.error(
+                "refused %s: the proxy's own upstream connection came back: %s",
+                _peer(writer),
+                missing_exemption(loop_mark),
+            )
+            writer.transport.abort()
+            return
         except RedirectError as error:
             # An answer outside the documented ones (a layered provider, a
             # driver's own code): neither redirected nor not, so the
@@ -115,6 +141,32 @@ async def start_redirect_server(
     if start_serving:
         await server.start_serving()
     return server
+
+
+class _UpstreamProtocol(asyncio.StreamReaderProtocol):
+    """asyncio's stream protocol that forgets its upstream (loop detection)
+    when the connection ends, on every event loop."""
+
+    def __init__(self, reader: asyncio.StreamReader, key: Endpoint) -> None:
+        super().__init__(reader)
+        self._upstream_key: Endpoint | None = key
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        key, self._upstream_key = self._upstream_key, None
+        if key is not None:
+            forget_upstream(key)
+        super().connection_lost(exc)
+
+
+async def _open_stream(
+    sock: socket.socket, key: Endpoint, limit: int = 2**16, **kw: Any
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """asyncio.open_connection(sock=sock) with _UpstreamProtocol."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=limit, loop=loop)
+    protocol = _UpstreamProtocol(reader, key)
+    transport, _ = await loop.create_connection(lambda: protocol, sock=sock, **kw)
+    return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
 
 
 def _peer(writer: asyncio.StreamWriter) -> str:
@@ -181,9 +233,11 @@ async def open_upstream(
         except BaseException:
             upstream.close()
             raise
+        key = remember_upstream(upstream)
         try:
-            return await asyncio.open_connection(sock=upstream, **kw)
+            return await _open_stream(upstream, key, **kw)
         except BaseException:
+            forget_upstream(key)
             upstream.close()
             raise
     if len(failures) == 1:

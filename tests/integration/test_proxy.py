@@ -387,3 +387,57 @@ def test_sigterm_stops_cleanly_within_the_grace_period() -> None:
         "process_gone": True,
         "listening_after": 7,  # curl: could not connect
     }
+
+
+# A redirect without the loop-mark exemption: the most common first mistake.
+LOOPING_RULES = """table ip wfpr {
+  chain out {
+    type nat hook output priority -100;
+    ip daddr 127.0.0.2 tcp dport 8080 redirect to :15001
+  }
+}
+"""
+
+
+def test_a_rule_without_the_loop_exemption_is_named_and_the_loop_ends() -> None:
+    """The upstream comes back into the proxy: that connection is refused at
+    once with the rule to add, so the loop ends at its first turn instead of
+    exhausting the descriptors."""
+
+    def body() -> dict[str, object]:
+        with running(proxy_command(), ready=PROXY_READY) as proxy:
+            curl = subprocess.run(
+                ["curl", "-sS", "--max-time", "10", f"{ORIGIN}/"],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            open_descriptors = len(list(Path(f"/proc/{proxy.pid}/fd").iterdir()))
+            status, output = stop(proxy)
+        lines = [
+            re.sub(r"(127\.0\.0\.1[: ](?:port )?)\d+", r"\1PORT", line)
+            for line in output.splitlines()
+        ]
+        return {
+            "curl failed": curl.returncode in CURL_NO_REPLY,
+            "loop lines": [line for line in lines if "came back" in line],
+            "relayed": [line for line in lines if " -> " in line],
+            "descriptors bounded": open_descriptors < 20,
+            "exit": status,
+        }
+
+    result = run_in_netns(body, nft_rules=LOOPING_RULES)
+    relayed = result.pop("relayed")
+    assert result == {
+        "curl failed": True,
+        "loop lines": [
+            "refused 127.0.0.1 port PORT: the proxy's own upstream connection came back: the "
+            "redirect rule does not skip the loop mark 0x40: put "
+            "`meta mark & 0x40 == 0x40 return` (nft) or "
+            "`iptables -t nat -I OUTPUT -m mark --mark 0x40/0x40 -j RETURN` (iptables) before it"
+        ],
+        "descriptors bounded": True,
+        "exit": 0,
+    }
+    # The client's own connection, relayed until its upstream was refused.
+    assert len(relayed) == 1 and relayed[0].startswith("127.0.0.1:PORT -> 127.0.0.2:8080: ")  # type: ignore[index]

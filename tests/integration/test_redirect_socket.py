@@ -8,6 +8,7 @@ import socket
 import wfpredirect
 from netns import run_in_netns
 from test_original_destination import IPV4_RULES, listen
+from test_proxy import LOOPING_RULES
 from wfpredirect import RedirectSocket
 
 
@@ -102,3 +103,38 @@ def test_query_redirect_info_on_any_accepted_socket() -> None:
         "direct": wfpredirect.RedirectInfo(None, None, None),
         "to a listener given": wfpredirect.RedirectInfo(None, None, None),
     }
+
+
+def test_an_upstream_coming_back_is_a_loop_error() -> None:
+    """Without the loop-mark exemption, create_upstream's connection is
+    redirected back to the listener: the connection it makes there raises
+    RedirectLoopError, naming the rule to add."""
+
+    def body() -> dict[str, object]:
+        listener = listen(socket.AF_INET, ("127.0.0.1", 15001))
+        client = socket.create_connection(("127.0.0.2", 8080), timeout=5)
+        redirected, _ = listener.accept()
+        upstream = redirected.create_upstream(timeout=5)
+        came_back, _ = listener.accept()
+        try:
+            answer: object = came_back.redirect_info
+        except wfpredirect.RedirectLoopError as error:
+            answer = (error.errno, str(error), upstream.getsockname()[1])
+        upstream.close()
+        # Closed, the upstream is forgotten: a connection from its address
+        # would be an ordinary one again.
+        after = wfpredirect.query_redirect_info(came_back)
+        for sock in (came_back, redirected, client, listener):
+            sock.close()
+        return {"answer": answer, "after close": after.records is not None}
+
+    result = run_in_netns(body, nft_rules=LOOPING_RULES)
+    errno_value, message, port = result["answer"]  # type: ignore[misc]
+    assert (errno_value, message) == (
+        40,
+        f"[Errno 40] query_redirect_info: the connection from 127.0.0.1 port {port} is this "
+        "process's own upstream connection coming back: the redirect rule does not skip the "
+        "loop mark 0x40: put `meta mark & 0x40 == 0x40 return` (nft) or "
+        "`iptables -t nat -I OUTPUT -m mark --mark 0x40/0x40 -j RETURN` (iptables) before it",
+    )
+    assert result["after close"] is True
