@@ -26,7 +26,7 @@ TCP_FWMARK_ACCEPT = "/proc/sys/net/ipv4/tcp_fwmark_accept"
 
 # A rule that sets a mark: nft prints "meta mark set 0x00000040", "ct mark
 # set ...", iptables-save "--set-xmark 0x40/0xffffffff", "--set-mark 0x40".
-MARK_SETTING = re.compile(r"(?:mark set|--set-x?mark|--or-mark)\b(?P<rest>.*)")
+MARK_SETTING = re.compile(r"(?:mark set|--set-x?mark|--or-mark|--tproxy-mark)\b(?P<rest>.*)")
 HEX_NUMBER = re.compile(r"0x[0-9a-fA-F]+")
 
 
@@ -197,6 +197,71 @@ def _rulesets() -> list[tuple[str, str]]:
     return found
 
 
+# A rule that diverts traffic to a proxy: nft's redirect/tproxy/dnat
+# statements, iptables' REDIRECT/TPROXY/DNAT targets.
+DIVERTING = re.compile(r"\b(?:redirect|tproxy|dnat)\b|-j (?:REDIRECT|TPROXY|DNAT)\b")
+NFT_CHAIN = re.compile(r"^\s*chain (\S+) \{")
+IPTABLES_RULE = re.compile(r"^-A (\S+) ")
+
+
+# A rule that tests the packet's mark (not one that sets it: nft's
+# `meta mark set ...`, iptables' --set-mark/--tproxy-mark).
+MARK_TEST = re.compile(r"meta mark (?:&|==|!=|\d|0x)|-m mark\b")
+
+
+def _mark_test(line: str) -> str:
+    """The part of `line` before any mark setting, if it tests a mark."""
+    setting = MARK_SETTING.search(line)
+    tested = line[: setting.start()] if setting else line
+    return tested if MARK_TEST.search(tested) else ""
+
+
+def _tests_loop_mark(line: str, loop_mark: int) -> bool:
+    return any(int(number, 16) & loop_mark for number in HEX_NUMBER.findall(_mark_test(line)))
+
+
+def _exemption_for(tool: str, loop_mark: int) -> str:
+    mark = f"{loop_mark:#x}"
+    if tool == "nft":
+        return f"put `meta mark & {mark} == {mark} return` before it, in the same chain"
+    command = "ip6tables" if tool == "ip6tables-save" else "iptables"
+    return (
+        f"put `{command} -t nat -I <its chain> -m mark --mark {mark}/{mark} -j RETURN` "
+        "before it (iptables -t mangle for a TPROXY rule)"
+    )
+
+
+def unexempted_diversions(tool: str, text: str, loop_mark: int) -> list[str]:
+    """The rules of ruleset `text` (`nft list ruleset` or iptables-save) that
+    divert traffic without a mark test, neither in the rule itself nor in an
+    earlier rule of the same chain that tests `loop_mark`: the proxy's own
+    upstream would be diverted back into it."""
+    found = []
+    exempted: set[str] = set()
+    chain = ""
+    for line in text.splitlines():
+        if tool == "nft":
+            opened = NFT_CHAIN.match(line)
+            if opened:
+                chain = opened.group(1)
+                continue
+        else:
+            appended = IPTABLES_RULE.match(line)
+            if not appended:
+                continue
+            chain = appended.group(1)
+        diverting = DIVERTING.search(line)
+        if not diverting:
+            if _tests_loop_mark(line, loop_mark):
+                exempted.add(chain)
+            continue
+        # A diverting rule that tests a mark itself is some proxy's own
+        # exemption (in a chain of proxies, each tests its own loop mark).
+        if not _mark_test(line) and chain not in exempted:
+            found.append(line.strip())
+    return found
+
+
 def _rules_using_the_marks() -> list[Finding]:
     rulesets = _rulesets()
     if not rulesets:
@@ -225,6 +290,19 @@ def _rules_using_the_marks() -> list[Finding]:
             "the redirect rule, or the proxy's upstream is redirected back into it",
         )
     ]
+    # With marks that cannot work no rule can exempt them: that is the one
+    # problem reported (see _marks).
+    for tool, text in [] if marks_problem() else rulesets:
+        for rule in unexempted_diversions(tool, text, LOOP_MARK):
+            findings.append(
+                Finding(
+                    "rule without the loop exemption",
+                    f"{tool}: {rule}",
+                    problem="it diverts the proxy's own upstream connections back into the "
+                    f"proxy: nothing before it in its chain skips the loop mark {LOOP_MARK:#x}",
+                    what_to_do=_exemption_for(tool, LOOP_MARK),
+                )
+            )
     for conflict in conflicts:
         findings.append(
             Finding(

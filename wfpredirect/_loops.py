@@ -73,7 +73,8 @@ def missing_exemption(loop_mark: int) -> str:
         )
     mark = f"{loop_mark:#x}"
     return (
-        f"the redirect rule does not skip the loop mark {mark}: put "
+        f"the redirect rule does not skip the loop mark {mark} (or the upstream carried no "
+        "records): put "
         f"`meta mark & {mark} == {mark} return` (nft) or "
         f"`iptables -t nat -I OUTPUT -m mark --mark {mark}/{mark} -j RETURN` (iptables) "
         "before it"

@@ -33,6 +33,8 @@ CORE_SOURCES = [
     CORE / "socket_address.cpp",
     CORE / "control_messages.cpp",
     CORE / "windows" / "wfp_datagrams.cpp",
+    # wfp_datagrams asks the socket's family through wfp_probe.
+    CORE / "windows" / "wfp_probe.cpp",
 ]
 CXXFLAGS = ["-std=c++17", "-g", "-O1", "-Wall", "-Wextra", "-Werror"]
 SANITIZERS = ["-fsanitize=fuzzer,address,undefined", "-fno-sanitize-recover=all"]

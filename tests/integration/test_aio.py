@@ -5,6 +5,8 @@ on asyncio's own loop and on uvloop."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 import socket
 import subprocess
 from collections.abc import Callable
@@ -111,30 +113,45 @@ def test_callback_gets_the_redirect_and_the_upstream_reaches_the_origin(loop_nam
 
 @pytest.mark.parametrize("loop_name", LOOPS)
 def test_without_the_records_the_upstream_comes_back_into_the_server(loop_name: str) -> None:
-    async def main() -> list[object]:
+    """The upstream without the records is redirected back into the server,
+    which recognises its own upstream and refuses it (one log line) instead
+    of handing it to the callback."""
+
+    async def main() -> dict[str, object]:
         seen: list[object] = []
+        refused: list[str] = []
         came_back = asyncio.Event()
+
+        class Collect(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                refused.append(record.getMessage())
+                came_back.set()
+
+        logging.getLogger("wfpredirect.aio").addHandler(Collect())
 
         async def relay(
             reader: asyncio.StreamReader, writer: asyncio.StreamWriter, info: RedirectInfo
         ) -> None:
             seen.append(info.original_destination)
-            if len(seen) == 1:
-                # The original destination, but none of the records.
-                await open_upstream(info._replace(records=None))
-            else:
-                came_back.set()
+            # The original destination, but none of the records.
+            await open_upstream(info._replace(records=None))
 
         server = await start_redirect_server(relay, "127.0.0.1", 15001)
         await asyncio.open_connection("127.0.0.2", 8080)
         await asyncio.wait_for(came_back.wait(), 10)
         server.close()
-        return seen
+        return {"seen": seen, "refused": [re.sub(r"port \d+", "port N", m) for m in refused]}
 
-    assert run_in_netns(lambda: run(main, loop_name), nft_rules=IPV4_RULES) == [
-        ("127.0.0.2", 8080),
-        ("127.0.0.2", 8080),
-    ]
+    assert run_in_netns(lambda: run(main, loop_name), nft_rules=IPV4_RULES) == {
+        "seen": [("127.0.0.2", 8080)],
+        "refused": [
+            "refused 127.0.0.1 port N: the proxy's own upstream connection came back: the "
+            "redirect rule does not skip the loop mark 0x40 (or the upstream carried no "
+            "records): put "
+            "`meta mark & 0x40 == 0x40 return` (nft) or "
+            "`iptables -t nat -I OUTPUT -m mark --mark 0x40/0x40 -j RETURN` (iptables) before it"
+        ],
+    }
 
 
 def test_ipv6_and_the_loop_mark_keywords() -> None:

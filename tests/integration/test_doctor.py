@@ -153,3 +153,26 @@ def test_loopback_down_gets_its_own_advice() -> None:
         "namespace): no test connection, and no proxy on 127.0.0.1",
         "  what to do: ip link set lo up",
     ]
+
+
+LOOPING_RULES = """table ip wfpr {
+  chain out {
+    type nat hook output priority -100;
+    ip daddr 127.0.0.2 tcp dport 8080 redirect to :15001
+  }
+}
+"""
+
+
+def test_a_redirect_without_the_loop_exemption_is_a_problem() -> None:
+    status, lines = run_in_netns(doctor, nft_rules=LOOPING_RULES)
+    assert status == 1
+    assert fields(lines)["rule without the loop exemption"] == (
+        "nft: ip daddr 127.0.0.2 tcp dport 8080 redirect to :15001"
+    )
+    assert lines[lines.index("1 problem:") :] == [
+        "1 problem:",
+        "- rule without the loop exemption: it diverts the proxy's own upstream connections "
+        "back into the proxy: nothing before it in its chain skips the loop mark 0x40",
+        "  what to do: put `meta mark & 0x40 == 0x40 return` before it, in the same chain",
+    ]

@@ -432,7 +432,8 @@ def test_a_rule_without_the_loop_exemption_is_named_and_the_loop_ends() -> None:
         "curl failed": True,
         "loop lines": [
             "refused 127.0.0.1 port PORT: the proxy's own upstream connection came back: the "
-            "redirect rule does not skip the loop mark 0x40: put "
+            "redirect rule does not skip the loop mark 0x40 (or the upstream carried no "
+            "records): put "
             "`meta mark & 0x40 == 0x40 return` (nft) or "
             "`iptables -t nat -I OUTPUT -m mark --mark 0x40/0x40 -j RETURN` (iptables) before it"
         ],

@@ -134,7 +134,8 @@ def test_an_upstream_coming_back_is_a_loop_error() -> None:
         40,
         f"[Errno 40] query_redirect_info: the connection from 127.0.0.1 port {port} is this "
         "process's own upstream connection coming back: the redirect rule does not skip the "
-        "loop mark 0x40: put `meta mark & 0x40 == 0x40 return` (nft) or "
+        "loop mark 0x40 (or the upstream carried no records): put "
+        "`meta mark & 0x40 == 0x40 return` (nft) or "
         "`iptables -t nat -I OUTPUT -m mark --mark 0x40/0x40 -j RETURN` (iptables) before it",
     )
     assert result["after close"] is True
