@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import ipaddress
 import json
 import re
@@ -719,3 +720,29 @@ def test_set_redirect_records_refuses_connected_and_listening_sockets(
     }
     assert callout.sets == []
     assert callout.wfp_ioctls == 0
+
+
+def test_an_upstream_coming_back_is_recognised_by_its_address(
+    callout: Callout, listener: wfpredirect.RedirectSocket
+) -> None:
+    """A driver that ignored the records would send the upstream back to a
+    proxy: the connection from the upstream's own address is a loop."""
+    second = wfpredirect.RedirectSocket(socket.AF_INET, socket.SOCK_STREAM)
+    second.bind((LOOPBACK, 0))
+    second.listen()
+    second.settimeout(TIMEOUT)
+    client, accepted = accept_redirected(
+        callout, listener, second.getsockname(), b"rec", original_dst_option=True
+    )
+    with second, client, accepted, accepted.create_upstream(timeout=TIMEOUT) as upstream:
+        came_back, _ = second.accept()
+        with came_back, pytest.raises(wfpredirect.RedirectLoopError) as caught:
+            wfpredirect.query_redirect_info(came_back)
+        port = upstream.getsockname()[1]
+    assert caught.value.errno == errno.ELOOP
+    assert str(caught.value) == (
+        f"[Errno {errno.ELOOP}] query_redirect_info: the connection from {LOOPBACK} port {port} "
+        "is this process's own upstream connection coming back: the callout driver redirected it "
+        "although it carries the redirect records: the driver must let such connections pass "
+        "(FwpsQueryConnectionRedirectState)"
+    )
