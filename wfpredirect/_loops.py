@@ -6,13 +6,16 @@ callout driver that ignores the records).
 
 Every upstream that create_upstream and open_upstream open is remembered by
 its local address until it closes; query_redirect_info checks each accepted
-connection's peer against them before anything else.
+connection's peer against them before anything else. On Linux an accepted
+connection carrying LOOP_MARK (net.ipv4.tcp_fwmark_accept=1 gives it its
+SYN's mark) is an upstream coming back too, from whichever process.
 """
 
 from __future__ import annotations
 
 import errno
 import ipaddress
+import socket
 import threading
 from collections import Counter
 from typing import TYPE_CHECKING
@@ -32,6 +35,9 @@ class RedirectLoopError(RedirectError):
 
 
 Endpoint = tuple[str, int]
+
+# asm-generic/socket.h; socket.SO_MARK exists from Python 3.12.
+SO_MARK = 36
 
 _lock = threading.Lock()
 # Local (host, port) of each open upstream; a Counter, as two upstreams to
@@ -81,23 +87,47 @@ def missing_exemption(loop_mark: int) -> str:
     )
 
 
+def _carries_loop_mark(sock: _HasFileno) -> bool:
+    """Linux: whether the accepted socket carries LOOP_MARK, as a proxy's
+    upstream SYN does (an accepted socket has its SYN's mark where
+    net.ipv4.tcp_fwmark_accept=1; elsewhere its mark is 0)."""
+    if BACKEND != "netfilter" or not LOOP_MARK:
+        return False
+    try:
+        mark = sock.getsockopt(socket.SOL_SOCKET, SO_MARK)  # type: ignore[attr-defined]
+    except OSError:
+        return False
+    return bool(mark & LOOP_MARK == LOOP_MARK)
+
+
 def check_not_looped(sock: _HasFileno | int, function: str) -> None:
     """RedirectLoopError naming `function` when accepted connection `sock`
-    is one of this process's open upstreams coming back."""
-    with _lock:
-        if not _open:
-            return
+    is a proxy's upstream coming back: one this process opened and has not
+    closed (its peer is that upstream's local address), or on Linux one that
+    carries this process's loop mark."""
     if isinstance(sock, int):
+        return
+    marked = _carries_loop_mark(sock)
+    with _lock:
+        upstreams_open = bool(_open)
+    # The peer is worth asking for only while an upstream is open, or for
+    # the message.
+    if not marked and not upstreams_open:
         return
     try:
         peer = _endpoint(sock.getpeername())  # type: ignore[attr-defined]
     except (OSError, ValueError):
         return  # not connected: the queries say so themselves
     with _lock:
-        looped = peer in _open
-    if looped:
+        ours = peer in _open
+    if ours or marked:
+        whose = (
+            "this process's own upstream connection"
+            if ours
+            else f"a proxy's upstream connection (it carries the loop mark {LOOP_MARK:#x})"
+        )
         raise RedirectLoopError(
             errno.ELOOP,
-            f"{function}: the connection from {peer[0]} port {peer[1]} is this process's own "
-            f"upstream connection coming back: {missing_exemption(LOOP_MARK)}",
+            f"{function}: the connection from {peer[0]} port {peer[1]} is {whose} coming "
+            f"back: {missing_exemption(LOOP_MARK)}",
         )

@@ -139,3 +139,32 @@ def test_an_upstream_coming_back_is_a_loop_error() -> None:
         "`iptables -t nat -I OUTPUT -m mark --mark 0x40/0x40 -j RETURN` (iptables) before it",
     )
     assert result["after close"] is True
+
+
+def test_a_connection_carrying_the_loop_mark_is_a_loop_error() -> None:
+    """With tcp_fwmark_accept=1 an accepted connection carries its SYN's
+    mark: one carrying LOOP_MARK is a proxy's upstream coming back, whoever
+    opened it (here a plain socket, not one of this process's upstreams)."""
+
+    def body() -> object:
+        listener = listen(socket.AF_INET, ("127.0.0.1", 15001))
+        marked = socket.socket()
+        marked.setsockopt(socket.SOL_SOCKET, 36, wfpredirect.LOOP_MARK)  # SO_MARK
+        marked.connect(("127.0.0.2", 8080))
+        came_back, _ = listener.accept()
+        try:
+            answer: object = wfpredirect.query_redirect_info(came_back)
+        except wfpredirect.RedirectLoopError as error:
+            answer = str(error).replace(str(marked.getsockname()[1]), "PORT")
+        for sock in (came_back, marked, listener):
+            sock.close()
+        return answer
+
+    sysctls = {"net.ipv4.tcp_fwmark_accept": "1"}
+    assert run_in_netns(body, nft_rules=LOOPING_RULES, sysctls=sysctls) == (
+        "[Errno 40] query_redirect_info: the connection from 127.0.0.1 port PORT is a proxy's "
+        "upstream connection (it carries the loop mark 0x40) coming back: the redirect rule "
+        "does not skip the loop mark 0x40 (or the upstream carried no records): put "
+        "`meta mark & 0x40 == 0x40 return` (nft) or "
+        "`iptables -t nat -I OUTPUT -m mark --mark 0x40/0x40 -j RETURN` (iptables) before it"
+    )
