@@ -46,8 +46,9 @@ __all__ = [
     "start_redirect_server",
 ]
 
-#: Where start_redirect_server reports a connection it had to close because
-#: its redirect state could not be read.
+#: Where start_redirect_server reports a connection it refused or closed:
+#: the proxy's own upstream coming back, or one whose redirect state could
+#: not be read.
 logger = logging.getLogger("wfpredirect.aio")
 
 ClientConnectedCallback = Callable[
