@@ -32,3 +32,14 @@ def chain(daddr: str, dport: int, proxies: list[tuple[int, int]]) -> str:
   }}
 }}
 """
+
+
+# The redirect above without its loop-mark exemption: the most common first
+# mistake, which sends the proxy's own upstream back into it.
+LOOPING_RULES = """table ip wfpr {
+  chain out {
+    type nat hook output priority -100;
+    ip daddr 127.0.0.2 tcp dport 8080 redirect to :15001
+  }
+}
+"""

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 from netns import run_in_netns
-from rules import redirect
+from rules import LOOPING_RULES, redirect
 from support import NEUTRAL_DIRECTORY, require_tool, sanitizer_environment
 
 RULES = redirect("ip", "127.0.0.2", 8080, 15001)
@@ -146,15 +146,6 @@ def test_loopback_down_gets_its_own_advice() -> None:
         "namespace): no test connection, and no proxy on 127.0.0.1",
         "  what to do: ip link set lo up",
     ]
-
-
-LOOPING_RULES = """table ip wfpr {
-  chain out {
-    type nat hook output priority -100;
-    ip daddr 127.0.0.2 tcp dport 8080 redirect to :15001
-  }
-}
-"""
 
 
 def test_a_redirect_without_the_loop_exemption_is_a_problem() -> None:

@@ -46,15 +46,22 @@ def require_both_capabilities() -> None:
         unavailable(f"the capability bounding set lacks {' and '.join(missing)}")
 
 
+def without_capabilities(capabilities: str) -> list[str]:
+    """setpriv dropping `capabilities` ("-net_raw,-net_admin") from the
+    command that follows, bounding and inheritable sets both."""
+    return [
+        require_tool("setpriv"),
+        f"--bounding-set={capabilities}",
+        f"--inh-caps={capabilities}",
+    ]
+
+
 def run_without(capabilities: str) -> list[object]:
     require_root()
-    setpriv = require_tool("setpriv")
     record = encode(("127.0.0.2", 8080), mark=0x10).hex()
     completed = subprocess.run(
         [
-            setpriv,
-            f"--bounding-set={capabilities}",
-            f"--inh-caps={capabilities}",
+            *without_capabilities(capabilities),
             sys.executable,
             "-c",
             PROBE % record,
@@ -101,13 +108,10 @@ print(json.dumps(answers))
 
 def test_datagram_calls_without_both_capabilities() -> None:
     require_root()
-    setpriv = require_tool("setpriv")
     record = encode(("127.0.0.3", 5353), mark=0x20).hex()
     completed = subprocess.run(
         [
-            setpriv,
-            "--bounding-set=-net_raw,-net_admin",
-            "--inh-caps=-net_raw,-net_admin",
+            *without_capabilities("-net_raw,-net_admin"),
             sys.executable,
             "-c",
             DATAGRAM_PROBE % record,
@@ -135,14 +139,11 @@ def test_the_proxy_without_both_capabilities_stops_at_start() -> None:
     """Before anything listens: exit status 2, what is missing and what to
     do, and no "listening" line (it used to start and fail every connection)."""
     require_root()
-    setpriv = require_tool("setpriv")
 
     def body() -> tuple[int, str, str]:
         completed = subprocess.run(
             [
-                setpriv,
-                "--bounding-set=-net_raw,-net_admin",
-                "--inh-caps=-net_raw,-net_admin",
+                *without_capabilities("-net_raw,-net_admin"),
                 sys.executable,
                 "-m",
                 "wfpredirect",
@@ -194,14 +195,11 @@ def test_upstream_errors_name_the_upstream_call() -> None:
     """Without the capabilities the records cannot be set: the error names
     create_upstream or open_upstream, the call the proxy made."""
     require_root()
-    setpriv = require_tool("setpriv")
 
     def body() -> object:
         completed = subprocess.run(
             [
-                setpriv,
-                "--bounding-set=-net_raw,-net_admin",
-                "--inh-caps=-net_raw,-net_admin",
+                *without_capabilities("-net_raw,-net_admin"),
                 sys.executable,
                 "-c",
                 UPSTREAM_PROBE,

@@ -16,7 +16,7 @@ import pytest
 
 from netns import run_in_netns
 from processes import running
-from rules import redirect
+from rules import LOOPING_RULES, redirect
 from support import require_tool
 
 HERE = Path(__file__).resolve().parent
@@ -387,16 +387,6 @@ def test_sigterm_stops_cleanly_within_the_grace_period() -> None:
         "process_gone": True,
         "listening_after": 7,  # curl: could not connect
     }
-
-
-# A redirect without the loop-mark exemption: the most common first mistake.
-LOOPING_RULES = """table ip wfpr {
-  chain out {
-    type nat hook output priority -100;
-    ip daddr 127.0.0.2 tcp dport 8080 redirect to :15001
-  }
-}
-"""
 
 
 def test_a_rule_without_the_loop_exemption_is_named_and_the_loop_ends() -> None:

@@ -7,8 +7,8 @@ import socket
 
 import wfpredirect
 from netns import run_in_netns
+from rules import LOOPING_RULES
 from test_original_destination import IPV4_RULES, listen
-from test_proxy import LOOPING_RULES
 from wfpredirect import RedirectSocket
 
 

@@ -158,6 +158,23 @@ def test_only_the_test_build_has_the_emulated_callout(
     assert b"_emulated_callout_add" in test_build
 
 
+def suite_in_fresh_python(
+    version: str,
+    wheel: Path,
+    suite: list[str],
+    lane: tuple[Path, windows_lane.Msvc],
+    sdist: Path,
+    wine_environment: dict[str, str],
+    folder: Path,
+) -> windows_lane.SuiteResult:
+    """`suite` run by pytest in a fresh Windows CPython with `wheel` installed."""
+    cache, _ = lane
+    python = windows_lane.install_wheel(cache, version, wheel, folder / "python", wine_environment)
+    work = folder / "work"
+    work.mkdir()
+    return windows_lane.run_suite(python, sdist, work, suite, {})
+
+
 def test_the_suite_passes_inside_windows_cpython(
     built_wheel: BuiltWheel,
     lane: tuple[Path, windows_lane.Msvc],
@@ -165,13 +182,15 @@ def test_the_suite_passes_inside_windows_cpython(
     wine_environment: dict[str, str],
     tmp_path: Path,
 ) -> None:
-    cache, _ = lane
-    python = windows_lane.install_wheel(
-        cache, built_wheel.version, built_wheel.path, tmp_path / "python", wine_environment
+    result = suite_in_fresh_python(
+        built_wheel.version,
+        built_wheel.path,
+        WINDOWS_SUITE,
+        lane,
+        sdist,
+        wine_environment,
+        tmp_path,
     )
-    work = tmp_path / "work"
-    work.mkdir()
-    result = windows_lane.run_suite(python, sdist, work, WINDOWS_SUITE, {})
     assert result.failed == [], result.output
     assert result.returncode == 0, result.output
     assert f"platform win32 -- Python {built_wheel.version}." in result.output
@@ -191,13 +210,15 @@ def test_records_present_inside_windows_cpython(
 ) -> None:
     """The whole flow with records present, against the emulated callout:
     nothing there may skip."""
-    cache, _ = lane
-    python = windows_lane.install_wheel(
-        cache, built_wheel.version, built_wheel.emulated, tmp_path / "python", wine_environment
+    result = suite_in_fresh_python(
+        built_wheel.version,
+        built_wheel.emulated,
+        EMULATED_SUITE,
+        lane,
+        sdist,
+        wine_environment,
+        tmp_path,
     )
-    work = tmp_path / "work"
-    work.mkdir()
-    result = windows_lane.run_suite(python, sdist, work, EMULATED_SUITE, {})
     assert result.failed == [], result.output
     assert result.returncode == 0, result.output
     assert result.skipped == {}, result.output
