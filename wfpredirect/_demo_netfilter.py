@@ -291,12 +291,14 @@ def _demo(site: Path, stack: ExitStack, keep_running: bool) -> int:
     correct = _drive_clients(pages)
     say(f"{correct} of {len(pages)} answers correct")
     if keep_running:
-        say(
-            f"still running, for clients of your own: nsenter --net=/proc/{os.getpid()}/ns/net "
-            f"curl http://{ORIGIN[0]}:{ORIGIN[1]}/page01.txt ; Ctrl-C (or SIGTERM) ends the "
-            "demo and removes everything"
-        )
+        # The announcement is inside the try: a signal sent the moment it is read
+        # still ends the demo the normal way.
         try:
+            say(
+                f"still running, for clients of your own: nsenter --net=/proc/{os.getpid()}"
+                f"/ns/net curl http://{ORIGIN[0]}:{ORIGIN[1]}/page01.txt ; Ctrl-C (or "
+                "SIGTERM) ends the demo and removes everything"
+            )
             while True:
                 time.sleep(3600)
         except Interrupted:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+import windows_lane
 from support import require_tool
 
 # Cross-compiling with mingw-w64 and running under Wine is how Linux proves
@@ -125,11 +126,5 @@ def test_conformance_passes_under_wine(tmp_path: Path, wine_environment: dict[st
     program = tmp_path / "conformance.exe"
     sources = [HERE / "conformance.cpp", *SUITES, *PORTABLE_CORE, *WINDOWS_CORE]
     build([compiler, *CXXFLAGS, "-static", "-o", program, *sources, "-lws2_32"])
-    result = subprocess.run(
-        ["wine", str(program)],
-        capture_output=True,
-        text=True,
-        env=wine_environment,
-        timeout=RUN_TIMEOUT,
-    )
+    result = windows_lane.run_wine(["wine", program], env=wine_environment, check=False)
     assert_all_checks_pass(result, CONFORMANCE_CHECKS)

@@ -224,3 +224,43 @@ def test_records_present_inside_windows_cpython(
     assert result.skipped == {}, result.output
     emulated_tests = [t for t in result.passed if t.startswith("tests.windows.test_emulated")]
     assert len(emulated_tests) == EMULATED_TESTS, result.output
+
+
+def test_a_crashed_wineserver_reruns_the_command_once(tmp_path: Path) -> None:
+    """run_wine's policy, with a stand-in for a Wine program: the first run
+    reports what Wine's loader prints when the server dies, the second is
+    clean; a command that crashes every time fails the lane."""
+    require_tool("wineserver")
+    count = tmp_path / "runs"
+    flaky = [
+        sys.executable,
+        "-c",
+        "import pathlib, sys\n"
+        f"runs = pathlib.Path({str(count)!r})\n"
+        "n = len(runs.read_text()) if runs.exists() else 0\n"
+        "runs.write_text('x' * (n + 1))\n"
+        f"print({windows_lane.WINESERVER_CRASHED!r} if n == 0 else '', file=sys.stderr)\n"
+        "print(f'run {n + 1}')\n",
+    ]
+    environment = windows_lane.wine_environment(tmp_path / "prefix")
+    result = windows_lane.run_wine(flaky, env=environment)
+    assert (result.returncode, result.stdout, count.read_text()) == (0, "run 2\n", "xx")
+
+    crashing = [
+        sys.executable,
+        "-c",
+        f"import sys; print({windows_lane.WINESERVER_CRASHED!r}, file=sys.stderr)",
+    ]
+    with pytest.raises(windows_lane.LaneError, match="its wineserver crashed, twice"):
+        windows_lane.run_wine(crashing, env=environment)
+
+
+def test_a_hung_wine_command_is_stopped_and_run_once_more(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    require_tool("wineserver")
+    monkeypatch.setattr(windows_lane, "WINE_TIMEOUT", 1)
+    hanging = [sys.executable, "-c", "import time; time.sleep(30)"]
+    environment = windows_lane.wine_environment(tmp_path / "prefix")
+    with pytest.raises(windows_lane.LaneError, match="it ran past 1 s, twice"):
+        windows_lane.run_wine(hanging, env=environment)

@@ -60,9 +60,14 @@ WINDOWS_WHEELS = (
 DONE = ".prepared"
 
 # Seconds: creating a prefix takes about 10, building the extension about
-# 30, a pip or pytest run under Wine up to a few minutes; these bounds stop
-# a hung tool.
+# 30, a pip or pytest run under Wine under a minute; these bounds stop a
+# hung tool.
 TOOL_TIMEOUT = 900
+WINE_TIMEOUT = 300
+
+# What Wine's loader prints when the prefix's server died under it; its
+# processes then wait forever.
+WINESERVER_CRASHED = "wineserver crashed"
 
 
 def cache_folder() -> Path:
@@ -77,23 +82,66 @@ def windows_path(path: Path) -> str:
     return str(PureWindowsPath("Z:\\", *PurePosixPath(path.resolve()).parts[1:]))
 
 
-def run(command: list[str | Path], **kwargs: object) -> subprocess.CompletedProcess[str]:
-    """Run a tool, failing with its output when it fails."""
-    result = subprocess.run(
+def _spawn(
+    command: list[str | Path], timeout: int, **kwargs: object
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [str(part) for part in command],
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
         errors="replace",
-        timeout=TOOL_TIMEOUT,
+        timeout=timeout,
         **kwargs,  # type: ignore[call-overload]
     )
+
+
+def _checked(
+    command: list[str | Path], result: subprocess.CompletedProcess[str]
+) -> subprocess.CompletedProcess[str]:
     if result.returncode != 0:
         raise LaneError(
             f"{' '.join(map(str, command))} exited {result.returncode}:\n"
             f"{result.stdout}{result.stderr}"
         )
     return result
+
+
+def run(command: list[str | Path], **kwargs: object) -> subprocess.CompletedProcess[str]:
+    """Run a tool, failing with its output when it fails."""
+    return _checked(command, _spawn(command, TOOL_TIMEOUT, **kwargs))
+
+
+def run_wine(
+    command: list[str | Path],
+    *,
+    env: dict[str, str],
+    cwd: Path | None = None,
+    check: bool = True,
+) -> subprocess.CompletedProcess[str]:
+    """Run a Windows program under Wine. A run whose wineserver crashed, or
+    that hangs past WINE_TIMEOUT, is Wine failing rather than the program:
+    the prefix's server is stopped and the command runs once more, with a
+    line on stderr saying so. The same trouble twice fails the lane."""
+    trouble = ""
+    for attempt in (1, 2):
+        try:
+            result = _spawn(command, WINE_TIMEOUT, env=env, cwd=cwd)
+        except subprocess.TimeoutExpired as expired:
+            trouble = f"it ran past {WINE_TIMEOUT} s"
+            output = f"{expired.stdout!r}\n{expired.stderr!r}"
+        else:
+            if WINESERVER_CRASHED not in result.stderr:
+                return _checked(command, result) if check else result
+            trouble = "its wineserver crashed"
+            output = result.stdout + result.stderr
+        stop_prefix(env)
+        if attempt == 1:
+            print(
+                f"{' '.join(map(str, command))}: {trouble}; running it again with a new wineserver",
+                file=sys.stderr,
+            )
+    raise LaneError(f"{' '.join(map(str, command))}: {trouble}, twice:\n{output}")
 
 
 class LaneError(RuntimeError):
@@ -287,7 +335,7 @@ def prepare_import_library(
         definition.write_text("\n".join(lines) + "\n")
         libs = staging / "libs"
         libs.mkdir()
-        run(
+        run_wine(
             [
                 "wine",
                 msvc.bin / "lib.exe",
@@ -345,7 +393,7 @@ def create_prefix(prefix: Path) -> dict[str, str]:
     """A new prefix that reports Windows 10 (Wine's default says Windows 7,
     older than CPython 3.11 supports)."""
     environment = wine_environment(prefix)
-    run(["wine", "winecfg", "/v", "win10"], env=environment)
+    run_wine(["wine", "winecfg", "/v", "win10"], env=environment)
     return environment
 
 
@@ -380,7 +428,7 @@ class WindowsPython:
     ) -> subprocess.CompletedProcess[str]:
         # Python under Wine needs its standard streams to be pipes (with a
         # terminal or a plain file it dies in init_sys_streams).
-        return run(self.command(*arguments), cwd=cwd, env={**self.wine, **(env or {})})
+        return run_wine(self.command(*arguments), cwd=cwd, env={**self.wine, **(env or {})})
 
     def pip_install(self, wheels: Path, *requirements: str) -> None:
         self.run(
@@ -514,26 +562,19 @@ def run_suite(
     shutil.copytree(unpacked / "tests", tests_run / "tests")
     shutil.copy(unpacked / "pyproject.toml", tests_run / "pyproject.toml")
     report = workdir / "junit.xml"
-    result = subprocess.run(
-        [
-            str(part)
-            for part in python.command(
-                "-m",
-                "pytest",
-                "-p",
-                "no:cacheprovider",
-                "-rs",
-                f"--junitxml={windows_path(report)}",
-                *paths,
-            )
-        ],
+    result = run_wine(
+        python.command(
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "-rs",
+            f"--junitxml={windows_path(report)}",
+            *paths,
+        ),
         cwd=tests_run,
         env={**python.wine, "WFPREDIRECT_PROJECT": windows_path(unpacked), **env},
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        errors="replace",
-        timeout=TOOL_TIMEOUT,
+        check=False,
     )
     output = result.stdout + result.stderr
     if not report.exists():
