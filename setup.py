@@ -15,28 +15,28 @@ from setuptools.command.build_ext import build_ext
 def backend() -> tuple[str, list[str]]:
     """The backend folder under csrc/core and the libraries it links."""
     if sys.platform == "win32":
-        return "windows", ["ws2_32"]
+        return "wfp", ["ws2_32"]
     if sys.platform.startswith("linux"):
-        return "linux", []
-    return "other", []
+        return "netfilter", []
+    return "unsupported", []
 
 
 backend_folder, libraries = backend()
 sources = (
-    sorted(glob("csrc/core/*.cpp"))
+    sorted(glob("csrc/core/common/*.cpp"))
     + sorted(glob(f"csrc/core/{backend_folder}/*.cpp"))
     + sorted(glob("csrc/python/*.cpp"))
 )
 macros = [("WIN32_LEAN_AND_MEAN", None), ("NOMINMAX", None)] if sys.platform == "win32" else []
 
 # Test builds only: WFPREDIRECT_EMULATED_CALLOUT=1 puts an emulated WFP
-# callout driver in front of ws2_32 (csrc/core/windows/emulated), so that the
+# callout driver in front of ws2_32 (csrc/core/wfp/emulated), so that the
 # Windows lane can play redirected connections under Wine, which has no WFP.
 # No release build sets it; the lane checks that its release wheel has none.
 if os.environ.get("WFPREDIRECT_EMULATED_CALLOUT") == "1":
-    if backend_folder != "windows":
+    if backend_folder != "wfp":
         raise SystemExit("WFPREDIRECT_EMULATED_CALLOUT=1 is for Windows builds only")
-    sources += sorted(glob("csrc/core/windows/emulated/*.cpp"))
+    sources += sorted(glob("csrc/core/wfp/emulated/*.cpp"))
     sources += sorted(glob("csrc/python/emulated/*.cpp"))
     macros.append(("WFPREDIRECT_EMULATED_CALLOUT", "1"))
 

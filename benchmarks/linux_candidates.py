@@ -31,7 +31,7 @@ TCP_INFO = 11  # linux/tcp.h
 TCP_CLOSE = 7  # linux/tcp_states.h: a socket neither listening nor connected
 SOCKADDR_IN_SIZE = 16
 
-#: The package's IPv4 netfilter record (csrc/core/netfilter_record.hpp):
+#: The package's IPv4 netfilter record (csrc/core/netfilter/record.hpp):
 #: magic, version 1, IP version 4, flags, zero, mark, port, address.
 RECORD_V4 = struct.Struct("!4sBBBBIH4s")
 MAGIC = b"WFPR"

@@ -27,7 +27,7 @@ LISTEN_HOST = "127.0.0.1"
 LISTEN_PORT = 15001
 WORKER_SLOTS = 4
 
-#: The package's default LOOP_MARK (DESIGN.md, "The loop that records prevent").
+#: The package's default LOOP_MARK (docs/design.md, "The loop that records prevent").
 LOOP_MARK = 0x40
 
 

@@ -2,7 +2,7 @@
 callout driver, so every call ends in an error (the error paths are what is
 timed, and the table says which error). Against the library:
 (c) ctypes WSAIoctl / getsockopt on ws2_32, with the library's retry of an
-    ambiguous WSAEINVAL at the 64 KiB cap (DESIGN.md, "Windows facts"),
+    ambiguous WSAEINVAL at the 64 KiB cap (docs/design.md, "Windows facts"),
 (d) socket.getsockopt(SO_ORIGINAL_DST), the only stdlib path
     (socket.ioctl rejects the WFP codes).
 original_destination in the library also tries the redirect context after

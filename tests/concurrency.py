@@ -5,7 +5,7 @@ Descriptor numbers get reused, so exact answers are judged only on the
 sockets that stay open.
 
 Used by tests/unit/test_concurrency.py (plain sockets, runs everywhere,
-free-threaded builds included) and tests/integration/test_concurrency.py
+free-threaded builds included) and tests/integration/test_concurrent_redirects.py
 (redirected connections in a network namespace).
 """
 

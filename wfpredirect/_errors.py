@@ -1,4 +1,4 @@
-"""The exceptions every backend raises (DESIGN.md, "Errors").
+"""The exceptions every backend raises (docs/design.md, "Errors").
 
 Every error from a system call is a :class:`RedirectError`, an ``OSError``
 that keeps ``errno`` (and on Windows ``winerror``, the raw code as an

@@ -18,7 +18,7 @@
 #include <sys/socket.h>
 
 #define BENCH_SO_ORIGINAL_DST 80 /* linux/netfilter_ipv4.h */
-#define RECORD_V4_SIZE 18        /* csrc/core/netfilter_record.hpp */
+#define RECORD_V4_SIZE 18        /* csrc/core/netfilter/record.hpp */
 
 static PyObject* redirect_records_type; /* wfpredirect.RedirectRecords */
 static unsigned int loop_mark = 0x40;   /* set by configure() */
@@ -54,7 +54,7 @@ static void put_u32(unsigned char* out, unsigned int value) {
     out[3] = (unsigned char)value;
 }
 
-/* The netfilter record of the connection (csrc/core/netfilter_record.hpp). */
+/* The netfilter record of the connection (csrc/core/netfilter/record.hpp). */
 static int build_record(int fd, unsigned char record[RECORD_V4_SIZE]) {
     struct sockaddr_in original;
     if (!read_original_destination(fd, &original))

@@ -1,5 +1,5 @@
 /* The floor for benchmarks/bench_calls.py: the system calls each operation
- * makes on a redirected IPv4 connection (DESIGN.md, "The operations"), in a
+ * makes on a redirected IPv4 connection (docs/design.md, "The operations"), in a
  * C loop with nothing around them. Built with the system compiler as a
  * shared library and called once per batch through ctypes, so the cost of
  * reaching it is spread over the batch. Linux only. */

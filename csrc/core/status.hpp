@@ -8,7 +8,7 @@
 namespace wfpredirect::core {
 
 // What kind of answer an operation produced. The glue maps each kind to one
-// exception class (DESIGN.md, "Errors: one table for both backends").
+// exception class (docs/design.md, "Errors: one table for both backends").
 enum class Outcome : std::uint8_t {
     ok,
     os_error,          // RedirectError

@@ -1,5 +1,5 @@
 // Hand conversion of the arguments every operation takes: socket handles
-// and caller buffers (DESIGN.md: "Handles are converted by hand").
+// and caller buffers (docs/design.md: "Handles are converted by hand").
 #pragma once
 
 #include <cstddef>
@@ -7,7 +7,7 @@
 
 #include <pybind11/pybind11.h>
 
-#include "../core/backend.hpp"
+#include "../core/operations.hpp"
 
 namespace wfpredirect::python {
 

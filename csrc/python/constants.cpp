@@ -1,5 +1,5 @@
-#include "../core/backend.hpp"
-#include "../core/wfp_constants.hpp"
+#include "../core/wfp/constants.hpp"
+#include "../core/operations.hpp"
 #include "operations.hpp"
 
 namespace wfpredirect::python {

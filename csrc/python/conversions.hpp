@@ -7,8 +7,8 @@
 
 #include <pybind11/pybind11.h>
 
-#include "../core/backend.hpp"
-#include "../core/socket_address.hpp"
+#include "../core/common/socket_address.hpp"
+#include "../core/operations.hpp"
 
 namespace wfpredirect::python {
 

@@ -11,7 +11,7 @@
 #include <optional>
 #include <string>
 
-#include "../core/backend.hpp"
+#include "../core/operations.hpp"
 #include "arguments.hpp"
 #include "conversions.hpp"
 #include "errors.hpp"

@@ -3,7 +3,7 @@
 #include <cerrno>
 #include <string>
 
-#include "../core/error_text.hpp"
+#include "../core/common/error_text.hpp"
 
 namespace wfpredirect::python {
 namespace {

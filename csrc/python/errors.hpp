@@ -1,5 +1,5 @@
 // Turns a core Status into the package's exceptions: the one place where
-// native errors become Python ones (DESIGN.md, "Errors").
+// native errors become Python ones (docs/design.md, "Errors").
 #pragma once
 
 #include <cstddef>

@@ -7,7 +7,7 @@
 
 #include <pybind11/pybind11.h>
 
-#include "../core/backend.hpp"
+#include "../core/operations.hpp"
 
 namespace wfpredirect::python {
 

@@ -1,5 +1,5 @@
 // wfpredirect._core: the pybind11 module. Each area registers itself; see
-// DESIGN.md for the layers (no socket calls here).
+// docs/design.md for the layers (no socket calls here).
 #include <pybind11/pybind11.h>
 
 #include "conversions.hpp"

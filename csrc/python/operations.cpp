@@ -3,8 +3,8 @@
 #include <string>
 #include <utility>
 
-#include "../core/backend.hpp"
-#include "../core/wfpsampler_context.hpp"
+#include "../core/common/wfpsampler_context.hpp"
+#include "../core/operations.hpp"
 #include "arguments.hpp"
 #include "conversions.hpp"
 #include "errors.hpp"

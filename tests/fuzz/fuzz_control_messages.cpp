@@ -7,7 +7,7 @@
 #include <cstring>
 #include <vector>
 
-#include "../../csrc/core/control_messages.hpp"
+#include "../../csrc/core/common/control_messages.hpp"
 #include "fuzz_check.hpp"
 
 using namespace wfpredirect::core;

@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <cstring>
 
-#include "../../csrc/core/netfilter_record.hpp"
+#include "../../csrc/core/netfilter/record.hpp"
 #include "fuzz_check.hpp"
 
 using namespace wfpredirect::core;

@@ -10,8 +10,8 @@
 #include <cstring>
 #include <vector>
 
-#include "../../csrc/core/wfpsampler_context.hpp"
-#include "../../csrc/core/windows/wfp_datagrams.hpp"
+#include "../../csrc/core/common/wfpsampler_context.hpp"
+#include "../../csrc/core/wfp/datagrams.hpp"
 #include "fuzz_check.hpp"
 
 using namespace wfpredirect::core;

@@ -8,7 +8,7 @@
 #include <cstring>
 #include <vector>
 
-#include "../../csrc/core/wfpsampler_context.hpp"
+#include "../../csrc/core/common/wfpsampler_context.hpp"
 #include "fuzz_check.hpp"
 
 using namespace wfpredirect::core;

@@ -28,13 +28,13 @@ CORPUS = HERE / "corpus"
 
 # Every portable core source a harness may reach; the linker drops the rest.
 CORE_SOURCES = [
-    CORE / "netfilter_record.cpp",
-    CORE / "wfpsampler_context.cpp",
-    CORE / "socket_address.cpp",
-    CORE / "control_messages.cpp",
-    CORE / "windows" / "wfp_datagrams.cpp",
-    # wfp_datagrams asks the socket's family through wfp_probe.
-    CORE / "windows" / "wfp_probe.cpp",
+    CORE / "netfilter" / "record.cpp",
+    CORE / "common" / "wfpsampler_context.cpp",
+    CORE / "common" / "socket_address.cpp",
+    CORE / "common" / "control_messages.cpp",
+    CORE / "wfp" / "datagrams.cpp",
+    # wfp/datagrams asks the socket's family through wfp/connections.
+    CORE / "wfp" / "connections.cpp",
 ]
 CXXFLAGS = ["-std=c++17", "-g", "-O1", "-Wall", "-Wextra", "-Werror"]
 SANITIZERS = ["-fsanitize=fuzzer,address,undefined", "-fno-sanitize-recover=all"]

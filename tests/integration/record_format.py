@@ -1,5 +1,5 @@
 """An independent reader of the netfilter record format (see
-csrc/core/netfilter_record.hpp) to cross-check what the native code writes."""
+csrc/core/netfilter/record.hpp) to cross-check what the native code writes."""
 
 from __future__ import annotations
 

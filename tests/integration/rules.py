@@ -1,4 +1,4 @@
-"""nft rule sets for the integration tests (DESIGN.md, "The loop that
+"""nft rule sets for the integration tests (docs/design.md, "The loop that
 records prevent"). nft 1.0.6 wants a newline before each closing brace."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""DESIGN.md's error table, row by row, on real sockets in a fresh network
+"""docs/design.md's error table, row by row, on real sockets in a fresh network
 namespace with a NAT rule loaded (so connection tracking runs)."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 // The Windows core under Wine: real ws2_32 sockets on loopback, each WFP
 // operation through the backend with Wine's measured answers asserted
-// (DESIGN.md, "What Wine 8 answers"), then the portable suites.
+// (docs/design.md, "What Wine 8 (Debian's wine64) answers"), then the portable suites.
 #include <winsock2.h>
 #include <ws2tcpip.h>
 
@@ -8,11 +8,11 @@
 #include <cstring>
 #include <string>
 
-#include "../../csrc/core/backend.hpp"
-#include "../../csrc/core/upstream_socket.hpp"
-#include "../../csrc/core/wfp_constants.hpp"
-#include "../../csrc/core/wfpsampler_context.hpp"
-#include "../../csrc/core/windows/winsock_ops.hpp"
+#include "../../csrc/core/common/upstream_socket.hpp"
+#include "../../csrc/core/common/wfpsampler_context.hpp"
+#include "../../csrc/core/operations.hpp"
+#include "../../csrc/core/wfp/constants.hpp"
+#include "../../csrc/core/wfp/ws2_32.hpp"
 #include "suites.hpp"
 
 namespace wfpredirect::tests {
@@ -116,7 +116,7 @@ void set_records_on_each_kind_of_socket(Checks& checks, const LoopbackPair& pair
     CHECK(checks, refused(set(INVALID_SOCKET), wfp::kWsaEnotsock, "getsockopt(SO_PROTOCOL_INFOW)"));
 }
 
-// The raw answers behind the classes, as measured (DESIGN.md).
+// The raw answers behind the classes, as measured (docs/design.md).
 void raw_wine_answers(Checks& checks, SOCKET socket) {
     const wfp::WinsockOps& ops = core::real_winsock_ops();
     std::uint8_t out[core::kInitialQuerySize];
@@ -158,7 +158,7 @@ SocketAddress loopback(const sockaddr_in& address) {
 
 // Wine has no WFP options, so no datagram carries a record; WSARecvMsg and
 // WSASendMsg still carry loopback datagrams, and a record control message
-// on WSASendMsg is accepted and ignored (DESIGN.md).
+// on WSASendMsg is accepted and ignored (docs/design.md).
 void datagrams_under_wine(Checks& checks) {
     checks.scenario = "UDP pair on loopback";
     sockaddr_in receiver_address;

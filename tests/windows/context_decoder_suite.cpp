@@ -4,8 +4,8 @@
 #include <cstring>
 #include <string>
 
-#include "../../csrc/core/wfp_constants.hpp"
-#include "../../csrc/core/wfpsampler_context.hpp"
+#include "../../csrc/core/common/wfpsampler_context.hpp"
+#include "../../csrc/core/wfp/constants.hpp"
 #include "suites.hpp"
 #include "windows_addresses.hpp"
 

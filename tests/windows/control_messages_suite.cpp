@@ -4,7 +4,7 @@
 #include <cstring>
 #include <vector>
 
-#include "../../csrc/core/control_messages.hpp"
+#include "../../csrc/core/common/control_messages.hpp"
 #include "suites.hpp"
 
 namespace wfpredirect::tests {

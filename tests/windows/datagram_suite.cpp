@@ -5,9 +5,9 @@
 #include <string>
 #include <vector>
 
-#include "../../csrc/core/control_messages.hpp"
-#include "../../csrc/core/wfp_constants.hpp"
-#include "../../csrc/core/windows/wfp_datagrams.hpp"
+#include "../../csrc/core/common/control_messages.hpp"
+#include "../../csrc/core/wfp/constants.hpp"
+#include "../../csrc/core/wfp/datagrams.hpp"
 #include "scripted_stack.hpp"
 #include "suites.hpp"
 #include "windows_addresses.hpp"

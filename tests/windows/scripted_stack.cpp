@@ -3,9 +3,9 @@
 #include <algorithm>
 #include <cstring>
 
-#include "../../csrc/core/byte_buffer.hpp"
-#include "../../csrc/core/wfp_constants.hpp"
-#include "../../csrc/core/wfpsampler_context.hpp"
+#include "../../csrc/core/common/byte_buffer.hpp"
+#include "../../csrc/core/common/wfpsampler_context.hpp"
+#include "../../csrc/core/wfp/constants.hpp"
 
 namespace wfpredirect::tests {
 namespace {

@@ -9,7 +9,7 @@
 #include <utility>
 #include <vector>
 
-#include "../../csrc/core/windows/wfp_probe.hpp"
+#include "../../csrc/core/wfp/connections.hpp"
 #include "checks.hpp"
 
 namespace wfpredirect::tests {
@@ -23,7 +23,7 @@ constexpr int kSocketError = -1;
 // What the stack puts in lpcbBytesReturned when a buffer is too small.
 enum class ReportedSize { required, zero, one };
 
-// One way of saying "the buffer is too small" (DESIGN.md lists them all).
+// One way of saying "the buffer is too small" (docs/design.md lists them all).
 struct Refusal {
     std::uint32_t error;
     ReportedSize reported;

@@ -6,11 +6,11 @@
 #include <string>
 #include <vector>
 
-#include "../../csrc/core/byte_buffer.hpp"
-#include "../../csrc/core/upstream_socket.hpp"
-#include "../../csrc/core/wfp_constants.hpp"
-#include "../../csrc/core/wfpsampler_context.hpp"
-#include "../../csrc/core/windows/wfp_probe.hpp"
+#include "../../csrc/core/common/byte_buffer.hpp"
+#include "../../csrc/core/common/upstream_socket.hpp"
+#include "../../csrc/core/common/wfpsampler_context.hpp"
+#include "../../csrc/core/wfp/connections.hpp"
+#include "../../csrc/core/wfp/constants.hpp"
 #include "scripted_stack.hpp"
 #include "suites.hpp"
 #include "windows_addresses.hpp"
@@ -81,7 +81,7 @@ std::string describe(const char* what, std::size_t size, const Refusal& refusal)
     return std::string(what) + ", " + std::to_string(size) + " bytes, refused with " + refusal.name;
 }
 
-// What DESIGN.md promises for one query: the buffer sizes tried and the end.
+// What docs/design.md promises for one query: the buffer sizes tried and the end.
 struct Expected {
     std::vector<std::uint32_t> sizes;
     Outcome outcome = Outcome::ok;

@@ -2,7 +2,7 @@
 
 The portable suites (scripted WFP stack, context decoder) build with the
 system g++ and run natively; the conformance program builds with mingw-w64
-and runs under Wine against real ws2_32 sockets (DESIGN.md, "Testing on
+and runs under Wine against real ws2_32 sockets (docs/design.md, "Testing on
 machines without Windows"). Each program counts its own checks; the exact
 count is asserted so a suite that silently shrinks fails.
 """
@@ -31,15 +31,16 @@ HERE = Path(__file__).resolve().parent
 
 CXXFLAGS = ["-std=c++17", "-Wall", "-Wextra", "-Werror"]
 
-# The core's shared sources these programs need (csrc/core also holds
-# Linux-only ones); the Windows backend, whose WFP logic (wfp_probe.cpp,
-# wfp_datagrams.cpp) has no Winsock header and so also builds natively
-# against the scripted stack.
+# The shared sources these programs need (csrc/core/common); the Windows
+# backend (csrc/core/wfp), whose WFP logic (connections.cpp, datagrams.cpp)
+# has no Winsock header and so also builds natively against the scripted
+# stack.
 PORTABLE_CORE = [
-    CORE / name for name in ("wfpsampler_context.cpp", "socket_address.cpp", "control_messages.cpp")
+    CORE / "common" / name
+    for name in ("wfpsampler_context.cpp", "socket_address.cpp", "control_messages.cpp")
 ]
-WFP_PORTABLE = [CORE / "windows" / name for name in ("wfp_probe.cpp", "wfp_datagrams.cpp")]
-WINDOWS_CORE = sorted((CORE / "windows").glob("*.cpp"))
+WFP_PORTABLE = [CORE / "wfp" / name for name in ("connections.cpp", "datagrams.cpp")]
+WINDOWS_CORE = sorted((CORE / "wfp").glob("*.cpp"))
 SUITES = [
     HERE / name
     for name in (

@@ -2,8 +2,8 @@
 
 #include <algorithm>
 
-#include "../../csrc/core/wfp_constants.hpp"
-#include "../../csrc/core/wfpsampler_context.hpp"
+#include "../../csrc/core/common/wfpsampler_context.hpp"
+#include "../../csrc/core/wfp/constants.hpp"
 
 namespace wfpredirect::tests {
 namespace {

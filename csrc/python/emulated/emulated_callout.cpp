@@ -4,7 +4,7 @@
 #include <string>
 #include <vector>
 
-#include "../../core/windows/emulated/emulated_callout.hpp"
+#include "../../core/wfp/emulated/emulated_callout.hpp"
 #include "../conversions.hpp"
 #include "../errors.hpp"
 

@@ -1,5 +1,5 @@
 // The private functions a test build exposes to fill the emulated callout's
-// table and read what it saw (csrc/core/windows/emulated). Compiled only
+// table and read what it saw (csrc/core/wfp/emulated). Compiled only
 // with WFPREDIRECT_EMULATED_CALLOUT; a release _core has none of them.
 #pragma once
 

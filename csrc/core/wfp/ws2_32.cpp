@@ -1,4 +1,4 @@
-#include "winsock_ops.hpp"
+#include "ws2_32.hpp"
 
 // winsock2.h first, in a block of its own: the SDK's mswsock.h and
 // mstcpip.h need its types and do not include it (mingw-w64's mswsock.h
@@ -11,14 +11,14 @@
 
 #include <cstddef>
 
-#include "../control_messages.hpp"
-#include "../wfp_constants.hpp"
-#include "../wfpsampler_context.hpp"
+#include "../common/control_messages.hpp"
+#include "../common/wfpsampler_context.hpp"
+#include "constants.hpp"
 
 namespace wfpredirect::core {
 namespace {
 
-// Our numbers are defined once, portably (wfp_constants.hpp); where the SDK
+// Our numbers are defined once, portably (constants.hpp); where the SDK
 // has them too, they must agree. The Windows SDK has them all, so under MSVC
 // every check below must run (mingw-w64's headers lack some).
 #if defined(_MSC_VER) &&                                                                           \

@@ -1,11 +1,11 @@
-#include "netfilter_socket.hpp"
+#include "sockets.hpp"
 
 #include <cerrno>
 #include <cstring>
 
 #include <netinet/in.h>
 
-#include "../netfilter_record.hpp"
+#include "record.hpp"
 
 namespace wfpredirect::core::netfilter {
 

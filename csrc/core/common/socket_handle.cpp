@@ -1,7 +1,7 @@
 #include <limits>
 #include <type_traits>
 
-#include "backend.hpp"
+#include "../operations.hpp"
 
 namespace wfpredirect::core {
 namespace {

@@ -1,13 +1,13 @@
-// The operations every backend implements (netfilter.cpp on Linux,
-// winsock.cpp on Windows, unsupported.cpp elsewhere). Exactly one backend is
-// compiled into the extension; setup.py picks it.
+// The operations every backend implements: netfilter/ on Linux, wfp/ on
+// Windows, unsupported/ elsewhere. Exactly one backend folder is compiled
+// into the extension, with common/; setup.py picks it.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 
-#include "byte_buffer.hpp"
-#include "socket_address.hpp"
+#include "common/byte_buffer.hpp"
+#include "common/socket_address.hpp"
 #include "status.hpp"
 
 namespace wfpredirect::core {
@@ -23,7 +23,7 @@ using SocketHandle = int;
 // the value cannot be a handle of this platform.
 bool socket_handle_from_integer(long long value, SocketHandle& out);
 
-// The netfilter marks (DESIGN.md, "Linux facts"). Other backends ignore them.
+// The netfilter marks (docs/design.md, "Linux facts"). Other backends ignore them.
 // `error` is non-null when the configuration is invalid: it names the
 // variable or keyword at fault, and every netfilter call reports it.
 struct MarkConfig {
@@ -65,7 +65,7 @@ Status set_redirect_records(SocketHandle socket, const std::uint8_t* records, st
 
 Status original_destination(SocketHandle socket, SocketAddress& out, const MarkConfig& marks);
 
-// ---- Datagrams (DESIGN.md: "datagram record in", "datagram record out").
+// ---- Datagrams (docs/design.md, "The operations").
 
 // A datagram call's wait: kNoWait calls at once (a blocking socket then
 // blocks, a non-blocking one answers would_block); a value >= 0 first waits

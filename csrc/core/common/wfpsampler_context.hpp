@@ -7,13 +7,13 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "../status.hpp"
 #include "socket_address.hpp"
-#include "status.hpp"
 
 namespace wfpredirect::core::wfp {
 
 // Structure sizes from ws2def.h / ws2ipdef.h (checked against the SDK in
-// windows/winsock_ops.cpp).
+// wfp/ws2_32.cpp).
 constexpr std::size_t kWindowsSockaddrInSize = 16;       // SOCKADDR_IN
 constexpr std::size_t kWindowsSockaddrIn6Size = 28;      // SOCKADDR_IN6
 constexpr std::size_t kWindowsSockaddrStorageSize = 128; // SOCKADDR_STORAGE

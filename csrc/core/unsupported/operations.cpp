@@ -2,7 +2,7 @@
 // module imports, and every operation answers UnsupportedError.
 #include <cerrno>
 
-#include "../backend.hpp"
+#include "../operations.hpp"
 
 namespace wfpredirect::core {
 

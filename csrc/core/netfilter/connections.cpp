@@ -1,6 +1,6 @@
 // The netfilter backend (Linux): redirect state lives in conntrack (REDIRECT,
 // DNAT), in the socket itself (TPROXY) and in the connection's mark. See
-// DESIGN.md, "Linux facts", for every rule applied here.
+// docs/design.md, "Linux facts", for every rule applied here.
 #include <cerrno>
 #include <cstring>
 
@@ -8,10 +8,10 @@
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 
-#include "../backend.hpp"
-#include "../netfilter_record.hpp"
-#include "../upstream_socket.hpp"
-#include "netfilter_socket.hpp"
+#include "../common/upstream_socket.hpp"
+#include "../operations.hpp"
+#include "record.hpp"
+#include "sockets.hpp"
 
 namespace wfpredirect::core {
 namespace {

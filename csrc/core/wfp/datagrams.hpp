@@ -1,14 +1,14 @@
-// Datagram redirect records over the explicit Winsock table (DESIGN.md,
-// "datagram record in/out"): portable like wfp_probe, so the scripted stack
+// Datagram redirect records over the explicit Winsock table (docs/design.md,
+// "The operations"): portable like connections.hpp, so the scripted stack
 // checks every argument on Linux and Wine runs it against ws2_32.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 
-#include "../backend.hpp"
-#include "../control_messages.hpp"
-#include "wfp_probe.hpp"
+#include "../common/control_messages.hpp"
+#include "../operations.hpp"
+#include "connections.hpp"
 
 namespace wfpredirect::core::wfp {
 

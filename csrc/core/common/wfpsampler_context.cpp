@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
-#include "wfp_constants.hpp"
+#include "../wfp/constants.hpp"
 
 namespace wfpredirect::core::wfp {
 namespace {

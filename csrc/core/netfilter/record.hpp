@@ -19,8 +19,8 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "socket_address.hpp"
-#include "status.hpp"
+#include "../common/socket_address.hpp"
+#include "../status.hpp"
 
 namespace wfpredirect::core {
 

@@ -1,11 +1,11 @@
-#include "wfp_probe.hpp"
+#include "connections.hpp"
 
 #include <algorithm>
 #include <cstring>
 
-#include "../upstream_socket.hpp"
-#include "../wfp_constants.hpp"
-#include "../wfpsampler_context.hpp"
+#include "../common/upstream_socket.hpp"
+#include "../common/wfpsampler_context.hpp"
+#include "constants.hpp"
 
 namespace wfpredirect::core::wfp {
 namespace {
@@ -47,7 +47,7 @@ constexpr const char* kOriginalDestinationUnknown =
     "getsockopt(SO_ORIGINAL_DST) failed and the redirect context is not a WFPSampler context";
 
 // The answers that mean "the buffer is too small" (Microsoft's pages disagree;
-// DESIGN.md lists what real stacks send). WSAEINVAL counts only with a size:
+// docs/design.md lists what real stacks send). WSAEINVAL counts only with a size:
 // with 0 bytes it may equally mean "not redirected".
 bool is_too_small(const WinsockAnswer& answer) {
     switch (answer.error) {
@@ -81,7 +81,7 @@ std::size_t next_size(std::size_t size, const WinsockAnswer& answer) {
     return std::min(grown, kMaxQuerySize);
 }
 
-// Failure classes shared by every WFP IOCTL (DESIGN.md, "Errors").
+// Failure classes shared by every WFP IOCTL (docs/design.md, "Errors").
 Status classify_failure(std::uint32_t error, const char* call) {
     switch (error) {
     case kWsaEopnotsupp:

@@ -1,4 +1,4 @@
-// Datagram redirect records on Linux (DESIGN.md, "datagram record in/out"):
+// Datagram redirect records on Linux (docs/design.md, "The operations"):
 // a TPROXY socket learns each datagram's original destination from
 // IP_ORIGDSTADDR / IPV6_ORIGDSTADDR and its inbound mark from SO_RCVMARK;
 // an outgoing datagram carries its upstream mark as a per-datagram SO_MARK
@@ -11,10 +11,10 @@
 #include <poll.h>
 #include <sys/socket.h>
 
-#include "../backend.hpp"
-#include "../control_messages.hpp"
-#include "../netfilter_record.hpp"
-#include "netfilter_socket.hpp"
+#include "../common/control_messages.hpp"
+#include "../operations.hpp"
+#include "record.hpp"
+#include "sockets.hpp"
 
 namespace wfpredirect::core {
 namespace {

@@ -5,10 +5,10 @@
 
 #include <cstring>
 
-#include "../../control_messages.hpp"
-#include "../../wfp_constants.hpp"
-#include "../../wfpsampler_context.hpp"
-#include "../winsock_ops.hpp"
+#include "../../common/control_messages.hpp"
+#include "../../common/wfpsampler_context.hpp"
+#include "../constants.hpp"
+#include "../ws2_32.hpp"
 
 namespace wfpredirect::core::emulated {
 namespace {

@@ -11,8 +11,8 @@
 #include <cstdint>
 #include <vector>
 
-#include "../../socket_address.hpp"
-#include "../wfp_probe.hpp"
+#include "../../common/socket_address.hpp"
+#include "../connections.hpp"
 
 namespace wfpredirect::core::emulated {
 

@@ -4,7 +4,7 @@
 
 #include <sys/socket.h>
 
-#include "../backend.hpp"
+#include "../operations.hpp"
 
 namespace wfpredirect::core::netfilter {
 

@@ -1,4 +1,4 @@
-#include "netfilter_record.hpp"
+#include "record.hpp"
 
 #include <cerrno>
 #include <cstring>

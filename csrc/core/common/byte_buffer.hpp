@@ -1,5 +1,5 @@
 // An output buffer that starts on the stack and moves to the heap only when
-// an answer does not fit (DESIGN.md: "start with a 1 KiB (stack) buffer").
+// an answer does not fit (docs/design.md: "start with a 1 KiB (stack) buffer").
 #pragma once
 
 #include <cstddef>
@@ -9,7 +9,7 @@
 namespace wfpredirect::core {
 
 // First buffer size of every variable-size query, and the largest answer any
-// query accepts (DESIGN.md, "Windows facts").
+// query accepts (docs/design.md, "Windows facts").
 constexpr std::size_t kInitialQuerySize = 1024;
 constexpr std::size_t kMaxQuerySize = 65536;
 

@@ -1,5 +1,5 @@
 // The WFP redirect operations, written once over an explicit table of Winsock
-// calls (DESIGN.md, "The OS boundary on Windows"). Portable: no Winsock
+// calls (docs/design.md, "The OS boundary on Windows"). Portable: no Winsock
 // header, so the probe-and-grow loop and the error classes are tested on
 // Linux against a scripted stack, and under Wine against ws2_32.
 #pragma once
@@ -7,8 +7,8 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "../byte_buffer.hpp"
-#include "../socket_address.hpp"
+#include "../common/byte_buffer.hpp"
+#include "../common/socket_address.hpp"
 #include "../status.hpp"
 
 namespace wfpredirect::core::wfp {
@@ -63,7 +63,7 @@ struct WinsockOps {
 constexpr std::size_t kMinQueryOutputSize = 4;
 
 // Redirect records into `out`, grown from kInitialQuerySize up to
-// kMaxQuerySize as the stack asks (DESIGN.md, "Windows facts"). On success
+// kMaxQuerySize as the stack asks (docs/design.md, "Windows facts"). On success
 // Status::size is the record's length.
 Status query_redirect_records(const WinsockOps& ops, std::uintptr_t socket, ByteBuffer& out);
 

@@ -2,11 +2,11 @@
 // netfilter's and is ignored here.
 #include <winsock2.h>
 
-#include "../backend.hpp"
-#include "../wfp_constants.hpp"
-#include "wfp_datagrams.hpp"
-#include "wfp_probe.hpp"
-#include "winsock_ops.hpp"
+#include "../operations.hpp"
+#include "connections.hpp"
+#include "constants.hpp"
+#include "datagrams.hpp"
+#include "ws2_32.hpp"
 #ifdef WFPREDIRECT_EMULATED_CALLOUT
 #include "emulated/emulated_callout.hpp"
 #endif

@@ -1,6 +1,6 @@
 // The Windows Filtering Platform numbers, defined once for every platform:
 // the Python constants come from here, and so does the Windows backend.
-// mingw-w64 lacks the three IOCTL codes and SO_ORIGINAL_DST/SOL_IP (DESIGN.md).
+// mingw-w64 lacks the three IOCTL codes and SO_ORIGINAL_DST/SOL_IP (docs/design.md).
 #pragma once
 
 #include <cstddef>
@@ -42,7 +42,7 @@ constexpr std::uint16_t kWindowsAfInet = 2;
 constexpr std::uint16_t kWindowsAfInet6 = 23;
 
 // Answers meaning "this connection was not redirected" (besides WSAEINVAL,
-// which is ambiguous; see windows/wfp_probe).
+// which is ambiguous; see connections.cpp).
 constexpr std::uint32_t kFwpENotFound = 0x80320008u;
 constexpr std::uint32_t kErrorNotFound = 1168;
 constexpr std::uint32_t kErrorInsufficientBuffer = 122;

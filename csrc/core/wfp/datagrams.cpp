@@ -1,9 +1,9 @@
-#include "wfp_datagrams.hpp"
+#include "datagrams.hpp"
 
 #include <cstring>
 
-#include "../wfp_constants.hpp"
-#include "../wfpsampler_context.hpp"
+#include "../common/wfpsampler_context.hpp"
+#include "constants.hpp"
 
 namespace wfpredirect::core::wfp {
 namespace {
@@ -125,7 +125,7 @@ Status receive_datagram(const WinsockOps& ops, std::uintptr_t socket, std::uint8
     if (out.context != nullptr && decode_wfpsampler_context(out.context, out.context_size,
                                                             out.original_destination, context_local)
                                       .ok()) {
-        // As IPv4 for an IPv4 flow on a dual-stack socket (see wfp_probe).
+        // As IPv4 for an IPv4 flow on a dual-stack socket (see connections.cpp).
         out.original_destination = unmap_ipv4(out.original_destination);
         out.has_original_destination = true;
     }
