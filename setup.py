@@ -27,6 +27,10 @@ sources = (
     + sorted(glob(f"csrc/core/{backend_folder}/*.cpp"))
     + sorted(glob("csrc/python/*.cpp"))
 )
+# The mark rule is portable and in every build, so that LOOP_MARK, MARK_MASK
+# and the mark keywords mean the same everywhere (only netfilter applies them).
+if backend_folder != "netfilter":
+    sources.append("csrc/core/netfilter/marks.cpp")
 macros = [("WIN32_LEAN_AND_MEAN", None), ("NOMINMAX", None)] if sys.platform == "win32" else []
 
 # Test builds only: WFPREDIRECT_EMULATED_CALLOUT=1 puts an emulated WFP

@@ -8,18 +8,16 @@ from collections.abc import Sequence
 
 from ._demo import run_demo
 from ._doctor import run_doctor
+from ._marks import parse_mark
 from ._proxy import ProxySettings, parse_address, run_proxy
 
 
 def mark_number(text: str) -> int:
-    """A mark given in decimal or 0x-hex."""
+    """A mark given in decimal or 0x-hex: the grammar of the variables."""
     try:
-        value = int(text, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a decimal or 0x-hex number") from None
-    if not 0 <= value <= 0xFFFFFFFF:
-        raise argparse.ArgumentTypeError(f"{text!r} is outside 0..0xffffffff")
-    return value
+        return parse_mark(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def listen_address(text: str) -> tuple[str, int]:

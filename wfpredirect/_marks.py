@@ -1,8 +1,10 @@
-"""The netfilter marks: defaults, environment overrides, validation.
+"""The netfilter marks: the environment read once at import, and the rule
+asked of the core (csrc/core/netfilter/marks.hpp), which alone knows the
+defaults, the grammar, the precedence and the checks.
 
-Read once at import. An invalid setting does not break ``import
-wfpredirect``: every netfilter call then raises ValueError naming the
-variable (and ``python -m wfpredirect doctor`` reports it).
+An invalid setting does not break ``import wfpredirect``: every netfilter
+call then raises ValueError naming the variable (and ``python -m
+wfpredirect doctor`` reports it).
 """
 
 from __future__ import annotations
@@ -14,38 +16,32 @@ from . import _core
 #: Default loop mark: set on every upstream connection so that the nft rule
 #: ``meta mark & 0x40 == 0x40 return`` lets it pass instead of redirecting it
 #: back into the proxy.
-DEFAULT_LOOP_MARK = 0x40
+DEFAULT_LOOP_MARK: int = _core.DEFAULT_LOOP_MARK
 #: Default mark mask: the bits of an inbound connection's mark that travel in
 #: its records (four bits: a chain of up to four proxies, each with its own
 #: loop mark). It leaves out bit 0x1, the usual TPROXY routing mark, and the
 #: bits kube-proxy (0x4000, 0x8000) uses.
-DEFAULT_MARK_MASK = 0xF0
+DEFAULT_MARK_MASK: int = _core.DEFAULT_MARK_MASK
 
-LOOP_MARK_VARIABLE = "WFPREDIRECT_LOOP_MARK"
-MARK_MASK_VARIABLE = "WFPREDIRECT_MARK_MASK"
+LOOP_MARK_VARIABLE: str = _core.LOOP_MARK_VARIABLE
+MARK_MASK_VARIABLE: str = _core.MARK_MASK_VARIABLE
 
-_MARK_LIMIT = 0xFFFFFFFF
-
-
-def parse_mark(variable: str, default: int) -> tuple[int, str]:
-    """The mark set by environment `variable` (decimal or 0x-hex), or
-    `default` when unset; with the reason it cannot be used, or ""."""
-    text = os.environ.get(variable)
-    if text is None or text.strip() == "":
-        return default, ""
-    stripped = text.strip()
-    try:
-        value = int(stripped, 16) if stripped.lower().startswith("0x") else int(stripped, 10)
-    except ValueError:
-        return default, f"{variable}={text!r} is not a decimal or 0x-hex number"
-    if not 0 <= value <= _MARK_LIMIT:
-        return default, f"{variable}={text!r} is outside 0..0xffffffff"
-    return value, ""
+_core._configure_marks(os.environ.get(LOOP_MARK_VARIABLE), os.environ.get(MARK_MASK_VARIABLE))
+LOOP_MARK, MARK_MASK, _ = _core._resolve_marks(None, None, "", "")
 
 
-LOOP_MARK, LOOP_MARK_ERROR = parse_mark(LOOP_MARK_VARIABLE, DEFAULT_LOOP_MARK)
-MARK_MASK, MARK_MASK_ERROR = parse_mark(MARK_MASK_VARIABLE, DEFAULT_MARK_MASK)
-_core._configure_marks(LOOP_MARK, MARK_MASK, LOOP_MARK_ERROR, MARK_MASK_ERROR)
+def resolve_marks(
+    loop_mark: int | None = None,
+    mark_mask: int | None = None,
+    *,
+    loop_name: str = "--loop-mark",
+    mask_name: str = "--mark-mask",
+) -> tuple[int, int, str]:
+    """The marks in effect with `loop_mark` / `mark_mask` overriding the
+    variables when given (and named `loop_name` / `mask_name` in a
+    problem), and why they cannot work ("" when they can): the rule every
+    netfilter call applies to its keywords."""
+    return _core._resolve_marks(loop_mark, mark_mask, loop_name, mask_name)
 
 
 def marks_problem(
@@ -55,13 +51,11 @@ def marks_problem(
     loop_name: str = "--loop-mark",
     mask_name: str = "--mark-mask",
 ) -> str:
-    """Why the configured marks, with `loop_mark` / `mark_mask` overriding
-    them when given (and named `loop_name` / `mask_name`), cannot work; ""
-    when they can: the native calls' own rule (csrc/python/marks.cpp)."""
-    if LOOP_MARK_ERROR or MARK_MASK_ERROR:
-        return LOOP_MARK_ERROR or MARK_MASK_ERROR
-    if loop_mark is None:
-        loop_mark, loop_name = LOOP_MARK, f"{LOOP_MARK_VARIABLE} (LOOP_MARK)"
-    if mark_mask is None:
-        mark_mask, mask_name = MARK_MASK, f"{MARK_MASK_VARIABLE} (MARK_MASK)"
-    return _core._marks_problem(loop_mark, loop_name, mark_mask, mask_name)
+    """Why the marks in effect (see resolve_marks) cannot work; "" when they can."""
+    return resolve_marks(loop_mark, mark_mask, loop_name=loop_name, mask_name=mask_name)[2]
+
+
+def parse_mark(text: str) -> int:
+    """A mark written as text, in the one grammar of the variables and the
+    command line (decimal or 0x-hex, 0..0xffffffff); ValueError otherwise."""
+    return _core._parse_mark(text)

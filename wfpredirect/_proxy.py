@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 from ._core import BACKEND, enable_datagram_records
 from ._errors import CAPABILITY_ADVICE, RedirectPermissionError
 from ._info import RedirectInfo
-from ._marks import LOOP_MARK, marks_problem
+from ._marks import marks_problem, resolve_marks
 from ._records import Datagram
 from .aio import (
     DatagramFlow,
@@ -374,7 +374,7 @@ def _privilege_problem(settings: ProxySettings) -> str:
     the upstream connections, and with --udp IP_TRANSPARENT for the flows."""
     try:
         with socket.socket() as probe:
-            mark = LOOP_MARK if settings.loop_mark is None else settings.loop_mark
+            mark, _, _ = resolve_marks(settings.loop_mark, settings.mark_mask)
             probe.setsockopt(socket.SOL_SOCKET, SO_MARK, mark)
     except PermissionError as error:
         return (

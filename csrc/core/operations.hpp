@@ -23,7 +23,8 @@ using SocketHandle = int;
 // the value cannot be a handle of this platform.
 bool socket_handle_from_integer(long long value, SocketHandle& out);
 
-// The netfilter marks (docs/design.md, "Linux facts"). Other backends ignore them.
+// The netfilter marks (docs/design.md, "Linux facts"); their rule is
+// netfilter/marks.hpp. Other backends ignore them.
 // `error` is non-null when the configuration is invalid: it names the
 // variable or keyword at fault, and every netfilter call reports it.
 struct MarkConfig {

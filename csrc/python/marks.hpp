@@ -1,6 +1,6 @@
-// The netfilter marks the operations use: configured once at import by the
-// facade (from WFPREDIRECT_LOOP_MARK / WFPREDIRECT_MARK_MASK), overridable
-// per call with keywords.
+// The netfilter marks in Python: conversion only. The rule (defaults,
+// variables, grammar, precedence, checks) is the core's
+// (csrc/core/netfilter/marks.hpp).
 #pragma once
 
 #include <string>
@@ -13,15 +13,17 @@ namespace wfpredirect::python {
 
 namespace py = pybind11;
 
-// Adds the private _configure_marks(loop_mark, mark_mask, loop_error,
-// mark_error) that wfpredirect calls once at import.
+// The private functions and constants wfpredirect/_marks.py uses:
+// _configure_marks, _resolve_marks, _parse_mark and the defaults and
+// variable names.
 void init_marks(py::module_& module);
 
-// The configured marks, valid for the life of the process.
+// The process's marks (configured at import), valid for its life.
 const core::MarkConfig& configured_marks();
 
-// The marks for one call with keyword overrides (None keeps the configured
-// value). `error_storage` owns the text an invalid combination points to.
+// The marks for one call with the keywords `loop_mark` and `mark_mask`
+// (None keeps the configured value). `error_storage` owns the text an
+// invalid combination points to.
 core::MarkConfig marks_for_call(PyObject* loop_mark, PyObject* mark_mask, const char* function,
                                 std::string& error_storage);
 

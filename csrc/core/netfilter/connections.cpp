@@ -10,6 +10,7 @@
 
 #include "../common/upstream_socket.hpp"
 #include "../operations.hpp"
+#include "marks.hpp"
 #include "record.hpp"
 #include "sockets.hpp"
 
@@ -30,6 +31,7 @@ using netfilter::check_marks;
 using netfilter::os_failure;
 using netfilter::same_endpoint;
 using netfilter::to_socket_address;
+using netfilter::travelling_bits;
 
 Status not_redirected(int error, const char* why) {
     return Status::failure(Outcome::not_redirected, static_cast<std::uint32_t>(error), why);
@@ -154,7 +156,7 @@ Status build_record(int fd, const MarkConfig& marks, std::uint8_t* out) {
         return os_failure(errno, "getsockopt(SO_MARK)");
     NetfilterRecord record;
     record.original_destination = redirect.original_destination;
-    record.mark = mark & marks.mark_mask;
+    record.mark = travelling_bits(mark, marks);
     record.transparent = redirect.transparent;
     return Status::success(encode_netfilter_record(record, out));
 }

@@ -13,6 +13,7 @@
 
 #include "../common/control_messages.hpp"
 #include "../operations.hpp"
+#include "marks.hpp"
 #include "record.hpp"
 #include "sockets.hpp"
 
@@ -21,6 +22,7 @@ namespace {
 
 using netfilter::check_marks;
 using netfilter::os_failure;
+using netfilter::travelling_bits;
 
 // asm-generic/socket.h (Linux 5.19+); older C libraries lack the name.
 #ifdef SO_RCVMARK
@@ -224,7 +226,7 @@ Status receive_datagram(SocketHandle socket, std::uint8_t* data, std::size_t cap
 
     NetfilterRecord record;
     record.original_destination = destination;
-    record.mark = mark & marks.mark_mask;
+    record.mark = travelling_bits(mark, marks);
     record.transparent = true;
     out.has_original_destination = true;
     out.original_destination = destination;

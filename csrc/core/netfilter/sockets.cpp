@@ -5,6 +5,7 @@
 
 #include <netinet/in.h>
 
+#include "marks.hpp"
 #include "record.hpp"
 
 namespace wfpredirect::core::netfilter {
@@ -82,10 +83,7 @@ Status upstream_mark(const std::uint8_t* records, std::size_t size, const MarkCo
     status = decode_netfilter_record(records, size, record);
     if (!status.ok())
         return status;
-    // Only the bits in MARK_MASK travel: other software's bits on the
-    // inbound mark (a TPROXY routing mark, kube-proxy...) must not reach
-    // the upstream.
-    mark = (record.mark & marks.mark_mask) | marks.loop_mark;
+    mark = upstream_mark_for(record.mark, marks);
     return Status::success(0);
 }
 

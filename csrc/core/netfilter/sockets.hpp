@@ -31,9 +31,9 @@ Status os_failure(int error, const char* call);
 // The mark configuration's own error, reported by every netfilter call.
 Status check_marks(const MarkConfig& marks);
 
-// The mark an upstream socket or datagram carries for `records`: (the
-// record's inbound mark AND MARK_MASK) OR LOOP_MARK. Checks the marks and
-// decodes the record first (invalid_argument when either is bad).
+// The mark an upstream socket or datagram carries for `records`
+// (marks.hpp, upstream_mark_for). Checks the marks and decodes the record
+// first (invalid_argument when either is bad).
 Status upstream_mark(const std::uint8_t* records, std::size_t size, const MarkConfig& marks,
                      std::uint32_t& mark);
 
