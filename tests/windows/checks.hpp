@@ -1,8 +1,13 @@
-// A counter of named checks: every program prints "N checks passed, M failed"
-// and pytest asserts the exact N, so a suite that silently shrinks fails.
+// A counter of named checks. Every program prints each check site it
+// reached ("reached FILE:LINE") and then "N checks passed, M failed";
+// pytest derives the sites from the suites' sources and asserts that every
+// one was reached, so a suite that silently shrinks fails without a count
+// typed twice.
 #pragma once
 
+#include <set>
 #include <string>
+#include <utility>
 
 namespace wfpredirect::tests {
 
@@ -12,12 +17,14 @@ class Checks {
     std::string scenario;
 
     void record(bool passed, const char* what, const char* file, int line);
-    // Prints the count line; the process exit code (0 only if none failed).
+    // Prints the sites reached and the count line; the process exit code
+    // (0 only if none failed).
     int report() const;
 
   private:
     int passed_ = 0;
     int failed_ = 0;
+    std::set<std::pair<std::string, int>> reached_;
 };
 
 } // namespace wfpredirect::tests
