@@ -23,6 +23,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
+from . import _proxy_log as proxy_log
 from ._doctor_netfilter import SO_MARK, process_status
 from ._marks import LOOP_MARK
 from ._socket import RedirectSocket
@@ -33,6 +34,8 @@ CAP_SYS_ADMIN = 21  # linux/capability.h: unshare(CLONE_NEWNET)
 
 ORIGIN = ("127.0.0.2", 8080)
 PROXY = ("127.0.0.1", 15001)
+# Before each line of the proxy's log, relayed into the demo's output.
+PROXY_LOG_PREFIX = "proxy | "
 REQUESTS = 20
 CLIENTS = 4
 STEPS = 6
@@ -193,7 +196,7 @@ def _relay_proxy_log(proxy: subprocess.Popen[str]) -> threading.Thread:
     def relay() -> None:
         assert proxy.stdout is not None
         for line in proxy.stdout:
-            say(f"proxy | {line.rstrip()}", 6)
+            say(f"{PROXY_LOG_PREFIX}{line.rstrip()}", 6)
 
     thread = threading.Thread(target=relay, daemon=True)
     thread.start()
@@ -279,7 +282,7 @@ def _demo(site: Path, stack: ExitStack, keep_running: bool) -> int:
         "--grace",
         "1",
     ]
-    proxy = stack.enter_context(_child(proxy_command, ready="listening on"))
+    proxy = stack.enter_context(_child(proxy_command, ready=proxy_log.listening_line(*PROXY)))
     step(5, f"the proxy: {' '.join(['python', *proxy_command[1:]])} (pid {proxy.pid})")
     log = _relay_proxy_log(proxy)
 

@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from . import _proxy_log as log
 from ._core import BACKEND, enable_datagram_records
 from ._errors import CAPABILITY_ADVICE, RedirectPermissionError
 from ._info import RedirectInfo
@@ -163,7 +164,7 @@ class UdpRelay(RedirectDatagramProtocol):
     def datagram_received(self, datagram: Datagram, flow: DatagramFlow | None) -> None:
         if flow is None or flow.original_destination is None:
             self.totals.refused += 1
-            say(f"refused udp {format_address(datagram.address)}: not redirected")
+            say(log.udp_refused_line(format_address(datagram.address)))
             return
         if flow not in self.moved:
             self.moved[flow] = {"up": 0, "down": 0}
@@ -184,14 +185,18 @@ class UdpRelay(RedirectDatagramProtocol):
         self.totals.open -= 1
         self.totals.relayed += 1
         say(
-            f"udp {format_address(flow.client)} -> {format_address(flow.original_destination)}: "
-            f"{moved['up']} bytes up, {moved['down']} bytes down, "
-            f"{flow.last_active - flow.created:.3f} s"
+            log.udp_flow_line(
+                format_address(flow.client),
+                format_address(flow.original_destination),
+                moved["up"],
+                moved["down"],
+                flow.last_active - flow.created,
+            )
         )
 
     def error_received(self, exc: OSError) -> None:
         self.totals.failed += 1
-        say(f"udp error: {exc}")
+        say(log.udp_error_line(exc))
 
 
 class Proxy:
@@ -218,7 +223,7 @@ class Proxy:
         destination = redirect.original_destination
         if destination is None:
             self.totals.refused += 1
-            say(f"refused {client}: not redirected (addressed to the proxy itself)")
+            say(log.refused_line(client))
             writer.transport.abort()
             return
         target = format_address(destination)
@@ -231,7 +236,7 @@ class Proxy:
             )
         except (OSError, asyncio.TimeoutError) as error:
             self.totals.failed += 1
-            say(f"failed {client} -> {target}: cannot connect upstream: {error or 'timed out'}")
+            say(log.failed_line(client, target, f"{error or 'timed out'}"))
             writer.transport.abort()
             return
         self.totals.open += 1
@@ -279,15 +284,25 @@ class Proxy:
             self.totals.open -= 1
             self.totals.relayed += 1
             say(
-                f"{client} -> {target}: {moved['up']} bytes up, {moved['down']} bytes down, "
-                f"{time.monotonic() - started:.3f} s, {outcome}"
+                log.relayed_line(
+                    client,
+                    target,
+                    moved["up"],
+                    moved["down"],
+                    time.monotonic() - started,
+                    outcome,
+                )
             )
 
     def summary(self) -> str:
         totals = self.totals
-        return (
-            f"{totals.open} open, {totals.relayed} relayed, {totals.refused} refused, "
-            f"{totals.failed} failed, {totals.bytes_up} bytes up, {totals.bytes_down} bytes down"
+        return log.totals_text(
+            totals.open,
+            totals.relayed,
+            totals.refused,
+            totals.failed,
+            totals.bytes_up,
+            totals.bytes_down,
         )
 
     async def report_periodically(self, stop: asyncio.Event) -> None:
@@ -302,7 +317,7 @@ class Proxy:
                 pass
             now = time.monotonic()
             total = self.totals.bytes_up + self.totals.bytes_down
-            say(f"summary: {self.summary()}, {(total - moved) / (now - last):.0f} bytes/s")
+            say(log.summary_line(self.summary(), (total - moved) / (now - last)))
             last, moved = now, total
 
     async def run(self) -> None:
@@ -344,10 +359,10 @@ class Proxy:
         started = time.monotonic()
         for sock in server.sockets:
             host, port = sock.getsockname()[:2]
-            say(f"listening on {host} port {port}")
+            say(log.listening_line(host, port))
         if endpoint is not None:
             host, port = endpoint.get_extra_info("sockname")[:2]
-            say(f"listening for udp on {host} port {port}")
+            say(log.listening_udp_line(host, port))
         reporter = None
         if settings.summary_interval > 0:
             reporter = asyncio.create_task(self.report_periodically(stop))
@@ -355,7 +370,7 @@ class Proxy:
         server.close()
         if endpoint is not None:
             endpoint.close()  # each open flow gets its line
-        say(f"stopping: {len(self.connections)} open connections get {settings.grace:g} s")
+        say(log.stopping_line(len(self.connections), settings.grace))
         if self.connections:
             await asyncio.wait(set(self.connections), timeout=settings.grace)
         for task in set(self.connections):
@@ -365,7 +380,7 @@ class Proxy:
         await server.wait_closed()
         if reporter is not None:
             await reporter
-        say(f"stopped after {time.monotonic() - started:.1f} s: {self.summary()}")
+        say(log.stopped_line(time.monotonic() - started, self.summary()))
 
 
 def _privilege_problem(settings: ProxySettings) -> str:

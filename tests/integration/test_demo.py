@@ -12,6 +12,8 @@ from pathlib import Path
 
 from netns import run_in_netns
 from support import NEUTRAL_DIRECTORY, require_root, require_tool
+from wfpredirect import _proxy_log as proxy_log
+from wfpredirect._demo_netfilter import PROXY_LOG_PREFIX
 
 DEMO = [sys.executable, "-m", "wfpredirect", "demo"]
 
@@ -41,15 +43,12 @@ def test_the_demo_runs_to_the_end() -> None:
     ]
     assert [line for line in expected if line not in lines] == []
     relayed = [
-        line
+        (match["client"].split(":")[0], match["target"], match["up"], match["outcome"])
         for line in lines
-        if re.fullmatch(
-            r"proxy \| 127\.0\.0\.1:\d+ -> 127\.0\.0\.2:8080: 77 bytes up, \d+ bytes down, "
-            r"\d+\.\d{3} s, closed",
-            line,
-        )
+        if line.startswith(PROXY_LOG_PREFIX)
+        and (match := proxy_log.RELAYED.fullmatch(line.removeprefix(PROXY_LOG_PREFIX)))
     ]
-    assert len(relayed) == 20
+    assert relayed == [("127.0.0.1", "127.0.0.2:8080", "77", "closed")] * 20
     assert [line for line in lines if "WRONG" in line] == []
 
 

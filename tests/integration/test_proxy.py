@@ -18,10 +18,11 @@ from netns import run_in_netns
 from processes import running
 from rules import LOOPING_RULES, redirect
 from support import require_tool
+from wfpredirect import _proxy_log as proxy_log
 
 HERE = Path(__file__).resolve().parent
 RULES = redirect("ip", "127.0.0.2", 8080, 15001)
-PROXY_READY = "listening on 127.0.0.1 port 15001"
+PROXY_READY = proxy_log.listening_line("127.0.0.1", 15001)
 ORIGIN = "http://127.0.0.2:8080"
 MIB = 1 << 20
 PARALLEL = 200
@@ -30,10 +31,7 @@ PARALLEL = 200
 CURL_NO_REPLY = (52, 56)
 
 # One line per relayed connection.
-RELAY_LINE = re.compile(
-    r"127\.0\.0\.1:\d+ -> (?P<target>\S+): (?P<up>\d+) bytes up, (?P<down>\d+) bytes down, "
-    r"\d+\.\d{3} s, (?P<outcome>.+)"
-)
+RELAY_LINE = proxy_log.RELAYED
 
 
 def proxy_command(*extra: str) -> list[str]:
@@ -55,7 +53,10 @@ def origin_command(directory: Path, host: str = "127.0.0.2") -> list[str]:
 
 
 def relay_lines(output: str) -> list[dict[str, str]]:
-    return [match.groupdict() for match in map(RELAY_LINE.fullmatch, output.splitlines()) if match]
+    """The relayed connections' lines, each from a client on 127.0.0.1."""
+    lines = [match.groupdict() for match in map(RELAY_LINE.fullmatch, output.splitlines()) if match]
+    assert all(line["client"].startswith("127.0.0.1:") for line in lines), lines
+    return lines
 
 
 def stop(process: subprocess.Popen[str], stop_signal: int = signal.SIGTERM) -> tuple[int, str]:
@@ -344,8 +345,12 @@ def test_sigterm_stops_cleanly_within_the_grace_period() -> None:
             client.sendall(b"partial request")
             assert relaying.wait(10)
             # The next summary counts the open connection.
-            while not (summary := proxy.stdout.readline()).startswith("summary: 1 open"):
+            while True:
+                summary = proxy.stdout.readline()
                 assert summary, "the proxy ended"
+                counted = proxy_log.SUMMARY.fullmatch(summary.rstrip())
+                if counted and counted["open"] == "1":
+                    break
             pid = proxy.pid
             status, output = stop(proxy)
             client_saw = read_all(client)
@@ -359,7 +364,7 @@ def test_sigterm_stops_cleanly_within_the_grace_period() -> None:
             text=True,
             check=False,
         )
-        lines = [line for line in output.splitlines() if not line.startswith("summary: ")]
+        lines = [line for line in output.splitlines() if not proxy_log.SUMMARY.fullmatch(line)]
         return {
             "exit": status,
             "summary": re.sub(r", \d+ bytes/s$", ", N bytes/s", summary.rstrip()),

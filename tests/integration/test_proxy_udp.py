@@ -3,7 +3,6 @@ nft TPROXY rule to a UDP origin, in a fresh network namespace."""
 
 from __future__ import annotations
 
-import re
 import socket
 
 import wfpredirect
@@ -12,12 +11,10 @@ from processes import running
 from test_aio_datagrams import UdpOrigin
 from test_datagrams import IPV4, ORIGIN_PORT, PROXY_PORT, route_marked_locally, tproxy_rules
 from test_proxy import PROXY_READY, proxy_command, stop
+from wfpredirect import _proxy_log as proxy_log
 
-UDP_READY = f"listening for udp on 0.0.0.0 port {PROXY_PORT}"
-FLOW_LINE = re.compile(
-    r"udp 127\.0\.0\.1:(?P<port>\d+) -> (?P<target>\S+): (?P<up>\d+) bytes up, "
-    r"(?P<down>\d+) bytes down, \d+\.\d{3} s"
-)
+UDP_READY = proxy_log.listening_udp_line("0.0.0.0", PROXY_PORT)
+FLOW_LINE = proxy_log.UDP_FLOW
 
 
 def ask(client: socket.socket, data: bytes, to: tuple[str, int]) -> tuple[bytes, object]:
@@ -50,7 +47,12 @@ def test_udp_flows_are_relayed_with_their_records() -> None:
             refused = proxy.stdout.readline()
             status, output = stop(proxy)
         flows = sorted(
-            (int(match["port"]), match["target"], int(match["up"]), int(match["down"]))
+            (
+                int(match["client"].removeprefix("127.0.0.1:")),
+                match["target"],
+                int(match["up"]),
+                int(match["down"]),
+            )
             for match in map(FLOW_LINE.fullmatch, output.splitlines())
             if match
         )
