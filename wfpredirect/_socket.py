@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import errno
 import socket
 
-from ._addresses import Address, is_listener_address, original_target, resolved_targets
+from . import _upstream as upstream
+from ._addresses import Address
 from ._core import enable_datagram_records as _enable_datagram_records
 from ._core import recvmsg_redirect as _recvmsg_redirect
 from ._core import recvmsg_redirect_into as _recvmsg_redirect_into
 from ._core import sendmsg_redirect as _sendmsg_redirect
 from ._core import set_redirect_records as _set_redirect_records
-from ._errors import RedirectError, renamed
+from ._errors import RedirectError
 from ._info import RedirectInfo, query_redirect_info
 from ._loops import Endpoint, forget_upstream, remember_upstream
 from ._records import Datagram, RedirectRecords
@@ -64,6 +64,7 @@ class RedirectSocket(socket.socket):
             sock.setblocking(True)
         if self._listening_address is None:
             self._listening_address = self.getsockname()
+            upstream.remember_listener(self)
         sock._listener_address = self._listening_address
         return sock, address
 
@@ -136,6 +137,8 @@ class RedirectSocket(socket.socket):
         *,
         timeout: float | None = None,
         source_address: Address | None = None,
+        loop_mark: int | None = None,
+        mark_mask: int | None = None,
     ) -> RedirectSocket:
         """Open the proxy's upstream connection for this accepted connection.
 
@@ -143,41 +146,39 @@ class RedirectSocket(socket.socket):
         binds or connects, so the redirect rule lets it pass instead of
         sending it back into the proxy. It connects to `address`, or to the
         original destination. `timeout` (seconds) applies to the new socket
-        when given; `source_address` is bound before connecting. It refuses
-        to connect to its own listener's address (errno ELOOP).
+        when given; `source_address` is bound before connecting; `loop_mark`
+        and `mark_mask` are ``set_redirect_records``'s. It refuses to connect
+        to a listening address of this process's redirect servers, its own
+        listener's included (errno ELOOP). The policy is
+        ``wfpredirect.aio.open_upstream``'s.
         """
+        function = "create_upstream"
         records = self.redirect_records
-        if address is None:
-            candidates = [original_target(self.original_destination, "create_upstream")]
-        else:
-            candidates = resolved_targets(
-                socket.getaddrinfo(address[0], address[1], type=socket.SOCK_STREAM)
-            )
+        infos = None
+        if address is not None:
+            infos = socket.getaddrinfo(address[0], address[1], type=socket.SOCK_STREAM)
+        own = [] if self._listener_address is None else [self._listener_address]
         failures: list[OSError] = []
-        for family, target in candidates:
-            if is_listener_address(self._listener_address, target):
-                raise RedirectError(
-                    errno.ELOOP,
-                    f"create_upstream: refusing to connect to {target[0]}:{target[1]}, "
-                    "the proxy's own listening address (a redirect loop)",
-                )
-            upstream = RedirectSocket(family, socket.SOCK_STREAM)
+        for family, target in upstream.targets(function, self.original_destination, address, infos):
+            upstream.refuse_a_loop(function, target, own)
+            sock = RedirectSocket(family, socket.SOCK_STREAM)
             try:
-                if records is not None:
-                    upstream.set_redirect_records(records)
-                if timeout is not None:
-                    upstream.settimeout(timeout)
-                if source_address is not None:
-                    upstream.bind(source_address)
-                upstream.connect(target)
-                upstream._upstream_key = remember_upstream(upstream)
-                return upstream
-            except RedirectError as error:
-                upstream.close()
-                raise renamed(error, "set_redirect_records", "create_upstream") from error
+                upstream.prepare(
+                    function,
+                    sock,
+                    records,
+                    loop_mark=loop_mark,
+                    mark_mask=mark_mask,
+                    timeout=timeout,
+                    local_address=source_address,
+                )
+                sock.connect(target)
+                sock._upstream_key = remember_upstream(sock)
+                return sock
+            except RedirectError:
+                sock.close()
+                raise
             except OSError as error:
-                upstream.close()
+                sock.close()
                 failures.append(error)
-        if len(failures) == 1:
-            raise failures[0]
-        raise OSError(f"create_upstream: every address of {address!r} failed: {failures!r}")
+        raise upstream.every_address_failed(function, address, failures)

@@ -16,15 +16,15 @@ import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ._addresses import Address, original_target, resolved_targets
+from . import _upstream as upstream
+from ._addresses import Address
 from ._aio_datagrams import (
     DatagramFlow,
     RedirectDatagramEndpoint,
     RedirectDatagramProtocol,
     create_redirect_datagram_endpoint,
 )
-from ._core import set_redirect_records
-from ._errors import RedirectError, renamed
+from ._errors import RedirectError
 from ._info import RedirectInfo, query_redirect_info
 from ._loops import (
     Endpoint,
@@ -138,7 +138,9 @@ async def start_redirect_server(
     # Not serving until the listening addresses are known, so that no
     # connection is judged without them.
     server = await asyncio.start_server(connected, host, port, start_serving=False, **kw)
-    listening_addresses.extend(sock.getsockname() for sock in server.sockets)
+    for sock in server.sockets:
+        listening_addresses.append(sock.getsockname())
+        upstream.remember_listener(sock)
     if start_serving:
         await server.start_serving()
     return server
@@ -175,16 +177,6 @@ def _peer(writer: asyncio.StreamWriter) -> str:
     return "an unknown peer" if peer is None else f"{peer[0]} port {peer[1]}"
 
 
-async def _targets(
-    loop: asyncio.AbstractEventLoop, redirect: RedirectInfo, address: Address | None
-) -> list[tuple[int, Address]]:
-    """The (family, address) pairs to try, in order."""
-    if address is None:
-        return [original_target(redirect.original_destination, "open_upstream")]
-    infos = await loop.getaddrinfo(address[0], address[1], type=socket.SOCK_STREAM)
-    return resolved_targets(infos)
-
-
 async def open_upstream(
     redirect: RedirectInfo,
     *,
@@ -202,7 +194,9 @@ async def open_upstream(
     back into the proxy. It connects to `address`, or to the original
     destination (NotRedirectedError when there is neither). `local_addr` is
     bound before connecting; `loop_mark` and `mark_mask` are
-    ``set_redirect_records``'s; the other keywords (``limit``, ``ssl``,
+    ``set_redirect_records``'s. It refuses to connect to a listening address
+    of this process's redirect servers (errno ELOOP), as
+    ``RedirectSocket.create_upstream`` does; the other keywords (``limit``, ``ssl``,
     ``server_hostname``...) go to ``asyncio.open_connection``. Cancel it, or
     wrap it in ``asyncio.wait_for``, to bound the connect time.
     """
@@ -211,36 +205,41 @@ async def open_upstream(
             "open_upstream: redirect must be a RedirectInfo (the third argument of the "
             f"start_redirect_server callback), not {type(redirect).__name__}"
         )
+    function = "open_upstream"
     loop = asyncio.get_running_loop()
+    infos = None
+    if address is not None:
+        infos = await loop.getaddrinfo(address[0], address[1], type=socket.SOCK_STREAM)
     failures: list[OSError] = []
-    for family, target in await _targets(loop, redirect, address):
-        upstream = socket.socket(family, socket.SOCK_STREAM)
+    for family, target in upstream.targets(function, redirect.original_destination, address, infos):
+        upstream.refuse_a_loop(function, target)
+        sock = socket.socket(family, socket.SOCK_STREAM)
         try:
-            upstream.setblocking(False)
-            if redirect.records is not None:
-                set_redirect_records(
-                    upstream, redirect.records, loop_mark=loop_mark, mark_mask=mark_mask
-                )
-            if local_addr is not None:
-                upstream.bind(local_addr)
-            await loop.sock_connect(upstream, target)
-        except RedirectError as error:
-            upstream.close()
-            raise renamed(error, "set_redirect_records", "open_upstream") from error
+            upstream.prepare(
+                function,
+                sock,
+                redirect.records,
+                loop_mark=loop_mark,
+                mark_mask=mark_mask,
+                timeout=0.0,
+                local_address=local_addr,
+            )
+            await loop.sock_connect(sock, target)
+        except RedirectError:
+            sock.close()
+            raise
         except OSError as error:
-            upstream.close()
+            sock.close()
             failures.append(error)
             continue
         except BaseException:
-            upstream.close()
+            sock.close()
             raise
-        key = remember_upstream(upstream)
+        key = remember_upstream(sock)
         try:
-            return await _open_stream(upstream, key, **kw)
+            return await _open_stream(sock, key, **kw)
         except BaseException:
             forget_upstream(key)
-            upstream.close()
+            sock.close()
             raise
-    if len(failures) == 1:
-        raise failures[0]
-    raise OSError(f"open_upstream: every address of {address!r} failed: {failures!r}")
+    raise upstream.every_address_failed(function, address, failures)

@@ -188,3 +188,27 @@ def test_keyword_marks_override_the_configuration() -> None:
     )
     assert record_mark == 0x20  # 0x0f23 & MARK_MASK 0xf0
     assert marks == [0x60, 0x120, 0x100, 0xA0]
+
+
+def test_create_upstream_takes_the_mark_keywords() -> None:
+    """The same keywords as open_upstream: the upstream carries loop_mark,
+    and the rule that skips it lets it reach the origin."""
+
+    def body() -> dict[str, object]:
+        origin = Origin(("127.0.0.2", 8080))
+        listener = listen(socket.AF_INET, ("127.0.0.1", 15001))
+        socket.create_connection(("127.0.0.2", 8080), timeout=5)
+        conn, _ = listener.accept()
+        upstream = conn.create_upstream(timeout=5, loop_mark=0x80, mark_mask=0xF0)
+        return {
+            "answer": exchange(upstream, b"marked\n"),
+            "upstream_mark": socket_mark(upstream),
+            "origin": [a.request for a in origin.arrivals],
+        }
+
+    rules = redirect("ip", "127.0.0.2", 8080, 15001, loop_mark=0x80)
+    assert run_in_netns(body, nft_rules=rules) == {
+        "answer": b"origin marked\n",
+        "upstream_mark": 0x80,
+        "origin": [b"marked\n"],
+    }

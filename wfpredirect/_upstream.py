@@ -1,0 +1,116 @@
+"""The one upstream policy, shared by ``RedirectSocket.create_upstream``
+and ``wfpredirect.aio.open_upstream``: which addresses to try, the loop
+guard, the records (with the mark keywords) before bind and connect, and
+the error when every address failed. The two differ only in how they wait
+(a blocking connect, or the event loop's).
+
+The loop guard refuses an upstream to a listening address of this
+process's redirect servers (errno ELOOP): the connection that arrives there
+is the proxy itself, so it would accept its own upstream, open another, and
+so on. The servers are the RedirectSocket listeners and the
+``start_redirect_server`` servers that are still open.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import threading
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
+
+from ._addresses import Address, is_listener_address, original_target, resolved_targets
+from ._core import set_redirect_records
+from ._errors import RedirectError, renamed
+
+
+class _Listening(Protocol):
+    def fileno(self) -> int: ...
+    def getsockname(self) -> Any: ...
+
+
+_lock = threading.Lock()
+# The listening sockets of this process's redirect servers, with their
+# addresses (which a listening socket keeps); a closed one (fileno() -1) is
+# dropped the next time they are read.
+_listening: list[tuple[_Listening, Address]] = []
+
+
+def remember_listener(sock: _Listening) -> None:
+    """Count listening `sock` among the redirect servers' listeners until
+    it is closed."""
+    address = sock.getsockname()
+    with _lock:
+        if not any(known is sock for known, _ in _listening):
+            _listening.append((sock, address))
+
+
+def listening_addresses() -> list[Address]:
+    """The addresses the open redirect servers of this process listen on."""
+    with _lock:
+        _listening[:] = [entry for entry in _listening if entry[0].fileno() != -1]
+        return [address for _, address in _listening]
+
+
+def targets(
+    function: str,
+    destination: Address | None,
+    address: Address | None,
+    infos: Sequence[tuple[Any, ...]] | None,
+) -> list[tuple[int, Address]]:
+    """The (family, address) pairs to try, in order: the original
+    destination when no `address` was given (NotRedirectedError naming
+    `function` when there is none), else the IPv4 and IPv6 answers of
+    getaddrinfo for `address` (`infos`, which the caller asked in its own
+    way)."""
+    if address is None:
+        return [original_target(destination, function)]
+    assert infos is not None
+    return resolved_targets(infos)
+
+
+def refuse_a_loop(function: str, target: Address, listeners: Iterable[Address] = ()) -> None:
+    """RedirectError(ELOOP) naming `function` when `target` is where one of
+    `listeners` or this process's redirect servers accepts."""
+    for listener in [*listeners, *listening_addresses()]:
+        if is_listener_address(listener, target):
+            raise RedirectError(
+                errno.ELOOP,
+                f"{function}: refusing to connect to {target[0]}:{target[1]}, "
+                "the proxy's own listening address (a redirect loop)",
+            )
+
+
+def prepare(
+    function: str,
+    upstream: socket.socket,
+    records: bytes | None,
+    *,
+    loop_mark: int | None,
+    mark_mask: int | None,
+    timeout: float | None,
+    local_address: Address | None,
+) -> None:
+    """Ready new socket `upstream` to connect: the records first (with the
+    mark keywords: set_redirect_records's), then `timeout` (None leaves it;
+    0.0 makes it non-blocking), then the bind to `local_address`. A records
+    error is renamed after `function`; `upstream` is the caller's to close."""
+    if records is not None:
+        try:
+            set_redirect_records(upstream, records, loop_mark=loop_mark, mark_mask=mark_mask)
+        except RedirectError as error:
+            raise renamed(error, "set_redirect_records", function) from error
+    if timeout is not None:
+        upstream.settimeout(timeout)
+    if local_address is not None:
+        upstream.bind(local_address)
+
+
+def every_address_failed(
+    function: str, address: Address | None, failures: list[OSError]
+) -> OSError:
+    """The error when no target could be connected: the only failure
+    itself, or one naming them all."""
+    if len(failures) == 1:
+        return failures[0]
+    return OSError(f"{function}: every address of {address!r} failed: {failures!r}")
