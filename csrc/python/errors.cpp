@@ -59,7 +59,7 @@ std::string message_for(const char* function, const core::Status& status, std::s
     switch (status.outcome) {
     case core::Outcome::not_redirected:
         message += "the connection was not redirected: ";
-        message += status.call;
+        message += status.text();
         return message;
     case core::Outcome::buffer_too_small:
         message += "the buffer holds " + std::to_string(capacity) + " bytes, the answer needs " +
@@ -74,7 +74,7 @@ std::string message_for(const char* function, const core::Status& status, std::s
     }
     char text[core::kErrorTextSize];
     core::describe_error(status.code, text);
-    message += status.call;
+    message += status.text();
     message += " (";
     message += text;
     message += ")";
@@ -103,7 +103,7 @@ void throw_error(PyObject* type, const char* function, const char* message) {
 
 void throw_status(const char* function, const core::Status& status, std::size_t capacity) {
     if (status.outcome == core::Outcome::invalid_argument)
-        throw_error(PyExc_ValueError, function, status.call);
+        throw_error(PyExc_ValueError, function, status.text().c_str());
 
     const std::string message = message_for(function, status, capacity);
     py::object exception = py::reinterpret_borrow<py::object>(class_for(status.outcome))(

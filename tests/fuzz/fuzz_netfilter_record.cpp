@@ -14,7 +14,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     NetfilterRecord record;
     const Status status = decode_netfilter_record(data, size, record);
     if (!status.ok()) {
-        FUZZ_REQUIRE(status.outcome == Outcome::invalid_argument && status.call != nullptr);
+        FUZZ_REQUIRE(status.outcome == Outcome::invalid_argument && !status.text().empty());
         return 0;
     }
     FUZZ_REQUIRE(status.size == size && size == netfilter_record_size(record));

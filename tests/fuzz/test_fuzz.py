@@ -33,8 +33,10 @@ CORE_SOURCES = [
     CORE / "common" / "socket_address.cpp",
     CORE / "common" / "control_messages.cpp",
     CORE / "wfp" / "datagrams.cpp",
-    # wfp/datagrams asks the socket's family through wfp/connections.
+    # wfp/datagrams asks the socket's family through wfp/connections, and
+    # classifies with wfp/errors.
     CORE / "wfp" / "connections.cpp",
+    CORE / "wfp" / "errors.cpp",
 ]
 CXXFLAGS = ["-std=c++17", "-g", "-O1", "-Wall", "-Wextra", "-Werror"]
 SANITIZERS = ["-fsanitize=fuzzer,address,undefined", "-fno-sanitize-recover=all"]

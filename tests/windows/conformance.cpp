@@ -61,7 +61,7 @@ bool connect_loopback_pair(LoopbackPair& pair) {
 // raw code kept, naming the call.
 bool unsupported_by_wine(const Status& status, const char* call) {
     return status.outcome == Outcome::unsupported && status.code == wfp::kWsaEopnotsupp &&
-           status.call != nullptr && std::strcmp(status.call, call) == 0;
+           status.text() == call;
 }
 
 const char kRecordsCall[] = "WSAIoctl(SIO_QUERY_WFP_CONNECTION_REDIRECT_RECORDS)";
@@ -100,8 +100,7 @@ void set_records_on_each_kind_of_socket(Checks& checks, const LoopbackPair& pair
         return core::set_redirect_records(socket, record, sizeof record, marks);
     };
     const auto refused = [](const Status& status, std::uint32_t code, const char* why) {
-        return status.outcome == Outcome::os_error && status.code == code &&
-               status.call != nullptr && std::strcmp(status.call, why) == 0;
+        return status.outcome == Outcome::os_error && status.code == code && status.text() == why;
     };
     checks.scenario = "set records: a new TCP socket";
     const SOCKET fresh = ::socket(AF_INET6, SOCK_STREAM, IPPROTO_TCP);

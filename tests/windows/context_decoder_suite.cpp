@@ -36,7 +36,7 @@ bool holds(const SocketAddress& address, core::IpVersion version, const std::uin
 }
 
 bool names(const Status& status, const char* text) {
-    return status.call != nullptr && std::string(status.call).find(text) != std::string::npos;
+    return status.text().find(text) != std::string::npos;
 }
 
 // An address no decoder would produce, to prove failures leave outputs alone.

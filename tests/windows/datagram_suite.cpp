@@ -35,9 +35,7 @@ constexpr const char* kDatagramLost =
     "WSARecvMsg: the datagram was longer than the buffer and is lost (WSAEMSGSIZE), with the "
     "flow's redirect state if it was the flow's first; receive with a 65535-byte buffer";
 
-bool names(const Status& status, const char* text) {
-    return status.call != nullptr && std::string(status.call) == text;
-}
+bool names(const Status& status, const char* text) { return status.text() == text; }
 
 // One control message as Windows lays it out (WSACMSGHDR), written here
 // independently of the core's builder.

@@ -66,7 +66,7 @@ bool ambiguous(const Refusal& refusal) {
 }
 
 bool names(const Status& status, const char* text) {
-    return status.call != nullptr && std::string(status.call).find(text) != std::string::npos;
+    return status.text().find(text) != std::string::npos;
 }
 
 std::vector<std::uint32_t> sizes_of(const std::vector<IoctlCall>& calls, std::uint32_t code) {

@@ -34,14 +34,14 @@ HERE = Path(__file__).resolve().parent
 CXXFLAGS = ["-std=c++17", "-Wall", "-Wextra", "-Werror"]
 
 # The shared sources these programs need (csrc/core/common); the Windows
-# backend (csrc/core/wfp), whose WFP logic (connections.cpp, datagrams.cpp)
-# has no Winsock header and so also builds natively against the scripted
+# backend (csrc/core/wfp), whose WFP logic (connections.cpp, datagrams.cpp,
+# errors.cpp) has no Winsock header and so also builds natively against the scripted
 # stack.
 PORTABLE_CORE = [
     CORE / "common" / name
     for name in ("wfpsampler_context.cpp", "socket_address.cpp", "control_messages.cpp")
 ]
-WFP_PORTABLE = [CORE / "wfp" / name for name in ("connections.cpp", "datagrams.cpp")]
+WFP_PORTABLE = [CORE / "wfp" / name for name in ("connections.cpp", "datagrams.cpp", "errors.cpp")]
 WINDOWS_CORE = sorted((CORE / "wfp").glob("*.cpp"))
 SUITES = [
     HERE / name

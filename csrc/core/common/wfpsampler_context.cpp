@@ -80,7 +80,7 @@ Status decode_storage(const std::uint8_t* data, SocketAddress& out, const Contex
     }
     if (decode_windows_sockaddr(data, kWindowsSockaddrStorageSize, out, Padding::anything) !=
         SockaddrProblem::none)
-        return Status::failure(Outcome::invalid_argument, 0, half.unknown_family);
+        return Status::refusal(Outcome::invalid_argument, 0, half.unknown_family);
     return Status::success(kWindowsSockaddrStorageSize);
 }
 
@@ -142,7 +142,7 @@ static_assert(kWfpSamplerContextSize == 256, "the size message below names 256 b
 Status decode_wfpsampler_context(const std::uint8_t* data, std::size_t size, SocketAddress& remote,
                                  SocketAddress& local) {
     if (size != kWfpSamplerContextSize)
-        return Status::failure(Outcome::invalid_argument, 0,
+        return Status::refusal(Outcome::invalid_argument, 0,
                                "WFPSampler context is not 256 bytes (two SOCKADDR_STORAGE)");
     SocketAddress decoded_remote;
     SocketAddress decoded_local;

@@ -10,6 +10,7 @@
 
 #include "../common/upstream_socket.hpp"
 #include "../operations.hpp"
+#include "errors.hpp"
 #include "marks.hpp"
 #include "record.hpp"
 #include "sockets.hpp"
@@ -28,14 +29,29 @@ const int kSoOriginalDst = kLinuxSoOriginalDst;
 namespace {
 
 using netfilter::check_marks;
-using netfilter::os_failure;
+using netfilter::classify;
 using netfilter::same_endpoint;
+using netfilter::SystemCall;
 using netfilter::to_socket_address;
 using netfilter::travelling_bits;
 
-Status not_redirected(int error, const char* why) {
-    return Status::failure(Outcome::not_redirected, static_cast<std::uint32_t>(error), why);
+// Errors of the calls these operations make are theirs: socket options.
+Status os_failure(int error, const char* call, Explanation denied = {}) {
+    return classify(error, SystemCall::socket_option, call, denied);
 }
+
+constexpr const char* kOriginalDstCall = "getsockopt(SO_ORIGINAL_DST)";
+
+Status not_redirected(int error, const char* call, Explanation why) {
+    return Status::failure(Outcome::not_redirected, static_cast<std::uint32_t>(error), call, why);
+}
+
+// What SO_ORIGINAL_DST answered for a connection nothing rewrote.
+struct NatAnswer {
+    int error;
+    const char* call;
+    Explanation why;
+};
 
 struct Redirect {
     SocketAddress original_destination;
@@ -45,7 +61,7 @@ struct Redirect {
 // A connection with no NAT entry is still redirected when it was accepted
 // on an IP_TRANSPARENT (TPROXY) socket: its local address is the original
 // destination. `nat_error` is what SO_ORIGINAL_DST answered.
-Status resolve_transparent(int fd, const SocketAddress& local, int nat_error, const char* nat_why,
+Status resolve_transparent(int fd, const SocketAddress& local, const NatAnswer& nat,
                            Redirect& out) {
     int transparent = 0;
     socklen_t size = sizeof transparent;
@@ -53,14 +69,14 @@ Status resolve_transparent(int fd, const SocketAddress& local, int nat_error, co
     if (getsockopt(fd, SOL_IP, IP_TRANSPARENT, &transparent, &size) != 0)
         return os_failure(errno, "getsockopt(IP_TRANSPARENT)");
     if (!transparent)
-        return not_redirected(nat_error, nat_why);
+        return not_redirected(nat.error, nat.call, nat.why);
     // A listening or unconnected transparent socket has no original
     // destination.
     sockaddr_storage peer;
     socklen_t peer_size = sizeof peer;
     if (getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &peer_size) != 0) {
         if (errno == ENOTCONN)
-            return not_redirected(ENOTCONN, "getpeername: the socket is not connected");
+            return not_redirected(ENOTCONN, "getpeername", clause("the socket is not connected"));
         return os_failure(errno, "getpeername");
     }
     out.original_destination = local;
@@ -78,8 +94,9 @@ Status connected_side_check(int fd, const SocketAddress& original_destination) {
         return os_failure(errno, "getpeername");
     SocketAddress peer;
     if (to_socket_address(peer_storage, peer) && same_endpoint(original_destination, peer))
-        return not_redirected(ENOENT, "SO_ORIGINAL_DST equals the peer address (the socket "
-                                      "made the connection)");
+        return not_redirected(ENOENT, nullptr,
+                              clause("SO_ORIGINAL_DST equals the peer address (the socket made "
+                                     "the connection)"));
     return Status::success(0);
 }
 
@@ -90,8 +107,8 @@ Status resolve_redirect(int fd, Redirect& out) {
         return os_failure(errno, "getsockname");
     SocketAddress local;
     if (!to_socket_address(local_storage, local))
-        return Status::failure(Outcome::os_error, ENOPROTOOPT,
-                               "getsockname: not an IPv4 or IPv6 socket");
+        return Status::failure(Outcome::os_error, ENOPROTOOPT, "getsockname",
+                               clause("not an IPv4 or IPv6 socket"));
 
     // Chosen by the (IPv4-mapped) local address, not by the socket family.
     sockaddr_storage original_storage;
@@ -106,21 +123,21 @@ Status resolve_redirect(int fd, Redirect& out) {
     }
     if (rc == 0) {
         if (!to_socket_address(original_storage, out.original_destination))
-            return Status::failure(Outcome::os_error, EAFNOSUPPORT,
-                                   "getsockopt(SO_ORIGINAL_DST) returned an unknown family");
+            return Status::failure(Outcome::os_error, EAFNOSUPPORT, kOriginalDstCall,
+                                   predicate("returned an unknown family"));
         if (!same_endpoint(out.original_destination, local))
             return connected_side_check(fd, out.original_destination);
         // conntrack knows the connection but nothing rewrote it.
-        return resolve_transparent(fd, local, ENOENT, "SO_ORIGINAL_DST equals the local address",
-                                   out);
+        return resolve_transparent(
+            fd, local, {ENOENT, nullptr, clause("SO_ORIGINAL_DST equals the local address")}, out);
     }
     const int error = errno;
     switch (error) {
     case ENOENT:
         return resolve_transparent(
-            fd, local, ENOENT, "getsockopt(SO_ORIGINAL_DST): no NAT entry for the connection", out);
+            fd, local, {ENOENT, kOriginalDstCall, clause("no NAT entry for the connection")}, out);
     case ENOTCONN:
-        return not_redirected(ENOTCONN, "getsockopt(SO_ORIGINAL_DST): the socket is not connected");
+        return not_redirected(ENOTCONN, kOriginalDstCall, clause("the socket is not connected"));
     case ENOPROTOOPT: {
         // Either not a TCP/SCTP socket, or no conntrack module to ask.
         int protocol = 0;
@@ -128,26 +145,32 @@ Status resolve_redirect(int fd, Redirect& out) {
         if (getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &protocol, &size) != 0)
             return os_failure(errno, "getsockopt(SO_PROTOCOL)");
         if (protocol != IPPROTO_TCP && protocol != IPPROTO_SCTP)
-            return Status::failure(Outcome::os_error, ENOPROTOOPT,
-                                   "getsockopt(SO_ORIGINAL_DST): not a TCP socket");
-        return resolve_transparent(
-            fd, local, ENOPROTOOPT,
-            "getsockopt(SO_ORIGINAL_DST): connection tracking is not loaded, nothing was NATed",
-            out);
+            return Status::failure(Outcome::os_error, ENOPROTOOPT, kOriginalDstCall,
+                                   clause("not a TCP socket"));
+        return resolve_transparent(fd, local,
+                                   {ENOPROTOOPT, kOriginalDstCall,
+                                    clause("connection tracking is not loaded, nothing was NATed")},
+                                   out);
     }
     default:
-        return os_failure(error, "getsockopt(SO_ORIGINAL_DST)");
+        return os_failure(error, kOriginalDstCall);
     }
+}
+
+// The redirect of the connection on fd, once the marks are known valid:
+// what every query starts with.
+Status checked_redirect(int fd, const MarkConfig& marks, Redirect& redirect) {
+    const Status status = check_marks(marks);
+    if (!status.ok())
+        return status;
+    return resolve_redirect(fd, redirect);
 }
 
 // The redirect record of the connection on fd, built in `out`
 // (kNetfilterRecordMaxSize bytes).
 Status build_record(int fd, const MarkConfig& marks, std::uint8_t* out) {
-    Status status = check_marks(marks);
-    if (!status.ok())
-        return status;
     Redirect redirect;
-    status = resolve_redirect(fd, redirect);
+    const Status status = checked_redirect(fd, marks, redirect);
     if (!status.ok())
         return status;
     std::uint32_t mark = 0;
@@ -162,11 +185,8 @@ Status build_record(int fd, const MarkConfig& marks, std::uint8_t* out) {
 }
 
 Status context_of(int fd, const MarkConfig& marks) {
-    Status status = check_marks(marks);
-    if (!status.ok())
-        return status;
     Redirect redirect;
-    status = resolve_redirect(fd, redirect);
+    const Status status = checked_redirect(fd, marks, redirect);
     if (!status.ok())
         return status;
     // netfilter has no driver-defined context: redirected, no context.
@@ -187,7 +207,8 @@ Status query_redirect_records_into(SocketHandle socket, std::uint8_t* buffer, st
     if (!status.ok())
         return status;
     if (status.size > capacity)
-        return Status::too_small(ENOBUFS, "the buffer is smaller than the records", status.size);
+        return Status::too_small(ENOBUFS, nullptr, status.size,
+                                 clause("the buffer is smaller than the records"));
     std::memcpy(buffer, record, status.size);
     return status;
 }
@@ -214,22 +235,22 @@ Status check_upstream_socket(SocketHandle socket) {
         if (state == TCP_CLOSE) // new, or bound and not connected
             return Status::success(0);
         if (state == TCP_LISTEN)
-            return Status::failure(Outcome::os_error, EINVAL, kListeningSocket);
-        return Status::failure(Outcome::os_error, EISCONN, kConnectedSocket);
+            return Status::refusal(Outcome::os_error, EINVAL, kListeningSocket);
+        return Status::refusal(Outcome::os_error, EISCONN, kConnectedSocket);
     }
     // Not TCP: UDP, or another family altogether.
     int domain = 0;
     length = sizeof domain;
     if (getsockopt(socket, SOL_SOCKET, SO_DOMAIN, &domain, &length) != 0)
-        return netfilter::os_failure(errno, "getsockopt(SO_DOMAIN)");
+        return os_failure(errno, "getsockopt(SO_DOMAIN)");
     if (domain != AF_INET && domain != AF_INET6)
-        return Status::failure(Outcome::os_error, EAFNOSUPPORT, kNotAnInetSocket);
+        return Status::refusal(Outcome::os_error, EAFNOSUPPORT, kNotAnInetSocket);
     sockaddr_storage peer{};
     length = sizeof peer;
     if (getpeername(socket, reinterpret_cast<sockaddr*>(&peer), &length) == 0)
-        return Status::failure(Outcome::os_error, EISCONN, kConnectedSocket);
+        return Status::refusal(Outcome::os_error, EISCONN, kConnectedSocket);
     if (errno != ENOTCONN)
-        return netfilter::os_failure(errno, "getpeername");
+        return os_failure(errno, "getpeername");
     return Status::success(0);
 }
 
@@ -238,28 +259,20 @@ Status check_upstream_socket(SocketHandle socket) {
 Status set_redirect_records(SocketHandle socket, const std::uint8_t* records, std::size_t size,
                             const MarkConfig& marks) {
     std::uint32_t mark = 0;
-    Status status = netfilter::upstream_mark(records, size, marks, mark);
+    Status status = upstream_mark(records, size, marks, mark);
     if (!status.ok())
         return status;
     status = check_upstream_socket(socket);
     if (!status.ok())
         return status;
-    if (setsockopt(socket, SOL_SOCKET, SO_MARK, &mark, sizeof mark) != 0) {
-        const int error = errno;
-        if (error == EPERM)
-            return Status::failure(Outcome::permission_denied, EPERM,
-                                   "setsockopt(SO_MARK) needs CAP_NET_RAW or CAP_NET_ADMIN");
-        return os_failure(error, "setsockopt(SO_MARK)");
-    }
+    if (setsockopt(socket, SOL_SOCKET, SO_MARK, &mark, sizeof mark) != 0)
+        return os_failure(errno, "setsockopt(SO_MARK)", netfilter::kNeedsCapability);
     return Status::success(0);
 }
 
 Status original_destination(SocketHandle socket, SocketAddress& out, const MarkConfig& marks) {
-    Status status = check_marks(marks);
-    if (!status.ok())
-        return status;
     Redirect redirect;
-    status = resolve_redirect(socket, redirect);
+    const Status status = checked_redirect(socket, marks, redirect);
     if (status.ok())
         out = redirect.original_destination;
     return status;

@@ -13,6 +13,7 @@
 
 #include "../common/control_messages.hpp"
 #include "../operations.hpp"
+#include "errors.hpp"
 #include "marks.hpp"
 #include "record.hpp"
 #include "sockets.hpp"
@@ -21,7 +22,8 @@ namespace wfpredirect::core {
 namespace {
 
 using netfilter::check_marks;
-using netfilter::os_failure;
+using netfilter::classify;
+using netfilter::SystemCall;
 using netfilter::travelling_bits;
 
 // asm-generic/socket.h (Linux 5.19+); older C libraries lack the name.
@@ -39,34 +41,32 @@ static_assert(kReceiveControlSize <= kInitialQuerySize, "the control data fits t
 static_assert(control_space(sizeof(std::uint32_t)) == CMSG_SPACE(sizeof(std::uint32_t)));
 static_assert(control_length(sizeof(std::uint32_t)) == CMSG_LEN(sizeof(std::uint32_t)));
 
-constexpr const char* kIpTransparentDenied =
-    "setsockopt(IP_TRANSPARENT) needs CAP_NET_RAW or CAP_NET_ADMIN";
-constexpr const char* kIpv6TransparentDenied =
-    "setsockopt(IPV6_TRANSPARENT) needs CAP_NET_RAW or CAP_NET_ADMIN";
+// A socket option's failure; `denied`, when given, is what a refusal lacks.
+Status os_failure(int error, const char* call, Explanation denied = {}) {
+    return classify(error, SystemCall::socket_option, call, denied);
+}
 
-// `denied`, when given, names the privilege an EPERM answer lacks.
-Status set_flag(int fd, int level, int name, const char* call, const char* denied = nullptr) {
+// A datagram call's failure: would_block and interrupted keep their meaning
+// for the glue.
+Status transfer_failure(int error, const char* call, Explanation denied = {}) {
+    return classify(error, SystemCall::transfer, call, denied);
+}
+
+constexpr Explanation kNotAnInetSocket = clause("not an IPv4 or IPv6 socket");
+// An EPERM answer to a sendmsg that carries a mark.
+constexpr Explanation kControlMessageNeedsCapability =
+    clause("an SO_MARK control message " WFPREDIRECT_NEEDS_CAPABILITY);
+
+Status set_flag(int fd, int level, int name, const char* call, Explanation denied = {}) {
     const int on = 1;
     if (setsockopt(fd, level, name, &on, sizeof on) == 0)
         return Status::success(0);
-    if (errno == EPERM && denied != nullptr)
-        return Status::failure(Outcome::permission_denied, EPERM, denied);
-    return os_failure(errno, call);
+    return os_failure(errno, call, denied);
 }
 
 int socket_int(int fd, int name, int& out) {
     socklen_t size = sizeof out;
     return getsockopt(fd, SOL_SOCKET, name, &out, &size);
-}
-
-// A datagram call's failure: would_block and interrupted keep their meaning
-// for the glue.
-Status transfer_failure(int error, const char* call) {
-    if (error == EAGAIN || error == EWOULDBLOCK)
-        return Status::failure(Outcome::would_block, static_cast<std::uint32_t>(error), call);
-    if (error == EINTR)
-        return Status::failure(Outcome::interrupted, EINTR, call);
-    return os_failure(error, call);
 }
 
 Status wait_ready(int fd, short events, int timeout_ms) {
@@ -89,8 +89,8 @@ Status require_udp(int fd) {
     if (socket_int(fd, SO_PROTOCOL, protocol) != 0)
         return os_failure(errno, "getsockopt(SO_PROTOCOL)");
     if (protocol != IPPROTO_UDP)
-        return Status::failure(Outcome::os_error, ENOPROTOOPT,
-                               "getsockopt(SO_PROTOCOL): not a UDP socket");
+        return Status::failure(Outcome::os_error, ENOPROTOOPT, "getsockopt(SO_PROTOCOL)",
+                               clause("not a UDP socket"));
     return Status::success(0);
 }
 
@@ -129,12 +129,12 @@ Status enable_datagram_records(SocketHandle socket) {
         return status;
     if (family == AF_INET) {
         status = set_flag(socket, SOL_IP, IP_TRANSPARENT, "setsockopt(IP_TRANSPARENT)",
-                          kIpTransparentDenied);
+                          netfilter::kNeedsCapability);
         if (status.ok())
             status = set_flag(socket, SOL_IP, IP_RECVORIGDSTADDR, "setsockopt(IP_RECVORIGDSTADDR)");
     } else if (family == AF_INET6) {
         status = set_flag(socket, SOL_IPV6, IPV6_TRANSPARENT, "setsockopt(IPV6_TRANSPARENT)",
-                          kIpv6TransparentDenied);
+                          netfilter::kNeedsCapability);
         if (status.ok())
             status = set_flag(socket, SOL_IPV6, IPV6_RECVORIGDSTADDR,
                               "setsockopt(IPV6_RECVORIGDSTADDR)");
@@ -146,8 +146,8 @@ Status enable_datagram_records(SocketHandle socket) {
         if (status.ok() && !v6only)
             status = set_flag(socket, SOL_IP, IP_RECVORIGDSTADDR, "setsockopt(IP_RECVORIGDSTADDR)");
     } else {
-        status = Status::failure(Outcome::os_error, EAFNOSUPPORT,
-                                 "getsockopt(SO_DOMAIN): not an IPv4 or IPv6 socket");
+        status = Status::failure(Outcome::os_error, EAFNOSUPPORT, "getsockopt(SO_DOMAIN)",
+                                 kNotAnInetSocket);
     }
     if (!status.ok())
         return status;
@@ -187,13 +187,13 @@ Status receive_datagram(SocketHandle socket, std::uint8_t* data, std::size_t cap
     out.records = out.context = nullptr;
     out.records_size = out.context_size = 0;
     if (message.msg_flags & MSG_CTRUNC)
-        return Status::failure(Outcome::os_error, EMSGSIZE,
-                               "recvmsg: the control data was cut (MSG_CTRUNC); the datagram "
-                               "is lost");
+        return Status::failure(Outcome::os_error, EMSGSIZE, "recvmsg",
+                               clause("the control data was cut (MSG_CTRUNC); the datagram is "
+                                      "lost"));
     if (message.msg_namelen == 0 ||
         !netfilter::to_socket_address(source, out.source, netfilter::MappedAddresses::keep))
-        return Status::failure(Outcome::os_error, EAFNOSUPPORT,
-                               "recvmsg: not an IPv4 or IPv6 datagram");
+        return Status::failure(Outcome::os_error, EAFNOSUPPORT, "recvmsg",
+                               clause("not an IPv4 or IPv6 datagram"));
 
     bool have_destination = false;
     SocketAddress destination;
@@ -212,8 +212,8 @@ Status receive_datagram(SocketHandle socket, std::uint8_t* data, std::size_t cap
         }
     }
     if (reader.malformed())
-        return Status::failure(Outcome::os_error, EBADMSG,
-                               "recvmsg: a control message overruns the control data");
+        return Status::failure(Outcome::os_error, EBADMSG, "recvmsg",
+                               clause("a control message overruns the control data"));
     if (!have_destination)
         return Status::success(out.size);
 
@@ -246,7 +246,7 @@ Status send_datagram(SocketHandle socket, const std::uint8_t* data, std::size_t 
         return status;
     if (records != nullptr) {
         std::uint32_t mark = 0;
-        status = netfilter::upstream_mark(records, records_size, marks, mark);
+        status = upstream_mark(records, records_size, marks, mark);
         if (!status.ok())
             return status;
         message.msg_control = control;
@@ -265,14 +265,9 @@ Status send_datagram(SocketHandle socket, const std::uint8_t* data, std::size_t 
     message.msg_iov = &vector;
     message.msg_iovlen = 1;
     const ssize_t sent = sendmsg(socket, &message, 0);
-    if (sent < 0) {
-        const int error = errno;
-        if (error == EPERM && records != nullptr)
-            return Status::failure(Outcome::permission_denied, EPERM,
-                                   "sendmsg: an SO_MARK control message needs CAP_NET_RAW or "
-                                   "CAP_NET_ADMIN");
-        return transfer_failure(error, "sendmsg");
-    }
+    if (sent < 0)
+        return transfer_failure(
+            errno, "sendmsg", records != nullptr ? kControlMessageNeedsCapability : Explanation{});
     return Status::success(static_cast<std::size_t>(sent));
 }
 
@@ -286,9 +281,9 @@ Status prepare_datagram_reply_socket(SocketHandle socket) {
         return status;
     if (family == AF_INET6)
         return set_flag(socket, SOL_IPV6, IPV6_TRANSPARENT, "setsockopt(IPV6_TRANSPARENT)",
-                        kIpv6TransparentDenied);
+                        netfilter::kNeedsCapability);
     return set_flag(socket, SOL_IP, IP_TRANSPARENT, "setsockopt(IP_TRANSPARENT)",
-                    kIpTransparentDenied);
+                    netfilter::kNeedsCapability);
 }
 
 } // namespace wfpredirect::core

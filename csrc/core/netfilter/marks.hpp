@@ -9,6 +9,7 @@
 // platform; only the netfilter operations apply them.
 #pragma once
 
+#include <cerrno>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -68,6 +69,13 @@ MarkConfig resolve_marks(const MarkVariables& variables, const MarkOverride& loo
 void configure_process_marks(const MarkVariables& variables);
 const MarkVariables& process_mark_variables();
 const MarkConfig& process_marks();
+
+// The configuration's own problem, which every netfilter call reports.
+inline Status check_marks(const MarkConfig& marks) {
+    if (marks.error != nullptr)
+        return Status::refusal(Outcome::invalid_argument, EINVAL, marks.error);
+    return Status::success(0);
+}
 
 // The bits of an inbound connection's mark that travel in its records.
 constexpr std::uint32_t travelling_bits(std::uint32_t inbound_mark, const MarkConfig& marks) {

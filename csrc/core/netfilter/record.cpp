@@ -1,5 +1,7 @@
 #include "record.hpp"
 
+#include "marks.hpp"
+
 #include <cerrno>
 #include <cstring>
 
@@ -30,7 +32,7 @@ std::uint32_t get_u32(const std::uint8_t* in) {
 }
 
 Status invalid(const char* problem) {
-    return Status::failure(Outcome::invalid_argument, EINVAL, problem);
+    return Status::refusal(Outcome::invalid_argument, EINVAL, problem);
 }
 
 } // namespace
@@ -89,6 +91,19 @@ Status decode_netfilter_record(const std::uint8_t* data, std::size_t size, Netfi
     }
     out = record;
     return Status::success(size);
+}
+
+Status upstream_mark(const std::uint8_t* records, std::size_t size, const MarkConfig& marks,
+                     std::uint32_t& mark) {
+    Status status = netfilter::check_marks(marks);
+    if (!status.ok())
+        return status;
+    NetfilterRecord record;
+    status = decode_netfilter_record(records, size, record);
+    if (!status.ok())
+        return status;
+    mark = netfilter::upstream_mark_for(record.mark, marks);
+    return Status::success(0);
 }
 
 } // namespace wfpredirect::core

@@ -20,6 +20,7 @@
 #include <cstdint>
 
 #include "../common/socket_address.hpp"
+#include "../operations.hpp"
 #include "../status.hpp"
 
 namespace wfpredirect::core {
@@ -44,5 +45,11 @@ std::size_t encode_netfilter_record(const NetfilterRecord& record, std::uint8_t*
 // Parses a record; anything truncated, of another version or foreign is
 // Outcome::invalid_argument with a message saying which.
 Status decode_netfilter_record(const std::uint8_t* data, std::size_t size, NetfilterRecord& out);
+
+// The mark an upstream socket or datagram carries for `records`
+// (marks.hpp, upstream_mark_for). Checks the marks and decodes the record
+// first (invalid_argument when either is bad).
+Status upstream_mark(const std::uint8_t* records, std::size_t size, const MarkConfig& marks,
+                     std::uint32_t& mark);
 
 } // namespace wfpredirect::core

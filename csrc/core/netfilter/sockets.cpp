@@ -1,12 +1,8 @@
 #include "sockets.hpp"
 
-#include <cerrno>
 #include <cstring>
 
 #include <netinet/in.h>
-
-#include "marks.hpp"
-#include "record.hpp"
 
 namespace wfpredirect::core::netfilter {
 
@@ -59,32 +55,6 @@ socklen_t to_sockaddr(const SocketAddress& address, sockaddr_storage& out) {
 bool same_endpoint(const SocketAddress& a, const SocketAddress& b) {
     return a.version == b.version && a.port == b.port &&
            std::memcmp(a.address, b.address, a.address_size()) == 0;
-}
-
-Status os_failure(int error, const char* call) {
-    const auto code = static_cast<std::uint32_t>(error);
-    if (error == EPERM || error == EACCES)
-        return Status::failure(Outcome::permission_denied, code, call);
-    return Status::failure(Outcome::os_error, code, call);
-}
-
-Status check_marks(const MarkConfig& marks) {
-    if (marks.error != nullptr)
-        return Status::failure(Outcome::invalid_argument, EINVAL, marks.error);
-    return Status::success(0);
-}
-
-Status upstream_mark(const std::uint8_t* records, std::size_t size, const MarkConfig& marks,
-                     std::uint32_t& mark) {
-    Status status = check_marks(marks);
-    if (!status.ok())
-        return status;
-    NetfilterRecord record;
-    status = decode_netfilter_record(records, size, record);
-    if (!status.ok())
-        return status;
-    mark = upstream_mark_for(record.mark, marks);
-    return Status::success(0);
 }
 
 } // namespace wfpredirect::core::netfilter

@@ -1,5 +1,4 @@
-// Helpers every netfilter operation shares: sockaddr conversion, errno
-// classification and the mark configuration check.
+// Socket addresses as the Linux kernel gives and takes them.
 #pragma once
 
 #include <sys/socket.h>
@@ -23,18 +22,5 @@ socklen_t to_sockaddr(const SocketAddress& address, sockaddr_storage& out);
 
 // Same address and port (flowinfo and scope aside).
 bool same_endpoint(const SocketAddress& a, const SocketAddress& b);
-
-// EPERM and EACCES become permission_denied (SO_MARK and IP_TRANSPARENT
-// need CAP_NET_RAW or CAP_NET_ADMIN); anything else os_error.
-Status os_failure(int error, const char* call);
-
-// The mark configuration's own error, reported by every netfilter call.
-Status check_marks(const MarkConfig& marks);
-
-// The mark an upstream socket or datagram carries for `records`
-// (marks.hpp, upstream_mark_for). Checks the marks and decodes the record
-// first (invalid_argument when either is bad).
-Status upstream_mark(const std::uint8_t* records, std::size_t size, const MarkConfig& marks,
-                     std::uint32_t& mark);
 
 } // namespace wfpredirect::core::netfilter

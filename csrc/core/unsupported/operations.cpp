@@ -12,7 +12,7 @@ const int kSoOriginalDst = 0;
 namespace {
 
 Status unsupported() {
-    return Status::failure(Outcome::unsupported, EOPNOTSUPP,
+    return Status::refusal(Outcome::unsupported, EOPNOTSUPP,
                            "connection redirection is supported on Windows and Linux only");
 }
 

@@ -6,45 +6,23 @@
 #include "../common/upstream_socket.hpp"
 #include "../common/wfpsampler_context.hpp"
 #include "constants.hpp"
+#include "errors.hpp"
 
 namespace wfpredirect::core::wfp {
 namespace {
 
-// A variable-size query and the static strings its failures carry.
-struct QueryIoctl {
-    std::uint32_t code;
-    const char* call;
-    const char* empty_answer;
-    const char* overlong_answer;
-    const char* over_cap;
-};
+static_assert(kMaxQuerySize == 65536, "the over_cap clauses (constants.hpp) name the 64 KiB cap");
 
-static_assert(kMaxQuerySize == 65536, "the over_cap messages below name the 64 KiB cap");
-
-constexpr QueryIoctl kRecordsQuery{
-    kSioQueryRedirectRecords,
-    "WSAIoctl(SIO_QUERY_WFP_CONNECTION_REDIRECT_RECORDS)",
-    "WSAIoctl(SIO_QUERY_WFP_CONNECTION_REDIRECT_RECORDS) succeeded with 0 bytes",
-    "WSAIoctl(SIO_QUERY_WFP_CONNECTION_REDIRECT_RECORDS) reported more bytes than the buffer holds",
-    "WSAIoctl(SIO_QUERY_WFP_CONNECTION_REDIRECT_RECORDS): the records exceed the 64 KiB cap",
-};
-
-constexpr QueryIoctl kContextQuery{
-    kSioQueryRedirectContext,
-    "WSAIoctl(SIO_QUERY_WFP_CONNECTION_REDIRECT_CONTEXT)",
-    "WSAIoctl(SIO_QUERY_WFP_CONNECTION_REDIRECT_CONTEXT) succeeded with 0 bytes",
-    "WSAIoctl(SIO_QUERY_WFP_CONNECTION_REDIRECT_CONTEXT) reported more bytes than the buffer holds",
-    "WSAIoctl(SIO_QUERY_WFP_CONNECTION_REDIRECT_CONTEXT): the context exceeds the 64 KiB cap",
-};
-
-constexpr const char* kSetRecordsCall = "WSAIoctl(SIO_SET_WFP_CONNECTION_REDIRECT_RECORDS)";
+// What a query's success can still get wrong (Microsoft: the length "cannot
+// be zero" without OVERLAPPED).
+constexpr Explanation kEmptyAnswer = predicate("succeeded with 0 bytes");
+constexpr Explanation kOverlongAnswer = predicate("reported more bytes than the buffer holds");
 // The privilege a refused set lacks, named as Linux names its capabilities.
-constexpr const char* kSetRecordsDenied =
-    "WSAIoctl(SIO_SET_WFP_CONNECTION_REDIRECT_RECORDS) needs administrator rights";
+constexpr Explanation kNeedsAdministrator = predicate("needs administrator rights");
 constexpr const char* kGetsocknameCall = "getsockname";
 constexpr const char* kOriginalDstCall = "getsockopt(SO_ORIGINAL_DST)";
-constexpr const char* kOriginalDestinationUnknown =
-    "getsockopt(SO_ORIGINAL_DST) failed and the redirect context is not a WFPSampler context";
+constexpr Explanation kOriginalDestinationUnknown =
+    predicate("failed and the redirect context is not a WFPSampler context");
 
 // The answers that mean "the buffer is too small" (Microsoft's pages disagree;
 // docs/design.md lists what real stacks send). WSAEINVAL counts only with a size:
@@ -81,60 +59,32 @@ std::size_t next_size(std::size_t size, const WinsockAnswer& answer) {
     return std::min(grown, kMaxQuerySize);
 }
 
-// Failure classes shared by every WFP IOCTL (docs/design.md, "Errors").
-Status classify_failure(std::uint32_t error, const char* call) {
-    switch (error) {
-    case kWsaEopnotsupp:
-        return Status::failure(Outcome::unsupported, error, call);
-    case kWsaEacces:
-        return Status::failure(Outcome::permission_denied, error, call);
-    default:
-        return Status::failure(Outcome::os_error, error, call);
-    }
-}
-
-// A query's failure: the not-found codes, and WSAENOTCONN (a listening or
-// unconnected socket was not redirected either), mean not redirected.
-// WSAEINVAL arrives here only after the retry at the cap.
-Status classify_query_failure(std::uint32_t error, const char* call) {
-    switch (error) {
-    case kWsaEinval:
-    case kFwpENotFound:
-    case kErrorNotFound:
-    case kWsaEnotconn:
-        return Status::failure(Outcome::not_redirected, error, call);
-    default:
-        return classify_failure(error, call);
-    }
-}
-
 // The answer to an attempt that will not be retried.
-Status final_failure(const WinsockAnswer& answer, const QueryIoctl& query) {
+Status final_failure(const WinsockAnswer& answer, const WfpIoctl& query) {
     if (is_too_small(answer))
-        return Status::failure(Outcome::os_error, answer.error, query.over_cap);
-    return classify_query_failure(answer.error, query.call);
+        return Status::failure(Outcome::os_error, answer.error, query.call, clause(query.over_cap));
+    return classify(answer.error, WinsockCall::query, query.call);
 }
 
 // A successful answer's length: 0 bytes is an error (Microsoft: it "cannot be
 // zero" without OVERLAPPED), and so is a length the buffer cannot hold.
-Status checked_success(const WinsockAnswer& answer, std::size_t size, const QueryIoctl& query) {
+Status checked_success(const WinsockAnswer& answer, std::size_t size, const WfpIoctl& query) {
     if (answer.bytes == 0)
-        return Status::failure(Outcome::os_error, 0, query.empty_answer);
+        return Status::failure(Outcome::os_error, 0, query.call, kEmptyAnswer);
     if (answer.bytes > size)
-        return Status::failure(Outcome::os_error, 0, query.overlong_answer);
+        return Status::failure(Outcome::os_error, 0, query.call, kOverlongAnswer);
     return Status::success(answer.bytes);
 }
 
 // Queries pass only an output buffer and no OVERLAPPED, so the call completes
 // synchronously even on Python's overlapped sockets.
-WinsockAnswer ask(const WinsockOps& ops, std::uintptr_t socket, const QueryIoctl& query,
+WinsockAnswer ask(const WinsockOps& ops, std::uintptr_t socket, const WfpIoctl& query,
                   std::uint8_t* out, std::size_t size) {
     return ops.ioctl(ops.context, socket, query.code, nullptr, 0, out,
                      static_cast<std::uint32_t>(size), nullptr);
 }
 
-Status query(const WinsockOps& ops, std::uintptr_t socket, const QueryIoctl& query,
-             ByteBuffer& out) {
+Status query(const WinsockOps& ops, std::uintptr_t socket, const WfpIoctl& query, ByteBuffer& out) {
     std::size_t size = kInitialQuerySize;
     for (;;) {
         out.reserve(size);
@@ -150,7 +100,7 @@ Status query(const WinsockOps& ops, std::uintptr_t socket, const QueryIoctl& que
 // One attempt at the cap, into a scratch buffer, to learn the required size.
 // The answer may fit after all (an ambiguous WSAEINVAL, a caller buffer under
 // kMinQueryOutputSize): then it is copied and the query succeeds.
-Status probe_required(const WinsockOps& ops, std::uintptr_t socket, const QueryIoctl& query,
+Status probe_required(const WinsockOps& ops, std::uintptr_t socket, const WfpIoctl& query,
                       std::uint8_t* buffer, std::size_t capacity) {
     ByteBuffer scratch;
     scratch.reserve(kMaxQuerySize);
@@ -166,7 +116,7 @@ Status probe_required(const WinsockOps& ops, std::uintptr_t socket, const QueryI
     return found;
 }
 
-Status query_into(const WinsockOps& ops, std::uintptr_t socket, const QueryIoctl& query,
+Status query_into(const WinsockOps& ops, std::uintptr_t socket, const WfpIoctl& query,
                   std::uint8_t* buffer, std::size_t capacity) {
     if (capacity >= kMinQueryOutputSize) {
         const std::size_t size = std::min(capacity, kMaxQuerySize);
@@ -184,7 +134,7 @@ Status query_into(const WinsockOps& ops, std::uintptr_t socket, const QueryIoctl
 Status context_not_found(const WinsockOps& ops, std::uintptr_t socket,
                          const Status& context_answer) {
     ByteBuffer records;
-    const Status records_answer = query(ops, socket, kRecordsQuery, records);
+    const Status records_answer = query(ops, socket, kQueryRecordsIoctl, records);
     if (records_answer.ok())
         return Status::success(0);
     return records_answer.outcome == Outcome::not_redirected ? context_answer : records_answer;
@@ -198,14 +148,14 @@ Status windows_original_dst(const WinsockOps& ops, std::uintptr_t socket, Socket
     SocketAddress local_address;
     if (named.rc != 0 || named.bytes > sizeof local ||
         decode_windows_sockaddr(local, named.bytes, local_address) != SockaddrProblem::none)
-        return Status::failure(Outcome::os_error, named.error, kGetsocknameCall);
+        return classify(named.error, WinsockCall::socket_option, kGetsocknameCall);
     const int level = local_address.version == IpVersion::v6 ? kWindowsSolIpv6 : kWindowsSolIp;
     std::uint8_t original[kWindowsSockaddrStorageSize] = {};
     const WinsockAnswer answer = ops.getsockopt(ops.context, socket, level, kWindowsSoOriginalDst,
                                                 original, sizeof original);
     if (answer.rc != 0 || answer.bytes > sizeof original ||
         decode_windows_sockaddr(original, answer.bytes, out) != SockaddrProblem::none)
-        return Status::failure(Outcome::os_error, answer.error, kOriginalDstCall);
+        return classify(answer.error, WinsockCall::socket_option, kOriginalDstCall);
     return Status::success(0);
 }
 
@@ -217,36 +167,36 @@ Status check_upstream_socket(const WinsockOps& ops, std::uintptr_t socket) {
     if (!status.ok())
         return status;
     if (family != kWindowsAfInet && family != kWindowsAfInet6)
-        return Status::failure(Outcome::os_error, kWsaEafnosupport, kNotAnInetSocket);
+        return Status::refusal(Outcome::os_error, kWsaEafnosupport, kNotAnInetSocket);
     std::uint32_t listening = 0; // a BOOL
     const WinsockAnswer accepting = ops.getsockopt(
         ops.context, socket, kWindowsSolSocket, kWindowsSoAcceptconn, &listening, sizeof listening);
     if (accepting.rc != 0)
-        return classify_failure(accepting.error, "getsockopt(SO_ACCEPTCONN)");
+        return classify(accepting.error, WinsockCall::socket_option, "getsockopt(SO_ACCEPTCONN)");
     if (listening != 0)
-        return Status::failure(Outcome::os_error, kWsaEinval, kListeningSocket);
+        return Status::refusal(Outcome::os_error, kWsaEinval, kListeningSocket);
     std::uint8_t peer[kWindowsSockaddrStorageSize];
     const WinsockAnswer named = ops.getpeername(ops.context, socket, peer, sizeof peer);
     if (named.rc == 0)
-        return Status::failure(Outcome::os_error, kWsaEisconn, kConnectedSocket);
+        return Status::refusal(Outcome::os_error, kWsaEisconn, kConnectedSocket);
     if (named.error != kWsaEnotconn)
-        return classify_failure(named.error, "getpeername");
+        return classify(named.error, WinsockCall::socket_option, "getpeername");
     return Status::success(0);
 }
 
 } // namespace
 
 Status query_redirect_records(const WinsockOps& ops, std::uintptr_t socket, ByteBuffer& out) {
-    return query(ops, socket, kRecordsQuery, out);
+    return query(ops, socket, kQueryRecordsIoctl, out);
 }
 
 Status query_redirect_records_into(const WinsockOps& ops, std::uintptr_t socket,
                                    std::uint8_t* buffer, std::size_t capacity) {
-    return query_into(ops, socket, kRecordsQuery, buffer, capacity);
+    return query_into(ops, socket, kQueryRecordsIoctl, buffer, capacity);
 }
 
 Status query_redirect_context(const WinsockOps& ops, std::uintptr_t socket, ByteBuffer& out) {
-    const Status answer = query(ops, socket, kContextQuery, out);
+    const Status answer = query(ops, socket, kQueryContextIoctl, out);
     if (answer.outcome == Outcome::not_redirected)
         return context_not_found(ops, socket, answer);
     return answer;
@@ -254,7 +204,7 @@ Status query_redirect_context(const WinsockOps& ops, std::uintptr_t socket, Byte
 
 Status query_redirect_context_into(const WinsockOps& ops, std::uintptr_t socket,
                                    std::uint8_t* buffer, std::size_t capacity) {
-    const Status answer = query_into(ops, socket, kContextQuery, buffer, capacity);
+    const Status answer = query_into(ops, socket, kQueryContextIoctl, buffer, capacity);
     if (answer.outcome == Outcome::not_redirected)
         return context_not_found(ops, socket, answer);
     return answer;
@@ -265,7 +215,7 @@ Status socket_family(const WinsockOps& ops, std::uintptr_t socket, std::uint16_t
     const WinsockAnswer answer = ops.getsockopt(ops.context, socket, kWindowsSolSocket,
                                                 kWindowsSoProtocolInfoW, info, sizeof info);
     if (answer.rc != 0)
-        return classify_failure(answer.error, "getsockopt(SO_PROTOCOL_INFOW)");
+        return classify(answer.error, WinsockCall::socket_option, "getsockopt(SO_PROTOCOL_INFOW)");
     int value;
     std::memcpy(&value, info + kWindowsProtocolInfoFamilyOffset, sizeof value);
     family = static_cast<std::uint16_t>(value);
@@ -277,11 +227,11 @@ Status set_redirect_records(const WinsockOps& ops, std::uintptr_t socket,
     const Status usable = check_upstream_socket(ops, socket);
     if (!usable.ok())
         return usable;
-    const WinsockAnswer answer = ops.ioctl(ops.context, socket, kSioSetRedirectRecords, records,
+    const WinsockAnswer answer = ops.ioctl(ops.context, socket, kSetRecordsIoctl.code, records,
                                            static_cast<std::uint32_t>(size), nullptr, 0, nullptr);
     if (answer.rc != 0)
-        return classify_failure(answer.error,
-                                answer.error == kWsaEacces ? kSetRecordsDenied : kSetRecordsCall);
+        return classify(answer.error, WinsockCall::socket_option, kSetRecordsIoctl.call,
+                        answer.error == kWsaEacces ? kNeedsAdministrator : Explanation{});
     return Status::success(0);
 }
 
@@ -303,7 +253,8 @@ Status original_destination(const WinsockOps& ops, std::uintptr_t socket, Socket
         out = unmap_ipv4(out);
         return Status::success(0);
     }
-    return Status::failure(Outcome::unsupported, direct.code, kOriginalDestinationUnknown);
+    return Status::failure(Outcome::unsupported, direct.code, kOriginalDstCall,
+                           kOriginalDestinationUnknown);
 }
 
 } // namespace wfpredirect::core::wfp

@@ -13,6 +13,32 @@ constexpr std::uint32_t kSioQueryRedirectRecords = 0x980000DCu;
 constexpr std::uint32_t kSioQueryRedirectContext = 0x980000DDu;
 constexpr std::uint32_t kSioSetRedirectRecords = 0x980000DEu;
 
+// One row per WFP IOCTL: its code, the call as errors name it, and for a
+// query the clause an answer past the 64 KiB cap (kMaxQuerySize) gets. The
+// operations in connections.cpp take a row; nothing else is written per
+// IOCTL.
+struct WfpIoctl {
+    std::uint32_t code;
+    const char* call;
+    const char* over_cap;
+};
+
+constexpr WfpIoctl kQueryRecordsIoctl{
+    kSioQueryRedirectRecords,
+    "WSAIoctl(SIO_QUERY_WFP_CONNECTION_REDIRECT_RECORDS)",
+    "the records exceed the 64 KiB cap",
+};
+constexpr WfpIoctl kQueryContextIoctl{
+    kSioQueryRedirectContext,
+    "WSAIoctl(SIO_QUERY_WFP_CONNECTION_REDIRECT_CONTEXT)",
+    "the context exceeds the 64 KiB cap",
+};
+constexpr WfpIoctl kSetRecordsIoctl{
+    kSioSetRedirectRecords,
+    "WSAIoctl(SIO_SET_WFP_CONNECTION_REDIRECT_RECORDS)",
+    nullptr,
+};
+
 // ws2ipdef.h: socket options at IPPROTO_IP (and IPPROTO_IPV6, same numbers)
 // that ask WSARecvMsg for a datagram's redirect records and context.
 constexpr int kIpWfpRedirectRecords = 60;

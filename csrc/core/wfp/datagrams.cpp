@@ -4,17 +4,14 @@
 
 #include "../common/wfpsampler_context.hpp"
 #include "constants.hpp"
+#include "errors.hpp"
 
 namespace wfpredirect::core::wfp {
 namespace {
 
-Status failure_of(const WinsockAnswer& answer, const char* call) {
-    if (answer.error == kWsaEwouldblock)
-        return Status::failure(Outcome::would_block, answer.error, call);
-    if (answer.error == kWsaEacces)
-        return Status::failure(Outcome::permission_denied, answer.error, call);
-    return Status::failure(Outcome::os_error, answer.error, call);
-}
+constexpr const char* kRecvMsgCall = "WSARecvMsg";
+constexpr const char* kSendMsgCall = "WSASendMsg";
+constexpr Explanation kNotAnInetSocket = clause("not an IPv4 or IPv6 socket");
 
 Status enable_at(const WinsockOps& ops, std::uintptr_t socket, int level) {
     static constexpr struct {
@@ -34,10 +31,7 @@ Status enable_at(const WinsockOps& ops, std::uintptr_t socket, int level) {
         if (answer.rc == 0)
             continue;
         const char* call = level == kWindowsIpprotoIp ? option.ip_call : option.ipv6_call;
-        if (answer.error == kWsaEnoprotoopt || answer.error == kWsaEopnotsupp ||
-            answer.error == kWsaEinval)
-            return Status::failure(Outcome::unsupported, answer.error, call);
-        return failure_of(answer, call);
+        return classify(answer.error, WinsockCall::datagram_option, call);
     }
     return Status::success(0);
 }
@@ -52,8 +46,8 @@ Status enable_datagram_records(const WinsockOps& ops, std::uintptr_t socket) {
     if (family == kWindowsAfInet)
         return enable_at(ops, socket, kWindowsIpprotoIp);
     if (family != kWindowsAfInet6)
-        return Status::failure(Outcome::os_error, kWsaEafnosupport,
-                               "getsockopt(SO_PROTOCOL_INFOW): not an IPv4 or IPv6 socket");
+        return Status::failure(Outcome::os_error, kWsaEafnosupport, "getsockopt(SO_PROTOCOL_INFOW)",
+                               kNotAnInetSocket);
     status = enable_at(ops, socket, kWindowsIpprotoIpv6);
     if (!status.ok())
         return status;
@@ -61,7 +55,7 @@ Status enable_datagram_records(const WinsockOps& ops, std::uintptr_t socket) {
     const WinsockAnswer answer = ops.getsockopt(ops.context, socket, kWindowsIpprotoIpv6,
                                                 kWindowsIpv6V6only, &v6only, sizeof v6only);
     if (answer.rc != 0)
-        return failure_of(answer, "getsockopt(IPV6_V6ONLY)");
+        return classify(answer.error, WinsockCall::socket_option, "getsockopt(IPV6_V6ONLY)");
     // A dual-stack socket's IPv4 datagrams answer to the IPv4 options.
     return v6only ? Status::success(0) : enable_at(ops, socket, kWindowsIpprotoIp);
 }
@@ -83,27 +77,27 @@ Status receive_datagram(const WinsockOps& ops, std::uintptr_t socket, std::uint8
     // and the datagram is gone, with the redirect state it carried. Say so;
     // the control data that came with the error is not trusted.
     if (answer.rc != 0 && answer.error == kWsaEmsgsize)
-        return Status::failure(Outcome::os_error, answer.error,
-                               "WSARecvMsg: the datagram was longer than the buffer and is lost "
-                               "(WSAEMSGSIZE), with the flow's redirect state if it was the "
-                               "flow's first; receive with a 65535-byte buffer");
+        return Status::failure(Outcome::os_error, answer.error, kRecvMsgCall,
+                               clause("the datagram was longer than the buffer and is lost "
+                                      "(WSAEMSGSIZE), with the flow's redirect state if it was "
+                                      "the flow's first; receive with a 65535-byte buffer"));
     if (answer.rc != 0)
-        return failure_of(answer, "WSARecvMsg");
+        return classify(answer.error, WinsockCall::transfer, kRecvMsgCall);
     out.size = answer.bytes;
     out.has_original_destination = false;
     out.records = out.context = nullptr;
     out.records_size = out.context_size = 0;
     if (out.size > capacity || message.name_size > sizeof name ||
         message.control_size > kDatagramControlSize)
-        return Status::failure(Outcome::os_error, kWsaEfault,
-                               "WSARecvMsg reported more bytes than its buffers hold");
+        return Status::failure(Outcome::os_error, kWsaEfault, kRecvMsgCall,
+                               predicate("reported more bytes than its buffers hold"));
     if (message.flags & kWindowsMsgCtrunc)
-        return Status::failure(Outcome::os_error, kWsaEmsgsize,
-                               "WSARecvMsg: the control data was cut (MSG_CTRUNC); the "
-                               "datagram is lost");
+        return Status::failure(Outcome::os_error, kWsaEmsgsize, kRecvMsgCall,
+                               clause("the control data was cut (MSG_CTRUNC); the datagram is "
+                                      "lost"));
     if (decode_windows_sockaddr(name, message.name_size, out.source) != SockaddrProblem::none)
-        return Status::failure(Outcome::os_error, kWsaEafnosupport,
-                               "WSARecvMsg: not an IPv4 or IPv6 datagram");
+        return Status::failure(Outcome::os_error, kWsaEafnosupport, kRecvMsgCall,
+                               clause("not an IPv4 or IPv6 datagram"));
 
     ControlMessageReader reader(out.storage.data(), message.control_size);
     ControlMessage control;
@@ -119,8 +113,8 @@ Status receive_datagram(const WinsockOps& ops, std::uintptr_t socket, std::uint8
         }
     }
     if (reader.malformed())
-        return Status::failure(Outcome::os_error, kWsaEinval,
-                               "WSARecvMsg: a control message overruns the control data");
+        return Status::failure(Outcome::os_error, kWsaEinval, kRecvMsgCall,
+                               clause("a control message overruns the control data"));
     SocketAddress context_local;
     if (out.context != nullptr && decode_wfpsampler_context(out.context, out.context_size,
                                                             out.original_destination, context_local)
@@ -151,7 +145,8 @@ Status send_datagram(const WinsockOps& ops, std::uintptr_t socket, const std::ui
         }
     }
     if (size > 0xFFFFFFFFu)
-        return Status::failure(Outcome::os_error, kWsaEmsgsize, "WSASendMsg: the data is too long");
+        return Status::failure(Outcome::os_error, kWsaEmsgsize, kSendMsgCall,
+                               clause("the data is too long"));
     std::uint8_t name[kWindowsSockaddrIn6Size];
     MessageBuffers message;
     message.name = name;
@@ -170,7 +165,7 @@ Status send_datagram(const WinsockOps& ops, std::uintptr_t socket, const std::ui
     }
     const WinsockAnswer answer = ops.sendmsg(ops.context, socket, message);
     if (answer.rc != 0)
-        return failure_of(answer, "WSASendMsg");
+        return classify(answer.error, WinsockCall::transfer, kSendMsgCall);
     return Status::success(answer.bytes);
 }
 

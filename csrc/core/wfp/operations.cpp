@@ -6,6 +6,7 @@
 #include "connections.hpp"
 #include "constants.hpp"
 #include "datagrams.hpp"
+#include "errors.hpp"
 #include "ws2_32.hpp"
 #ifdef WFPREDIRECT_EMULATED_CALLOUT
 #include "emulated/emulated_callout.hpp"
@@ -65,8 +66,8 @@ Status wait_ready(SocketHandle socket, SHORT events, int timeout_ms) {
     WSAPOLLFD entry{static_cast<SOCKET>(socket), events, 0};
     const int ready = WSAPoll(&entry, 1, timeout_ms);
     if (ready == SOCKET_ERROR)
-        return Status::failure(Outcome::os_error, static_cast<std::uint32_t>(WSAGetLastError()),
-                               "WSAPoll");
+        return wfp::classify(static_cast<std::uint32_t>(WSAGetLastError()),
+                             wfp::WinsockCall::transfer, "WSAPoll");
     if (ready == 0)
         return Status::failure(Outcome::timed_out, WSAETIMEDOUT, "WSAPoll");
     return Status::success(0);
@@ -98,7 +99,7 @@ Status send_datagram(SocketHandle socket, const std::uint8_t* data, std::size_t 
 }
 
 Status prepare_datagram_reply_socket(SocketHandle) {
-    return Status::failure(Outcome::unsupported, WSAEOPNOTSUPP,
+    return Status::refusal(Outcome::unsupported, WSAEOPNOTSUPP,
                            "Windows has no transparent bind (IP_TRANSPARENT): answer a "
                            "redirected flow from the socket that received it");
 }
