@@ -5,6 +5,7 @@
 
 #include "../../csrc/core/common/byte_buffer.hpp"
 #include "../../csrc/core/common/wfpsampler_context.hpp"
+#include "../../csrc/core/wfp/connections.hpp"
 #include "../../csrc/core/wfp/constants.hpp"
 
 namespace wfpredirect::tests {

@@ -9,7 +9,7 @@
 #include <utility>
 #include <vector>
 
-#include "../../csrc/core/wfp/connections.hpp"
+#include "../../csrc/core/wfp/winsock_ops.hpp"
 #include "checks.hpp"
 
 namespace wfpredirect::tests {

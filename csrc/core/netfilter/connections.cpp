@@ -10,10 +10,10 @@
 
 #include "../common/upstream_socket.hpp"
 #include "../operations.hpp"
+#include "addresses.hpp"
 #include "errors.hpp"
 #include "marks.hpp"
 #include "record.hpp"
-#include "sockets.hpp"
 
 namespace wfpredirect::core {
 namespace {

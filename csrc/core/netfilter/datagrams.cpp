@@ -13,10 +13,10 @@
 
 #include "../common/control_messages.hpp"
 #include "../operations.hpp"
+#include "addresses.hpp"
 #include "errors.hpp"
 #include "marks.hpp"
 #include "record.hpp"
-#include "sockets.hpp"
 
 namespace wfpredirect::core {
 namespace {

@@ -1,7 +1,7 @@
 // The ws2_32 table of Winsock calls behind the portable WFP operations.
 #pragma once
 
-#include "connections.hpp"
+#include "winsock_ops.hpp"
 
 namespace wfpredirect::core {
 

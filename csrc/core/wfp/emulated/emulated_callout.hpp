@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "../../common/socket_address.hpp"
-#include "../connections.hpp"
+#include "../winsock_ops.hpp"
 
 namespace wfpredirect::core::emulated {
 

@@ -1,4 +1,4 @@
-#include "sockets.hpp"
+#include "addresses.hpp"
 
 #include <cstring>
 
