@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from ._demo import run_demo
+from ._backend import backend
 from ._doctor import run_doctor
 from ._marks import parse_mark
 from ._proxy import ProxySettings, parse_address, run_proxy
@@ -144,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if arguments.command == "doctor":
         return run_doctor()
     if arguments.command == "demo":
-        return run_demo(arguments.keep_running)
+        return backend.run_demo(arguments.keep_running)
     raise AssertionError(arguments.command)
 
 

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from . import _proxy_log as proxy_log
-from ._doctor_netfilter import SO_MARK, process_status
+from ._backend_netfilter import SO_MARK
+from ._doctor_netfilter import process_status
 from ._marks import LOOP_MARK
 from ._socket import RedirectSocket
 

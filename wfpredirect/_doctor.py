@@ -1,16 +1,18 @@
 """``python -m wfpredirect doctor``: what this machine offers a transparent
 proxy, and for each problem what to do. The checks are the backend's
-(_doctor_netfilter, _doctor_winsock); this module runs and prints them."""
+(_backend: _doctor_netfilter, _doctor_winsock); this module runs and prints
+them."""
 
 from __future__ import annotations
 
 import platform
 import socket
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from ._backend import backend
 from ._core import BACKEND
 
 
@@ -36,31 +38,6 @@ def loopback_connection() -> Iterator[socket.socket]:
             yield accepted
 
 
-def _unsupported_checks() -> list[Finding]:
-    return [
-        Finding(
-            "platform",
-            platform.platform(),
-            problem=f"no backend for {sys.platform}: every wfpredirect call raises "
-            "UnsupportedError",
-            what_to_do="run the proxy on Linux (netfilter) or Windows (WFP)",
-        )
-    ]
-
-
-def _checks() -> Callable[[], list[Finding]]:
-    """The backend's checks: the one backend choice."""
-    if BACKEND == "netfilter":
-        from ._doctor_netfilter import checks
-
-        return checks
-    if BACKEND == "winsock":
-        from ._doctor_winsock import checks as winsock_checks
-
-        return winsock_checks
-    return _unsupported_checks
-
-
 def run_doctor() -> int:
     """Print the report; exit status 0 without problems, else 1."""
     from . import __version__
@@ -69,7 +46,7 @@ def run_doctor() -> int:
         Finding("backend", BACKEND),
         Finding("wfpredirect", __version__),
         Finding("python", f"{platform.python_version()} ({sys.executable})"),
-        *_checks()(),
+        *backend.doctor_checks(),
     ]
     width = max(len(finding.name) for finding in findings)
     for finding in findings:

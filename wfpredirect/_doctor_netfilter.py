@@ -20,7 +20,6 @@ from ._marks import LOOP_MARK, MARK_MASK, marks_problem
 
 CAP_NET_ADMIN = 12  # linux/capability.h
 CAP_NET_RAW = 13
-SO_MARK = 36  # asm-generic/socket.h; socket.SO_MARK exists from Python 3.12
 SO_RCVMARK = 75  # asm-generic/socket.h, Linux 5.19
 TCP_FWMARK_ACCEPT = "/proc/sys/net/ipv4/tcp_fwmark_accept"
 

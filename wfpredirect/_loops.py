@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import errno
 import ipaddress
-import socket
 import threading
 from collections import Counter
 from typing import TYPE_CHECKING
 
-from ._core import BACKEND
+from ._backend import backend
 from ._errors import RedirectError
 from ._marks import LOOP_MARK
 
@@ -71,33 +70,8 @@ def forget_upstream(key: Endpoint) -> None:
 
 
 def missing_exemption(loop_mark: int) -> str:
-    """What the redirect lacks, for the active loop mark."""
-    if BACKEND == "winsock":
-        return (
-            "the callout driver redirected it although it carries the redirect records: "
-            "the driver must let such connections pass (FwpsQueryConnectionRedirectState)"
-        )
-    mark = f"{loop_mark:#x}"
-    return (
-        f"the redirect rule does not skip the loop mark {mark} (or the upstream carried no "
-        "records): put "
-        f"`meta mark & {mark} == {mark} return` (nft) or "
-        f"`iptables -t nat -I OUTPUT -m mark --mark {mark}/{mark} -j RETURN` (iptables) "
-        "before it"
-    )
-
-
-def _carries_loop_mark(sock: _HasFileno) -> bool:
-    """Linux: whether the accepted socket carries LOOP_MARK, as a proxy's
-    upstream SYN does (an accepted socket has its SYN's mark where
-    net.ipv4.tcp_fwmark_accept=1; elsewhere its mark is 0)."""
-    if BACKEND != "netfilter" or not LOOP_MARK:
-        return False
-    try:
-        mark = sock.getsockopt(socket.SOL_SOCKET, SO_MARK)  # type: ignore[attr-defined]
-    except OSError:
-        return False
-    return bool(mark & LOOP_MARK == LOOP_MARK)
+    """What the redirect lacks, for the active loop mark (the backend's words)."""
+    return backend.missing_exemption(loop_mark)
 
 
 def check_not_looped(sock: _HasFileno | int, function: str) -> None:
@@ -107,7 +81,7 @@ def check_not_looped(sock: _HasFileno | int, function: str) -> None:
     carries this process's loop mark."""
     if isinstance(sock, int):
         return
-    marked = _carries_loop_mark(sock)
+    marked = backend.carries_loop_mark(sock, LOOP_MARK)
     with _lock:
         upstreams_open = bool(_open)
     # The peer is worth asking for only while an upstream is open, or for

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -22,10 +21,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from . import _proxy_log as log
-from ._core import BACKEND, enable_datagram_records
-from ._errors import CAPABILITY_ADVICE, RedirectPermissionError
+from ._backend import backend
 from ._info import RedirectInfo
-from ._marks import marks_problem, resolve_marks
 from ._records import Datagram
 from .aio import (
     DatagramFlow,
@@ -40,8 +37,6 @@ T = TypeVar("T")
 
 #: Bytes read per step: one read, one write, one drain.
 CHUNK_SIZE = 65536
-# asm-generic/socket.h; socket.SO_MARK exists from Python 3.12.
-SO_MARK = 36
 #: asyncio's default listen backlog (100) drops SYNs under a burst of clients.
 DEFAULT_BACKLOG = 1024
 
@@ -383,36 +378,11 @@ class Proxy:
         say(log.stopped_line(time.monotonic() - started, self.summary()))
 
 
-def _privilege_problem(settings: ProxySettings) -> str:
-    """Linux: whether this process may do what every connection will need,
-    asked once on throw-away sockets before anything listens: SO_MARK for
-    the upstream connections, and with --udp IP_TRANSPARENT for the flows."""
-    try:
-        with socket.socket() as probe:
-            mark, _, _ = resolve_marks(settings.loop_mark, settings.mark_mask)
-            probe.setsockopt(socket.SOL_SOCKET, SO_MARK, mark)
-    except PermissionError as error:
-        return (
-            f"cannot mark the upstream connections (setsockopt(SO_MARK): {error.strerror}), "
-            f"so none could carry its records: {CAPABILITY_ADVICE}"
-        )
-    if settings.udp is not None:
-        try:
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-                enable_datagram_records(probe)
-        except RedirectPermissionError as error:
-            return f"cannot receive redirected UDP flows ({error}): {CAPABILITY_ADVICE}"
-    return ""
-
-
 def run_proxy(settings: ProxySettings) -> int:
     """Run until a stop signal (STOP_SIGNALS); the exit status."""
-    # The marks are netfilter's; the winsock backend ignores them.
-    problem = (
-        marks_problem(settings.loop_mark, settings.mark_mask) if BACKEND == "netfilter" else ""
+    problem = backend.proxy_problem(
+        settings.loop_mark, settings.mark_mask, udp=settings.udp is not None
     )
-    if not problem and BACKEND == "netfilter":
-        problem = _privilege_problem(settings)
     if problem:
         print(f"wfpredirect proxy: {problem}", file=sys.stderr)
         return 2

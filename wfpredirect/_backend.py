@@ -1,0 +1,52 @@
+"""The facade's one backend choice: what differs between the netfilter,
+winsock and unsupported backends is written once per backend, in
+_backend_netfilter, _backend_winsock and _backend_unsupported, which offer
+the same functions; this module picks one by ``_core.BACKEND``. Nothing else
+in the facade asks which backend it runs on.
+
+Each backend module has:
+
+- ``doctor_checks() -> list[Finding]``: the doctor's findings;
+- ``run_demo(keep_running) -> int``: ``wfpredirect demo``;
+- ``proxy_problem(loop_mark, mark_mask, udp) -> str``: why ``wfpredirect
+  proxy`` cannot start with these settings ("" when it can);
+- ``missing_exemption(loop_mark) -> str``: what a redirect that sent an
+  upstream connection back lacks;
+- ``carries_loop_mark(sock, loop_mark) -> bool``: whether an accepted
+  connection carries the loop mark (a proxy's upstream coming back).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+from ._core import BACKEND
+
+if TYPE_CHECKING:
+    from ._core import _HasFileno
+    from ._doctor import Finding
+
+
+class Backend(Protocol):
+    def doctor_checks(self) -> list[Finding]: ...
+    def run_demo(self, keep_running: bool) -> int: ...
+    def proxy_problem(self, loop_mark: int | None, mark_mask: int | None, udp: bool) -> str: ...
+    def missing_exemption(self, loop_mark: int) -> str: ...
+    def carries_loop_mark(self, sock: _HasFileno, loop_mark: int) -> bool: ...
+
+
+def _chosen() -> Backend:
+    if BACKEND == "netfilter":
+        from . import _backend_netfilter
+
+        return _backend_netfilter
+    if BACKEND == "winsock":
+        from . import _backend_winsock
+
+        return _backend_winsock
+    from . import _backend_unsupported
+
+    return _backend_unsupported
+
+
+backend: Backend = _chosen()

@@ -1,0 +1,46 @@
+"""What the unsupported backend (neither Linux nor Windows) answers: see
+_backend. Every redirect call raises UnsupportedError."""
+
+from __future__ import annotations
+
+import platform
+import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._core import _HasFileno
+    from ._doctor import Finding
+
+
+def doctor_checks() -> list[Finding]:
+    from ._doctor import Finding
+
+    return [
+        Finding(
+            "platform",
+            platform.platform(),
+            problem=f"no backend for {sys.platform}: every wfpredirect call raises "
+            "UnsupportedError",
+            what_to_do="run the proxy on Linux (netfilter) or Windows (WFP)",
+        )
+    ]
+
+
+def run_demo(keep_running: bool) -> int:
+    print(
+        "wfpredirect has no backend on this platform: it redirects with netfilter on Linux "
+        "and with the Windows Filtering Platform on Windows."
+    )
+    return 1
+
+
+def proxy_problem(loop_mark: int | None, mark_mask: int | None, udp: bool) -> str:
+    return ""
+
+
+def missing_exemption(loop_mark: int) -> str:
+    return "the redirect let the proxy's upstream connection back in"
+
+
+def carries_loop_mark(sock: _HasFileno, loop_mark: int) -> bool:
+    return False

@@ -1,0 +1,63 @@
+"""What the winsock backend (Windows, WFP) does its own way: see _backend.
+The marks are netfilter's; this backend ignores them."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._core import _HasFileno
+    from ._doctor import Finding
+
+# On Windows a connection reaches a transparent proxy only through a WFP
+# callout driver, which no demo can install: the demo says what the driver
+# must do, then runs the doctor.
+WINDOWS_EXPLANATION = """\
+wfpredirect demo on Windows
+
+On Windows a connection reaches a transparent proxy only through a WFP
+callout driver: at the ALE connect-redirect layer (FWPM_LAYER_ALE_CONNECT_REDIRECT_V4/V6)
+it rewrites the connection's remote address to the proxy's listening
+address and stores the redirect records (FwpsRedirectHandleCreate,
+FwpsQueryConnectionRedirectState). Microsoft's WFPSampler does this, and
+stores the original addresses in the redirect context.
+
+Then run the proxy on the address the driver redirects to:
+
+    python -m wfpredirect proxy --listen 127.0.0.1:15001
+
+It reads each connection's records and context (SIO_QUERY_WFP_CONNECTION_REDIRECT_*)
+and attaches the records to its upstream connection
+(SIO_SET_WFP_CONNECTION_REDIRECT_RECORDS), so that the driver recognises
+the upstream and lets it pass instead of redirecting it again.
+
+What this machine offers (python -m wfpredirect doctor):
+"""
+
+
+def doctor_checks() -> list[Finding]:
+    from ._doctor_winsock import checks
+
+    return checks()
+
+
+def run_demo(keep_running: bool) -> int:
+    from ._doctor import run_doctor
+
+    print(WINDOWS_EXPLANATION)
+    return run_doctor()
+
+
+def proxy_problem(loop_mark: int | None, mark_mask: int | None, udp: bool) -> str:
+    return ""
+
+
+def missing_exemption(loop_mark: int) -> str:
+    return (
+        "the callout driver redirected it although it carries the redirect records: "
+        "the driver must let such connections pass (FwpsQueryConnectionRedirectState)"
+    )
+
+
+def carries_loop_mark(sock: _HasFileno, loop_mark: int) -> bool:
+    return False
