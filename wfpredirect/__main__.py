@@ -8,7 +8,13 @@ from collections.abc import Sequence
 
 from ._backend import backend
 from ._doctor import run_doctor
-from ._marks import parse_mark
+from ._marks import (
+    DEFAULT_LOOP_MARK,
+    DEFAULT_MARK_MASK,
+    LOOP_MARK_VARIABLE,
+    MARK_MASK_VARIABLE,
+    parse_mark,
+)
 from ._proxy import ProxySettings, parse_address, run_proxy
 
 
@@ -25,6 +31,20 @@ def listen_address(text: str) -> tuple[str, int]:
         return parse_address(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+
+
+# The mark flags: (flag, the variable it overrides, that one's default, what it is).
+MARK_OPTIONS = [
+    ("--loop-mark", LOOP_MARK_VARIABLE, DEFAULT_LOOP_MARK, "the loop mark of upstream connections"),
+    ("--mark-mask", MARK_MASK_VARIABLE, DEFAULT_MARK_MASK, "the inbound mark bits that travel"),
+]
+# The flags given in seconds, each a ProxySettings field of the same name.
+SECONDS_OPTIONS = [
+    ("--udp-idle-timeout", "a UDP flow idle this long is closed"),
+    ("--connect-timeout", "upstream connect timeout"),
+    ("--grace", "how long open connections may finish after a stop signal"),
+    ("--summary-interval", "seconds between summary lines, 0 for none"),
+]
 
 
 def parser() -> argparse.ArgumentParser:
@@ -54,53 +74,27 @@ def parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help="also relay redirected UDP flows received here (Linux: a TPROXY rule's target)",
     )
-    proxy.add_argument(
-        "--udp-idle-timeout",
-        type=float,
-        default=ProxySettings.udp_idle_timeout,
-        metavar="SECONDS",
-        help="a UDP flow idle this long is closed (default %(default)s)",
-    )
-    proxy.add_argument(
-        "--loop-mark",
-        type=mark_number,
-        metavar="N",
-        help="Linux: the loop mark for upstream connections "
-        "(default: WFPREDIRECT_LOOP_MARK, else 0x40)",
-    )
-    proxy.add_argument(
-        "--mark-mask",
-        type=mark_number,
-        metavar="N",
-        help="Linux: the inbound mark bits that travel (default: WFPREDIRECT_MARK_MASK, else 0xf0)",
-    )
+    for flag, variable, default, what in MARK_OPTIONS:
+        proxy.add_argument(
+            flag,
+            type=mark_number,
+            metavar="N",
+            help=f"Linux: {what} (default: {variable}, else {default:#x})",
+        )
     proxy.add_argument(
         "--backlog",
         type=int,
         default=ProxySettings.backlog,
         help="listen backlog (default %(default)s)",
     )
-    proxy.add_argument(
-        "--connect-timeout",
-        type=float,
-        default=ProxySettings.connect_timeout,
-        metavar="SECONDS",
-        help="upstream connect timeout (default %(default)s)",
-    )
-    proxy.add_argument(
-        "--grace",
-        type=float,
-        default=ProxySettings.grace,
-        metavar="SECONDS",
-        help="how long open connections may finish after a stop signal (default %(default)s)",
-    )
-    proxy.add_argument(
-        "--summary-interval",
-        type=float,
-        default=ProxySettings.summary_interval,
-        metavar="SECONDS",
-        help="seconds between summary lines, 0 for none (default %(default)s)",
-    )
+    for flag, what in SECONDS_OPTIONS:
+        proxy.add_argument(
+            flag,
+            type=float,
+            default=getattr(ProxySettings, flag.removeprefix("--").replace("-", "_")),
+            metavar="SECONDS",
+            help=f"{what} (default %(default)s)",
+        )
     commands.add_parser(
         "doctor",
         help="check what this machine offers a transparent proxy",

@@ -283,7 +283,9 @@ def _demo(site: Path, stack: ExitStack, keep_running: bool) -> int:
         "--grace",
         "1",
     ]
-    proxy = stack.enter_context(_child(proxy_command, ready=proxy_log.listening_line(*PROXY)))
+    proxy = stack.enter_context(
+        _child(proxy_command, ready=proxy_log.LISTENING.line(host=PROXY[0], port=PROXY[1]))
+    )
     step(5, f"the proxy: {' '.join(['python', *proxy_command[1:]])} (pid {proxy.pid})")
     log = _relay_proxy_log(proxy)
 

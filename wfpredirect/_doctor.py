@@ -8,7 +8,7 @@ from __future__ import annotations
 import platform
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -36,6 +36,28 @@ def loopback_connection() -> Iterator[socket.socket]:
         accepted, _ = listener.accept()
         with accepted:
             yield accepted
+
+
+def test_connection_error(query: Callable[[socket.socket], object]) -> Exception | None:
+    """What `query` raises on the accepted end of a loopback connection
+    nothing redirected (an OSError, or ValueError for invalid marks); None
+    when it answers."""
+    try:
+        with loopback_connection() as accepted:
+            query(accepted)
+    except (OSError, ValueError) as error:
+        return error
+    return None
+
+
+def query_failed(name: str, error: Exception) -> Finding:
+    """A query that fails in a way no machine should."""
+    return Finding(
+        name,
+        f"failed: {error}",
+        problem="the query does not work here",
+        what_to_do="report this with the output of this command",
+    )
 
 
 def run_doctor() -> int:

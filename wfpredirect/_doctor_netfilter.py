@@ -14,7 +14,7 @@ import subprocess
 import sys
 
 from ._core import original_destination
-from ._doctor import Finding, loopback_connection
+from ._doctor import Finding, query_failed, test_connection_error
 from ._errors import CAPABILITY_ADVICE, NotRedirectedError
 from ._marks import LOOP_MARK, MARK_MASK, marks_problem
 
@@ -82,38 +82,31 @@ def _loopback_down() -> bool:
 def _query() -> Finding:
     """Whether SO_ORIGINAL_DST answers on a connection nothing redirected."""
     name = "SO_ORIGINAL_DST"
-    try:
-        with loopback_connection() as accepted:
-            original_destination(accepted)
-    except NotRedirectedError as error:
+    error = test_connection_error(original_destination)
+    if error is None:
+        return Finding(
+            name,
+            "answers, but reports a redirect for a plain loopback connection",
+            problem="a rule redirects connections to 127.0.0.1",
+            what_to_do="check `nft list ruleset` for a rule matching 127.0.0.1",
+        )
+    if isinstance(error, NotRedirectedError):
         if error.errno == errno.ENOPROTOOPT:
             return Finding(
                 name, "answers; connection tracking is not loaded yet (the first nat rule loads it)"
             )
         return Finding(name, "answers (a test connection: not redirected, as expected)")
-    except ValueError as error:  # the marks: reported below
+    if isinstance(error, ValueError):  # the marks: reported below
         return Finding(name, f"not asked: {error}")
-    except OSError as error:
-        if _loopback_down():
-            return Finding(
-                name,
-                f"not asked: no loopback connection ({error or 'timed out'})",
-                problem="the loopback interface is down (as it starts in a new network "
-                "namespace): no test connection, and no proxy on 127.0.0.1",
-                what_to_do="ip link set lo up",
-            )
+    if _loopback_down():
         return Finding(
             name,
-            f"failed: {error}",
-            problem="the query does not work here",
-            what_to_do="report this with the output of this command",
+            f"not asked: no loopback connection ({error or 'timed out'})",
+            problem="the loopback interface is down (as it starts in a new network "
+            "namespace): no test connection, and no proxy on 127.0.0.1",
+            what_to_do="ip link set lo up",
         )
-    return Finding(
-        name,
-        "answers, but reports a redirect for a plain loopback connection",
-        problem="a rule redirects connections to 127.0.0.1",
-        what_to_do="check `nft list ruleset` for a rule matching 127.0.0.1",
-    )
+    return query_failed(name, error)
 
 
 def _tool(name: str, version_argument: str) -> str | None:

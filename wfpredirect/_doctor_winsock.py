@@ -9,7 +9,7 @@ import platform
 import sys
 
 from ._core import original_destination, query_redirect_records
-from ._doctor import Finding, loopback_connection
+from ._doctor import Finding, query_failed, test_connection_error
 from ._errors import NotRedirectedError, UnsupportedError
 
 
@@ -19,16 +19,16 @@ def _build() -> Finding:
 
 def _records_query() -> Finding:
     name = "WFP redirect IOCTLs"
-    try:
-        with loopback_connection() as accepted:
-            query_redirect_records(accepted)
-    except NotRedirectedError as error:
+    error = test_connection_error(query_redirect_records)
+    if error is None:
+        return Finding(name, "answer, but report records for a plain loopback connection")
+    if isinstance(error, NotRedirectedError):
         return Finding(
             name,
             f"answer (a test connection: not redirected, winerror "
             f"{getattr(error, 'winerror', None)})",
         )
-    except UnsupportedError as error:
+    if isinstance(error, UnsupportedError):
         return Finding(
             name,
             f"not supported: {error}",
@@ -37,30 +37,21 @@ def _records_query() -> Finding:
             what_to_do="run on Windows 8.1 / Server 2012 R2 or later without "
             "layered providers (netsh winsock show catalog)",
         )
-    except OSError as error:
-        return Finding(
-            name,
-            f"failed: {error}",
-            problem="the query does not work here",
-            what_to_do="report this with the output of this command",
-        )
-    return Finding(name, "answer, but report records for a plain loopback connection")
+    return query_failed(name, error)
 
 
 def _original_destination() -> Finding:
     name = "SO_ORIGINAL_DST"
-    try:
-        with loopback_connection() as accepted:
-            original_destination(accepted)
-    except NotRedirectedError:
+    error = test_connection_error(original_destination)
+    if error is None:
+        return Finding(name, "answers")
+    if isinstance(error, NotRedirectedError):
         return Finding(name, "answers, or falls back to the redirect context")
-    except OSError as error:
-        return Finding(
-            name,
-            f"not available ({error}): original destinations come from "
-            "a WFPSampler-layout redirect context",
-        )
-    return Finding(name, "answers")
+    return Finding(
+        name,
+        f"not available ({error}): original destinations come from "
+        "a WFPSampler-layout redirect context",
+    )
 
 
 def _administrator() -> Finding:

@@ -159,7 +159,7 @@ class UdpRelay(RedirectDatagramProtocol):
     def datagram_received(self, datagram: Datagram, flow: DatagramFlow | None) -> None:
         if flow is None or flow.original_destination is None:
             self.totals.refused += 1
-            say(log.udp_refused_line(format_address(datagram.address)))
+            say(log.UDP_REFUSED.line(client=format_address(datagram.address)))
             return
         if flow not in self.moved:
             self.moved[flow] = {"up": 0, "down": 0}
@@ -180,18 +180,18 @@ class UdpRelay(RedirectDatagramProtocol):
         self.totals.open -= 1
         self.totals.relayed += 1
         say(
-            log.udp_flow_line(
-                format_address(flow.client),
-                format_address(flow.original_destination),
-                moved["up"],
-                moved["down"],
-                flow.last_active - flow.created,
+            log.UDP_FLOW.line(
+                client=format_address(flow.client),
+                target=format_address(flow.original_destination),
+                up=moved["up"],
+                down=moved["down"],
+                seconds=flow.last_active - flow.created,
             )
         )
 
     def error_received(self, exc: OSError) -> None:
         self.totals.failed += 1
-        say(log.udp_error_line(exc))
+        say(log.UDP_ERROR.line(error=exc))
 
 
 class Proxy:
@@ -218,7 +218,7 @@ class Proxy:
         destination = redirect.original_destination
         if destination is None:
             self.totals.refused += 1
-            say(log.refused_line(client))
+            say(log.REFUSED.line(client=client))
             writer.transport.abort()
             return
         target = format_address(destination)
@@ -231,7 +231,7 @@ class Proxy:
             )
         except (OSError, asyncio.TimeoutError) as error:
             self.totals.failed += 1
-            say(log.failed_line(client, target, f"{error or 'timed out'}"))
+            say(log.FAILED.line(client=client, target=target, reason=error or "timed out"))
             writer.transport.abort()
             return
         self.totals.open += 1
@@ -279,26 +279,27 @@ class Proxy:
             self.totals.open -= 1
             self.totals.relayed += 1
             say(
-                log.relayed_line(
-                    client,
-                    target,
-                    moved["up"],
-                    moved["down"],
-                    time.monotonic() - started,
-                    outcome,
+                log.RELAYED.line(
+                    client=client,
+                    target=target,
+                    up=moved["up"],
+                    down=moved["down"],
+                    seconds=time.monotonic() - started,
+                    outcome=outcome,
                 )
             )
 
-    def summary(self) -> str:
+    def summary(self) -> dict[str, int]:
+        """The totals, as the summary and the stop line name them."""
         totals = self.totals
-        return log.totals_text(
-            totals.open,
-            totals.relayed,
-            totals.refused,
-            totals.failed,
-            totals.bytes_up,
-            totals.bytes_down,
-        )
+        return {
+            "open": totals.open,
+            "relayed": totals.relayed,
+            "refused": totals.refused,
+            "failed": totals.failed,
+            "up": totals.bytes_up,
+            "down": totals.bytes_down,
+        }
 
     async def report_periodically(self, stop: asyncio.Event) -> None:
         interval = self.settings.summary_interval
@@ -312,7 +313,7 @@ class Proxy:
                 pass
             now = time.monotonic()
             total = self.totals.bytes_up + self.totals.bytes_down
-            say(log.summary_line(self.summary(), (total - moved) / (now - last)))
+            say(log.SUMMARY.line(**self.summary(), rate=(total - moved) / (now - last)))
             last, moved = now, total
 
     async def run(self) -> None:
@@ -354,10 +355,10 @@ class Proxy:
         started = time.monotonic()
         for sock in server.sockets:
             host, port = sock.getsockname()[:2]
-            say(log.listening_line(host, port))
+            say(log.LISTENING.line(host=host, port=port))
         if endpoint is not None:
             host, port = endpoint.get_extra_info("sockname")[:2]
-            say(log.listening_udp_line(host, port))
+            say(log.LISTENING_UDP.line(host=host, port=port))
         reporter = None
         if settings.summary_interval > 0:
             reporter = asyncio.create_task(self.report_periodically(stop))
@@ -365,7 +366,7 @@ class Proxy:
         server.close()
         if endpoint is not None:
             endpoint.close()  # each open flow gets its line
-        say(log.stopping_line(len(self.connections), settings.grace))
+        say(log.STOPPING.line(open=len(self.connections), grace=settings.grace))
         if self.connections:
             await asyncio.wait(set(self.connections), timeout=settings.grace)
         for task in set(self.connections):
@@ -375,7 +376,7 @@ class Proxy:
         await server.wait_closed()
         if reporter is not None:
             await reporter
-        say(log.stopped_line(time.monotonic() - started, self.summary()))
+        say(log.STOPPED.line(seconds=time.monotonic() - started, **self.summary()))
 
 
 def run_proxy(settings: ProxySettings) -> int:

@@ -11,7 +11,6 @@ from ._core import recvmsg_redirect as _recvmsg_redirect
 from ._core import recvmsg_redirect_into as _recvmsg_redirect_into
 from ._core import sendmsg_redirect as _sendmsg_redirect
 from ._core import set_redirect_records as _set_redirect_records
-from ._errors import RedirectError
 from ._info import RedirectInfo, query_redirect_info
 from ._loops import Endpoint, forget_upstream, remember_upstream
 from ._records import Datagram, RedirectRecords
@@ -153,32 +152,30 @@ class RedirectSocket(socket.socket):
         ``wfpredirect.aio.open_upstream``'s.
         """
         function = "create_upstream"
-        records = self.redirect_records
         infos = None
         if address is not None:
             infos = socket.getaddrinfo(address[0], address[1], type=socket.SOCK_STREAM)
-        own = [] if self._listener_address is None else [self._listener_address]
-        failures: list[OSError] = []
-        for family, target in upstream.targets(function, self.original_destination, address, infos):
-            upstream.refuse_a_loop(function, target, own)
-            sock = RedirectSocket(family, socket.SOCK_STREAM)
-            try:
-                upstream.prepare(
-                    function,
-                    sock,
-                    records,
-                    loop_mark=loop_mark,
-                    mark_mask=mark_mask,
-                    timeout=timeout,
-                    local_address=source_address,
-                )
+        attempts = upstream.Attempts(
+            function,
+            # Only asked when needed: an address given is checked for a loop
+            # before anything is queried.
+            self.original_destination if address is None else None,
+            address,
+            infos,
+            lambda: self.redirect_records,
+            loop_mark=loop_mark,
+            mark_mask=mark_mask,
+            timeout=timeout,
+            local_address=source_address,
+            listeners=[] if self._listener_address is None else [self._listener_address],
+            factory=RedirectSocket,
+        )
+        for sock, target in attempts:
+            with attempts.connecting(sock) as attempt:
                 sock.connect(target)
-                sock._upstream_key = remember_upstream(sock)
-                return sock
-            except RedirectError:
-                sock.close()
-                raise
-            except OSError as error:
-                sock.close()
-                failures.append(error)
-        raise upstream.every_address_failed(function, address, failures)
+            if not attempt.connected:
+                continue
+            assert isinstance(sock, RedirectSocket)
+            sock._upstream_key = remember_upstream(sock)
+            return sock
+        raise attempts.error()

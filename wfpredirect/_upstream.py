@@ -16,7 +16,8 @@ from __future__ import annotations
 import errno
 import socket
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 from ._addresses import Address, is_listener_address, original_target, resolved_targets
@@ -104,6 +105,102 @@ def prepare(
         upstream.settimeout(timeout)
     if local_address is not None:
         upstream.bind(local_address)
+
+
+class _Connect:
+    connected = False
+
+
+class Attempts:
+    """The new upstream sockets to try in turn, each ready to connect to
+    its target (see `prepare`). A target that is a redirect server's
+    listening address raises ELOOP, before anything else is asked:
+    `records` (a function: the connection's records, or None) is called
+    only for a target that may be tried. A records error is raised; any other
+    OSError preparing a socket counts as that target's failure. The caller
+    connects each inside `connecting`, and raises `error()` when none
+    connected."""
+
+    def __init__(
+        self,
+        function: str,
+        destination: Address | None,
+        address: Address | None,
+        infos: Sequence[tuple[Any, ...]] | None,
+        records: Callable[[], bytes | None],
+        *,
+        loop_mark: int | None,
+        mark_mask: int | None,
+        timeout: float | None,
+        local_address: Address | None,
+        listeners: Iterable[Address] = (),
+        factory: Callable[[int, int], socket.socket] = socket.socket,
+    ) -> None:
+        self._function = function
+        self._address = address
+        self._targets = targets(function, destination, address, infos)
+        self._records = records
+        self._records_value: bytes | None = None
+        self._records_known = False
+        self._loop_mark = loop_mark
+        self._mark_mask = mark_mask
+        self._timeout = timeout
+        self._local_address = local_address
+        self._listeners = list(listeners)
+        self._factory = factory
+        self.failures: list[OSError] = []
+
+    def __iter__(self) -> Iterator[tuple[socket.socket, Address]]:
+        for family, target in self._targets:
+            refuse_a_loop(self._function, target, self._listeners)
+            if not self._records_known:
+                self._records_value = self._records()
+                self._records_known = True
+            sock = self._factory(family, socket.SOCK_STREAM)
+            try:
+                prepare(
+                    self._function,
+                    sock,
+                    self._records_value,
+                    loop_mark=self._loop_mark,
+                    mark_mask=self._mark_mask,
+                    timeout=self._timeout,
+                    local_address=self._local_address,
+                )
+            except RedirectError:
+                sock.close()
+                raise
+            except OSError as error:
+                self.failed(sock, error)
+                continue
+            except BaseException:
+                sock.close()
+                raise
+            yield sock, target
+
+    def failed(self, sock: socket.socket, error: OSError) -> None:
+        """`sock` could not connect: closed, and its error kept."""
+        sock.close()
+        self.failures.append(error)
+
+    @contextmanager
+    def connecting(self, sock: socket.socket) -> Iterator[_Connect]:
+        """Around the connect of `sock`: an OSError is its target's failure
+        (kept, and ``.connected`` stays False, so the caller tries the next
+        target); anything else closes `sock` and goes on."""
+        attempt = _Connect()
+        try:
+            yield attempt
+        except OSError as error:
+            self.failed(sock, error)
+            return
+        except BaseException:
+            sock.close()
+            raise
+        attempt.connected = True
+
+    def error(self) -> OSError:
+        return every_address_failed(self._function, self._address, self.failures)
 
 
 def every_address_failed(

@@ -210,31 +210,22 @@ async def open_upstream(
     infos = None
     if address is not None:
         infos = await loop.getaddrinfo(address[0], address[1], type=socket.SOCK_STREAM)
-    failures: list[OSError] = []
-    for family, target in upstream.targets(function, redirect.original_destination, address, infos):
-        upstream.refuse_a_loop(function, target)
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            upstream.prepare(
-                function,
-                sock,
-                redirect.records,
-                loop_mark=loop_mark,
-                mark_mask=mark_mask,
-                timeout=0.0,
-                local_address=local_addr,
-            )
+    attempts = upstream.Attempts(
+        function,
+        redirect.original_destination,
+        address,
+        infos,
+        lambda: redirect.records,
+        loop_mark=loop_mark,
+        mark_mask=mark_mask,
+        timeout=0.0,
+        local_address=local_addr,
+    )
+    for sock, target in attempts:
+        with attempts.connecting(sock) as attempt:
             await loop.sock_connect(sock, target)
-        except RedirectError:
-            sock.close()
-            raise
-        except OSError as error:
-            sock.close()
-            failures.append(error)
+        if not attempt.connected:
             continue
-        except BaseException:
-            sock.close()
-            raise
         key = remember_upstream(sock)
         try:
             return await _open_stream(sock, key, **kw)
@@ -242,4 +233,4 @@ async def open_upstream(
             forget_upstream(key)
             sock.close()
             raise
-    raise upstream.every_address_failed(function, address, failures)
+    raise attempts.error()

@@ -46,7 +46,7 @@ def test_the_demo_runs_to_the_end() -> None:
         (match["client"].split(":")[0], match["target"], match["up"], match["outcome"])
         for line in lines
         if line.startswith(PROXY_LOG_PREFIX)
-        and (match := proxy_log.RELAYED.fullmatch(line.removeprefix(PROXY_LOG_PREFIX)))
+        and (match := proxy_log.RELAYED.pattern.fullmatch(line.removeprefix(PROXY_LOG_PREFIX)))
     ]
     assert relayed == [("127.0.0.1", "127.0.0.2:8080", "77", "closed")] * 20
     assert [line for line in lines if "WRONG" in line] == []

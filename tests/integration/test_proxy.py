@@ -22,7 +22,7 @@ from wfpredirect import _proxy_log as proxy_log
 
 HERE = Path(__file__).resolve().parent
 RULES = redirect("ip", "127.0.0.2", 8080, 15001)
-PROXY_READY = proxy_log.listening_line("127.0.0.1", 15001)
+PROXY_READY = proxy_log.LISTENING.line(host="127.0.0.1", port=15001)
 ORIGIN = "http://127.0.0.2:8080"
 MIB = 1 << 20
 PARALLEL = 200
@@ -31,7 +31,7 @@ PARALLEL = 200
 CURL_NO_REPLY = (52, 56)
 
 # One line per relayed connection.
-RELAY_LINE = proxy_log.RELAYED
+RELAY_LINE = proxy_log.RELAYED.pattern
 
 
 def proxy_command(*extra: str) -> list[str]:
@@ -348,7 +348,7 @@ def test_sigterm_stops_cleanly_within_the_grace_period() -> None:
             while True:
                 summary = proxy.stdout.readline()
                 assert summary, "the proxy ended"
-                counted = proxy_log.SUMMARY.fullmatch(summary.rstrip())
+                counted = proxy_log.SUMMARY.pattern.fullmatch(summary.rstrip())
                 if counted and counted["open"] == "1":
                     break
             pid = proxy.pid
@@ -364,7 +364,9 @@ def test_sigterm_stops_cleanly_within_the_grace_period() -> None:
             text=True,
             check=False,
         )
-        lines = [line for line in output.splitlines() if not proxy_log.SUMMARY.fullmatch(line)]
+        lines = [
+            line for line in output.splitlines() if not proxy_log.SUMMARY.pattern.fullmatch(line)
+        ]
         return {
             "exit": status,
             "summary": re.sub(r", \d+ bytes/s$", ", N bytes/s", summary.rstrip()),

@@ -13,8 +13,8 @@ from test_datagrams import IPV4, ORIGIN_PORT, PROXY_PORT, route_marked_locally, 
 from test_proxy import PROXY_READY, proxy_command, stop
 from wfpredirect import _proxy_log as proxy_log
 
-UDP_READY = proxy_log.listening_udp_line("0.0.0.0", PROXY_PORT)
-FLOW_LINE = proxy_log.UDP_FLOW
+UDP_READY = proxy_log.LISTENING_UDP.line(host="0.0.0.0", port=PROXY_PORT)
+FLOW_LINE = proxy_log.UDP_FLOW.pattern
 
 
 def ask(client: socket.socket, data: bytes, to: tuple[str, int]) -> tuple[bytes, object]:
