@@ -18,16 +18,27 @@ namespace {
 // plain CPython functions (raw_functions.hpp); their text signatures match
 // wfpredirect/_core.pyi.
 
+// One core operation on `sock` with the configured marks, run as the GIL
+// policy says (run_core); its failure is thrown, named `function`
+// (`capacity`: the caller's buffer size, for a too-small answer).
+template <typename Operation>
+core::Status call_core(const char* function, PyObject* sock, Operation operation,
+                       std::size_t capacity = 0) {
+    const core::SocketHandle handle = to_socket_handle(sock, function);
+    const core::MarkConfig& marks = configured_marks();
+    const core::Status status = run_core([&] { return operation(handle, marks); });
+    if (!status.ok())
+        throw_status(function, status, capacity);
+    return status;
+}
+
 PyObject* query_redirect_records(PyObject*, PyObject* sock) {
     return call_guarded([sock] {
-        constexpr const char* kName = "query_redirect_records";
-        const core::SocketHandle handle = to_socket_handle(sock, kName);
         core::ByteBuffer buffer;
-        const core::MarkConfig& marks = configured_marks();
         const core::Status status =
-            run_core([&] { return core::query_redirect_records(handle, buffer, marks); });
-        if (!status.ok())
-            throw_status(kName, status);
+            call_core("query_redirect_records", sock, [&](auto handle, const auto& marks) {
+                return core::query_redirect_records(handle, buffer, marks);
+            });
         return to_redirect_records(buffer.data(), status.size).release().ptr();
     });
 }
@@ -36,27 +47,23 @@ PyObject* query_redirect_records_into(PyObject*, PyObject* const* args, Py_ssize
     return call_guarded([args, nargs] {
         constexpr const char* kName = "query_redirect_records_into";
         check_positional(kName, static_cast<std::size_t>(nargs), 2, 2);
-        const core::SocketHandle handle = to_socket_handle(args[0], kName);
         const HeldBuffer out = HeldBuffer::writable(args[1], kName);
-        const core::MarkConfig& marks = configured_marks();
-        const core::Status status = run_core([&] {
-            return core::query_redirect_records_into(handle, out.data(), out.size(), marks);
-        });
-        if (!status.ok())
-            throw_status(kName, status, out.size());
+        const core::Status status = call_core(
+            kName, args[0],
+            [&](auto handle, const auto& marks) {
+                return core::query_redirect_records_into(handle, out.data(), out.size(), marks);
+            },
+            out.size());
         return PyLong_FromSize_t(status.size);
     });
 }
 
 py::object query_redirect_context(py::handle sock) {
-    constexpr const char* kName = "query_redirect_context";
-    const core::SocketHandle handle = to_socket_handle(sock.ptr(), kName);
     core::ByteBuffer buffer;
-    const core::MarkConfig& marks = configured_marks();
     const core::Status status =
-        run_core([&] { return core::query_redirect_context(handle, buffer, marks); });
-    if (!status.ok())
-        throw_status(kName, status);
+        call_core("query_redirect_context", sock.ptr(), [&](auto handle, const auto& marks) {
+            return core::query_redirect_context(handle, buffer, marks);
+        });
     if (status.size == 0)
         return py::none();
     return py::bytes(reinterpret_cast<const char*>(buffer.data()), status.size);
@@ -64,14 +71,14 @@ py::object query_redirect_context(py::handle sock) {
 
 std::size_t query_redirect_context_into(py::handle sock, py::handle buffer) {
     constexpr const char* kName = "query_redirect_context_into";
-    const core::SocketHandle handle = to_socket_handle(sock.ptr(), kName);
     const HeldBuffer out = HeldBuffer::writable(buffer.ptr(), kName);
-    const core::MarkConfig& marks = configured_marks();
-    const core::Status status = run_core(
-        [&] { return core::query_redirect_context_into(handle, out.data(), out.size(), marks); });
-    if (!status.ok())
-        throw_status(kName, status, out.size());
-    return status.size;
+    return call_core(
+               kName, sock.ptr(),
+               [&](auto handle, const auto& marks) {
+                   return core::query_redirect_context_into(handle, out.data(), out.size(), marks);
+               },
+               out.size())
+        .size;
 }
 
 PyObject* set_redirect_records(PyObject*, PyObject* const* args, Py_ssize_t nargs,
@@ -107,14 +114,10 @@ PyObject* set_redirect_records(PyObject*, PyObject* const* args, Py_ssize_t narg
 
 PyObject* original_destination(PyObject*, PyObject* sock) {
     return call_guarded([sock] {
-        constexpr const char* kName = "original_destination";
-        const core::SocketHandle handle = to_socket_handle(sock, kName);
         core::SocketAddress address;
-        const core::MarkConfig& marks = configured_marks();
-        const core::Status status =
-            run_core([&] { return core::original_destination(handle, address, marks); });
-        if (!status.ok())
-            throw_status(kName, status);
+        call_core("original_destination", sock, [&](auto handle, const auto& marks) {
+            return core::original_destination(handle, address, marks);
+        });
         return to_address_tuple(address).release().ptr();
     });
 }

@@ -36,19 +36,15 @@ static_assert(wfp::kWsaEnotsock == WSAENOTSOCK);
 static_assert(wfp::kWsaEnotconn == WSAENOTCONN);
 static_assert(wfp::kErrorInsufficientBuffer == ERROR_INSUFFICIENT_BUFFER);
 static_assert(wfp::kErrorNotFound == ERROR_NOT_FOUND);
-#ifdef FWP_E_NOT_FOUND
+#if defined(IP_WFP_REDIRECT_RECORDS) && defined(FWP_E_NOT_FOUND) // mingw-w64 has these
+static_assert(wfp::kIpWfpRedirectRecords == IP_WFP_REDIRECT_RECORDS);
+static_assert(wfp::kIpWfpRedirectContext == IP_WFP_REDIRECT_CONTEXT);
 static_assert(wfp::kFwpENotFound == static_cast<std::uint32_t>(FWP_E_NOT_FOUND));
 #endif
-#ifdef SIO_QUERY_WFP_CONNECTION_REDIRECT_RECORDS
+#ifdef _MSC_VER // what only the Windows SDK has
 static_assert(wfp::kSioQueryRedirectRecords == SIO_QUERY_WFP_CONNECTION_REDIRECT_RECORDS);
 static_assert(wfp::kSioQueryRedirectContext == SIO_QUERY_WFP_CONNECTION_REDIRECT_CONTEXT);
 static_assert(wfp::kSioSetRedirectRecords == SIO_SET_WFP_CONNECTION_REDIRECT_RECORDS);
-#endif
-#ifdef IP_WFP_REDIRECT_RECORDS
-static_assert(wfp::kIpWfpRedirectRecords == IP_WFP_REDIRECT_RECORDS);
-static_assert(wfp::kIpWfpRedirectContext == IP_WFP_REDIRECT_CONTEXT);
-#endif
-#ifdef SO_ORIGINAL_DST
 static_assert(wfp::kWindowsSoOriginalDst == SO_ORIGINAL_DST);
 static_assert(wfp::kWindowsSolIp == SOL_IP);
 static_assert(wfp::kWindowsSolIpv6 == SOL_IPV6);
