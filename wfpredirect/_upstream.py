@@ -134,7 +134,7 @@ class Attempts:
         timeout: float | None,
         local_address: Address | None,
         listeners: Iterable[Address] = (),
-        factory: Callable[[int, int], socket.socket] = socket.socket,
+        factory: Callable[[int, int, int], socket.socket] = socket.socket,
     ) -> None:
         self._function = function
         self._address = address
@@ -156,7 +156,8 @@ class Attempts:
             if not self._records_known:
                 self._records_value = self._records()
                 self._records_known = True
-            sock = self._factory(family, socket.SOCK_STREAM)
+            # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on such a socket.
+            sock = self._factory(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
             try:
                 prepare(
                     self._function,
