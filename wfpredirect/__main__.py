@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from . import __version__
 from ._backend import backend
 from ._doctor import run_doctor
 from ._marks import (
@@ -33,6 +34,17 @@ def listen_address(text: str) -> tuple[str, int]:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+EXAMPLES = """\
+examples:
+  wfpredirect demo                              the whole flow in a throw-away
+                                                network namespace (Linux, root)
+  wfpredirect doctor                            what this machine offers
+  wfpredirect proxy --listen 127.0.0.1:15001    relay what a redirect rule
+                                                sends to port 15001
+  wfpredirect proxy --listen 127.0.0.1:15001 --udp 0.0.0.0:15002
+                                                TCP, and UDP from a TPROXY rule
+"""
+
 # The mark flags: (flag, the variable it overrides, that one's default, what it is).
 MARK_OPTIONS = [
     ("--loop-mark", LOOP_MARK_VARIABLE, DEFAULT_LOOP_MARK, "the loop mark of upstream connections"),
@@ -52,8 +64,11 @@ def parser() -> argparse.ArgumentParser:
         prog="wfpredirect",
         description="A transparent proxy built on wfpredirect, a check of this machine, "
         "and a demonstration.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    commands = top.add_subparsers(dest="command", required=True)
+    top.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = top.add_subparsers(dest="command", metavar="COMMAND")
 
     proxy = commands.add_parser(
         "proxy",
@@ -118,7 +133,12 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    arguments = parser().parse_args(argv)
+    top = parser()
+    arguments = top.parse_args(argv)
+    if arguments.command is None:
+        # No command: the help, as a usage error.
+        top.print_help(sys.stderr)
+        return 2
     if arguments.command == "proxy":
         host, port = arguments.listen
         return run_proxy(

@@ -302,19 +302,25 @@ class Proxy:
         }
 
     async def report_periodically(self, stop: asyncio.Event) -> None:
+        """A summary line each interval in which the totals changed: an idle
+        proxy says nothing new. The rate is over the time since the last one."""
         interval = self.settings.summary_interval
         last = time.monotonic()
         moved = 0
+        said = self.summary()
         while True:
             try:
                 await asyncio.wait_for(stop.wait(), interval)
                 return
             except asyncio.TimeoutError:
                 pass
+            totals = self.summary()
+            if totals == said:
+                continue
             now = time.monotonic()
             total = self.totals.bytes_up + self.totals.bytes_down
-            say(log.SUMMARY.line(**self.summary(), rate=(total - moved) / (now - last)))
-            last, moved = now, total
+            say(log.SUMMARY.line(**totals, rate=(total - moved) / (now - last)))
+            last, moved, said = now, total, totals
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()

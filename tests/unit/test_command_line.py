@@ -68,3 +68,40 @@ def test_proxy_refuses_to_start_with_marks_that_cannot_work() -> None:
         "wfpredirect proxy: --loop-mark 0x100 is not inside --mark-mask 0xf0: "
         "the loop mark must only use bits of the mark mask\n",
     )
+
+
+def test_no_command_prints_the_help_as_a_usage_error() -> None:
+    result = wfpredirect_command()
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.startswith("usage: wfpredirect [-h] [--version] COMMAND ...\n")
+    assert "examples:\n" in result.stderr
+
+
+def test_version() -> None:
+    import wfpredirect
+
+    result = wfpredirect_command("--version")
+    assert (result.returncode, result.stdout, result.stderr) == (
+        0,
+        f"wfpredirect {wfpredirect.__version__}\n",
+        "",
+    )
+
+
+def test_every_example_of_the_help_is_a_valid_command() -> None:
+    """The examples `wfpredirect --help` shows parse as they are written."""
+    from wfpredirect.__main__ import EXAMPLES, parser
+
+    commands = [
+        line.strip().split("  ")[0].split()
+        for line in EXAMPLES.splitlines()
+        if line.startswith("  wfpredirect ")
+    ]
+    assert [command[:2] for command in commands] == [
+        ["wfpredirect", "demo"],
+        ["wfpredirect", "doctor"],
+        ["wfpredirect", "proxy"],
+        ["wfpredirect", "proxy"],
+    ]
+    for command in commands:
+        parser().parse_args(command[1:])
