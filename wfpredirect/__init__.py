@@ -9,7 +9,12 @@ imports and every operation raises :class:`UnsupportedError`.
 
 from __future__ import annotations
 
-from . import _core
+try:
+    from . import _core
+except ImportError as _error:
+    from ._source_tree import core_import_error
+
+    raise core_import_error(_error) from _error
 from ._core import (
     BACKEND,
     IP_WFP_REDIRECT_CONTEXT,

@@ -1,0 +1,36 @@
+"""A source tree whose native core is not built, first on sys.path (as the
+current directory is for ``python -c`` or ``python -m``), shadows the
+installed package: importing it says so, and how to fix it, instead of
+a puzzling circular-import error."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from support import project_file
+
+
+def test_an_unbuilt_source_tree_says_what_happened(tmp_path: Path) -> None:
+    source = project_file("wfpredirect/__init__.py").parent
+    tree = tmp_path / "checkout" / "wfpredirect"
+    shutil.copytree(
+        source, tree, ignore=shutil.ignore_patterns("_core*.so", "_core*.pyd", "__pycache__")
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", "import wfpredirect"],
+        cwd=tree.parent,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert (result.returncode, result.stderr.splitlines()[-1]) == (
+        1,
+        f"ImportError: wfpredirect: {tree.resolve()} is a source tree whose native core "
+        "(_core) is not built, and it shadows the installed package (it comes first on "
+        "sys.path: the current directory, or PYTHONPATH). Run from another directory, or "
+        "build the core in this tree: python -m pip install -e .",
+    )
