@@ -16,6 +16,7 @@
 #include "conversions.hpp"
 #include "errors.hpp"
 #include "marks.hpp"
+#include "raw_functions.hpp"
 
 namespace wfpredirect::python {
 namespace {
@@ -192,23 +193,74 @@ void prepare_datagram_reply_socket(py::handle sock) {
         throw_status(kName, status);
 }
 
+PyObject* enable_datagram_records_raw(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+    return positional_call("enable_datagram_records", args, nargs, 1, 1,
+                           [](PyObject* const* a, std::size_t) {
+                               enable_datagram_records(a[0]);
+                               return py::none();
+                           });
+}
+
+PyObject* recvmsg_redirect_raw(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+    return positional_call(
+        "recvmsg_redirect", args, nargs, 2, 2,
+        [](PyObject* const* a, std::size_t) { return recvmsg_redirect(a[0], a[1]); });
+}
+
+PyObject* recvmsg_redirect_into_raw(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+    return positional_call(
+        "recvmsg_redirect_into", args, nargs, 2, 2,
+        [](PyObject* const* a, std::size_t) { return recvmsg_redirect_into(a[0], a[1]); });
+}
+
+PyObject* sendmsg_redirect_raw(PyObject*, PyObject* const* args, Py_ssize_t nargs,
+                               PyObject* kwnames) {
+    constexpr const char* kName = "sendmsg_redirect";
+    return positional_call(kName, args, nargs, 3, 4, [kwnames](PyObject* const* a, std::size_t n) {
+        static const char* const kKeywords[] = {"loop_mark", "mark_mask"};
+        PyObject* keywords[] = {Py_None, Py_None};
+        bind_keywords(kName, a, n, kwnames, kKeywords, keywords, 2);
+        return py::int_(
+            sendmsg_redirect(a[0], a[1], a[2], n == 4 ? a[3] : Py_None, keywords[0], keywords[1]));
+    });
+}
+
+PyObject* prepare_datagram_reply_socket_raw(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+    return positional_call("_prepare_datagram_reply_socket", args, nargs, 1, 1,
+                           [](PyObject* const* a, std::size_t) {
+                               prepare_datagram_reply_socket(a[0]);
+                               return py::none();
+                           });
+}
+
+// Positional-only arguments, keyword-only options, text signatures that
+// match wfpredirect/_core.pyi.
+PyMethodDef functions[] = {
+    {"enable_datagram_records", fastcall(&enable_datagram_records_raw), METH_FASTCALL,
+     "enable_datagram_records($module, sock, /)\n--\n\n"
+     "Ask the kernel to deliver each datagram's redirect state with it (a UDP socket, before "
+     "it receives)."},
+    {"recvmsg_redirect", fastcall(&recvmsg_redirect_raw), METH_FASTCALL,
+     "recvmsg_redirect($module, sock, bufsize, /)\n--\n\n"
+     "Receive one datagram: Datagram(data, address, records, context, original_destination)."},
+    {"recvmsg_redirect_into", fastcall(&recvmsg_redirect_into_raw), METH_FASTCALL,
+     "recvmsg_redirect_into($module, sock, buffer, /)\n--\n\n"
+     "Receive one datagram into `buffer`: (nbytes, address, records, context, "
+     "original_destination)."},
+    {"sendmsg_redirect", fastcall(&sendmsg_redirect_raw), METH_FASTCALL | METH_KEYWORDS,
+     "sendmsg_redirect($module, sock, data, address, records=None, /, *, loop_mark=None, "
+     "mark_mask=None)\n--\n\n"
+     "Send one datagram to `address`, carrying `records` with it alone."},
+    {"_prepare_datagram_reply_socket", fastcall(&prepare_datagram_reply_socket_raw), METH_FASTCALL,
+     "_prepare_datagram_reply_socket($module, sock, /)\n--\n\n"
+     "Private: ready a new UDP socket to bind to a datagram's original destination."},
+};
+
 } // namespace
 
 void init_datagrams(py::module_& module) {
-    module.def("enable_datagram_records", &enable_datagram_records, py::arg("sock"),
-               "Ask the kernel to deliver each datagram's redirect state with it "
-               "(a UDP socket, before it receives).");
-    module.def("recvmsg_redirect", &recvmsg_redirect, py::arg("sock"), py::arg("bufsize"),
-               "Receive one datagram: Datagram(data, address, records, context, "
-               "original_destination).");
-    module.def("recvmsg_redirect_into", &recvmsg_redirect_into, py::arg("sock"), py::arg("buffer"),
-               "Receive one datagram into `buffer`: (nbytes, address, records, context, "
-               "original_destination).");
-    module.def("sendmsg_redirect", &sendmsg_redirect, py::arg("sock"), py::arg("data"),
-               py::arg("address"), py::arg("records") = py::none(), py::kw_only(),
-               py::arg("loop_mark") = py::none(), py::arg("mark_mask") = py::none(),
-               "Send one datagram to `address`, carrying `records` with it alone.");
-    module.def("_prepare_datagram_reply_socket", &prepare_datagram_reply_socket, py::arg("sock"));
+    for (PyMethodDef& definition : functions)
+        add_raw_function(module, definition);
 }
 
 } // namespace wfpredirect::python

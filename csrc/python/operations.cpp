@@ -58,10 +58,10 @@ PyObject* query_redirect_records_into(PyObject*, PyObject* const* args, Py_ssize
     });
 }
 
-py::object query_redirect_context(py::handle sock) {
+py::object query_redirect_context(PyObject* sock) {
     core::ByteBuffer buffer;
     const core::Status status =
-        call_core("query_redirect_context", sock.ptr(), [&](auto handle, const auto& marks) {
+        call_core("query_redirect_context", sock, [&](auto handle, const auto& marks) {
             return core::query_redirect_context(handle, buffer, marks);
         });
     if (status.size == 0)
@@ -69,11 +69,11 @@ py::object query_redirect_context(py::handle sock) {
     return py::bytes(reinterpret_cast<const char*>(buffer.data()), status.size);
 }
 
-std::size_t query_redirect_context_into(py::handle sock, py::handle buffer) {
+std::size_t query_redirect_context_into(PyObject* sock, PyObject* buffer) {
     constexpr const char* kName = "query_redirect_context_into";
-    const HeldBuffer out = HeldBuffer::writable(buffer.ptr(), kName);
+    const HeldBuffer out = HeldBuffer::writable(buffer, kName);
     return call_core(
-               kName, sock.ptr(),
+               kName, sock,
                [&](auto handle, const auto& marks) {
                    return core::query_redirect_context_into(handle, out.data(), out.size(), marks);
                },
@@ -122,9 +122,9 @@ PyObject* original_destination(PyObject*, PyObject* sock) {
     });
 }
 
-py::tuple decode_wfpsampler_context(py::handle context) {
+py::tuple decode_wfpsampler_context(PyObject* context) {
     constexpr const char* kName = "decode_wfpsampler_context";
-    const HeldBuffer in = HeldBuffer::readable(context.ptr(), kName, "context");
+    const HeldBuffer in = HeldBuffer::readable(context, kName, "context");
     core::SocketAddress remote;
     core::SocketAddress local;
     const core::Status status =
@@ -134,7 +134,28 @@ py::tuple decode_wfpsampler_context(py::handle context) {
     return py::make_tuple(to_address_tuple(remote), to_address_tuple(local));
 }
 
-PyMethodDef hot_calls[] = {
+PyObject* query_redirect_context_raw(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+    return positional_call(
+        "query_redirect_context", args, nargs, 1, 1,
+        [](PyObject* const* a, std::size_t) { return query_redirect_context(a[0]); });
+}
+
+PyObject* query_redirect_context_into_raw(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+    return positional_call("query_redirect_context_into", args, nargs, 2, 2,
+                           [](PyObject* const* a, std::size_t) {
+                               return py::int_(query_redirect_context_into(a[0], a[1]));
+                           });
+}
+
+PyObject* decode_wfpsampler_context_raw(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+    return positional_call(
+        "decode_wfpsampler_context", args, nargs, 1, 1,
+        [](PyObject* const* a, std::size_t) { return decode_wfpsampler_context(a[0]); });
+}
+
+// Every public function: positional-only arguments, keyword-only options,
+// and a text signature that matches wfpredirect/_core.pyi.
+PyMethodDef functions[] = {
     {"query_redirect_records", reinterpret_cast<PyCFunction>(&query_redirect_records), METH_O,
      "query_redirect_records($module, sock, /)\n--\n\n"
      "The redirect records of the accepted connection `sock`."},
@@ -151,22 +172,23 @@ PyMethodDef hot_calls[] = {
     {"original_destination", reinterpret_cast<PyCFunction>(&original_destination), METH_O,
      "original_destination($module, sock, /)\n--\n\n"
      "Where the redirected connection `sock` was originally addressed."},
+    {"query_redirect_context", fastcall(&query_redirect_context_raw), METH_FASTCALL,
+     "query_redirect_context($module, sock, /)\n--\n\n"
+     "The redirect context of `sock`, or None for a redirected connection without one."},
+    {"query_redirect_context_into", fastcall(&query_redirect_context_into_raw), METH_FASTCALL,
+     "query_redirect_context_into($module, sock, buffer, /)\n--\n\n"
+     "Write the redirect context into `buffer`; return the bytes written (0: none)."},
+    {"decode_wfpsampler_context", fastcall(&decode_wfpsampler_context_raw), METH_FASTCALL,
+     "decode_wfpsampler_context($module, context, /)\n--\n\n"
+     "(remote, local): the original addresses in a context stored by Microsoft's WFPSampler "
+     "callout (two Windows SOCKADDR_STORAGE)."},
 };
 
 } // namespace
 
 void init_operations(py::module_& module) {
-    for (PyMethodDef& definition : hot_calls)
+    for (PyMethodDef& definition : functions)
         add_raw_function(module, definition);
-    module.def("query_redirect_context", &query_redirect_context, py::arg("sock"),
-               "The redirect context of `sock`, or None for a redirected connection "
-               "without one.");
-    module.def("query_redirect_context_into", &query_redirect_context_into, py::arg("sock"),
-               py::arg("buffer"),
-               "Write the redirect context into `buffer`; return the bytes written (0: none).");
-    module.def("decode_wfpsampler_context", &decode_wfpsampler_context, py::arg("context"),
-               "(remote, local): the original addresses in a context stored by Microsoft's "
-               "WFPSampler callout (two Windows SOCKADDR_STORAGE).");
 }
 
 } // namespace wfpredirect::python

@@ -48,4 +48,20 @@ void bind_keywords(const char* function, PyObject* const* args, std::size_t narg
                    PyObject* kwnames, const char* const* names, PyObject** values,
                    std::size_t count);
 
+// A METH_FASTCALL body for a function of `minimum` to `maximum` positional
+// arguments: `body(args, nargs)` returns a py::object (or py::none()).
+template <typename Body>
+PyObject* positional_call(const char* function, PyObject* const* args, Py_ssize_t nargs,
+                          std::size_t minimum, std::size_t maximum, Body&& body) noexcept {
+    return call_guarded([&] {
+        check_positional(function, static_cast<std::size_t>(nargs), minimum, maximum);
+        return py::object(body(args, static_cast<std::size_t>(nargs))).release().ptr();
+    });
+}
+
+// `definition`'s function pointer for a METH_FASTCALL (| METH_KEYWORDS) function.
+template <typename Function> PyCFunction fastcall(Function* function) {
+    return reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(function));
+}
+
 } // namespace wfpredirect::python

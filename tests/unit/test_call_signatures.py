@@ -1,5 +1,7 @@
-"""The hot calls are plain native functions (benchmarks/bench_calls.py):
-their signatures, as inspect sees them, and their argument-count errors."""
+"""Every native function is a plain CPython function (the hot calls for
+speed, benchmarks/bench_calls.py; the others for one rule): positional-only
+arguments, keyword-only options, a signature inspect and help() see, and
+CPython's own argument errors."""
 
 from __future__ import annotations
 
@@ -17,11 +19,38 @@ SIGNATURES = {
     "query_redirect_records": "(sock, /)",
     "query_redirect_records_into": "(sock, buffer, /)",
     "set_redirect_records": "(sock, records, /, *, loop_mark=None, mark_mask=None)",
+    "query_redirect_context": "(sock, /)",
+    "query_redirect_context_into": "(sock, buffer, /)",
+    "decode_wfpsampler_context": "(context, /)",
+    "enable_datagram_records": "(sock, /)",
+    "recvmsg_redirect": "(sock, bufsize, /)",
+    "recvmsg_redirect_into": "(sock, buffer, /)",
+    "sendmsg_redirect": (
+        "(sock, data, address, records=None, /, *, loop_mark=None, mark_mask=None)"
+    ),
 }
 
 
+def test_every_public_function_has_a_signature_and_a_plain_help() -> None:
+    import pydoc
+
+    functions = [
+        name
+        for name in wfpredirect.__all__
+        if callable(getattr(wfpredirect, name)) and not isinstance(getattr(wfpredirect, name), type)
+    ]
+    natives = sorted(
+        name for name in functions if type(getattr(wfpredirect, name)) is types.BuiltinFunctionType
+    )
+    assert natives == sorted(SIGNATURES)
+    for name in functions:
+        inspect.signature(getattr(wfpredirect, name))
+        text = pydoc.render_doc(getattr(wfpredirect, name), renderer=pydoc.plaintext)
+        assert "pybind11" not in text, name
+
+
 @pytest.mark.parametrize(("name", "signature"), SIGNATURES.items())
-def test_hot_calls_are_native_with_their_signature(name: str, signature: str) -> None:
+def test_native_functions_have_their_signature(name: str, signature: str) -> None:
     function = getattr(wfpredirect, name)
     assert type(function) is types.BuiltinFunctionType
     assert function.__module__ == "wfpredirect._core"
@@ -66,6 +95,26 @@ def test_hot_calls_are_native_with_their_signature(name: str, signature: str) ->
         (
             lambda: wfpredirect.set_redirect_records(1, b"x", loop=0x40),
             "set_redirect_records() got an unexpected keyword argument 'loop'",
+        ),
+        (
+            lambda: wfpredirect.query_redirect_context(sock=1),
+            "wfpredirect._core.query_redirect_context() takes no keyword arguments",
+        ),
+        (
+            lambda: wfpredirect.recvmsg_redirect(1),
+            "recvmsg_redirect() takes exactly 2 positional arguments (1 given)",
+        ),
+        (
+            lambda: wfpredirect.sendmsg_redirect(1, b"x"),
+            "sendmsg_redirect() takes at least 3 positional arguments (2 given)",
+        ),
+        (
+            lambda: wfpredirect.sendmsg_redirect(1, b"x", ("127.0.0.1", 9), None, 0x40),
+            "sendmsg_redirect() takes at most 4 positional arguments (5 given)",
+        ),
+        (
+            lambda: wfpredirect.sendmsg_redirect(1, b"x", ("127.0.0.1", 9), mark=1),
+            "sendmsg_redirect() got an unexpected keyword argument 'mark'",
         ),
     ],
 )
