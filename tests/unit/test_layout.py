@@ -14,7 +14,7 @@ from pathlib import Path
 from support import project_file
 
 # The folders whose files cite the design and name other files.
-SOURCES = ("csrc", "wfpredirect", "tests", "benchmarks", "docs")
+SOURCES = ("csrc", "wfpredirect", "tests", "benchmarks", "docs", "examples")
 TEXT_SUFFIXES = {".cpp", ".hpp", ".c", ".py", ".pyi", ".md", ".toml", ".yml"}
 
 # A citation: docs/design.md, then optionally "," or ":" and a quoted
@@ -28,11 +28,7 @@ COMMENT_WRAP = re.compile(r"\s*\n\s*(?://|#:?|\*(?!/))?\s*")
 # A file named in a source: a path or a bare name with a source suffix.
 FILE_NAME = re.compile(r"(?<![\w./-])((?:[\w-]+/)*[\w-]+\.(?:cpp|hpp|pyi|py|c|md))\b")
 # Files a test writes itself, which the repository does not hold.
-WRITTEN_BY_TESTS = {
-    # the README's examples, saved and run by test_readme_example.py
-    "transparent_proxy.py",
-    "udp_relay.py",
-}
+WRITTEN_BY_TESTS: set[str] = set()
 
 
 def project() -> Path:

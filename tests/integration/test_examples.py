@@ -1,5 +1,7 @@
-"""The README's transparent proxy, run exactly as written, with real curl
-and a real HTTP server, alone and as a chain of two proxies."""
+"""The examples in examples/, run as shipped with real curl and a real HTTP
+server (the transparent proxy alone and as a chain of two, the asyncio
+proxy) and a real TPROXY rule (the UDP relay); README shows each one, and
+its copy there is the file itself."""
 
 from __future__ import annotations
 
@@ -19,16 +21,21 @@ from support import project_file, require_tool
 from test_aio_datagrams import UdpOrigin
 from test_datagrams import IPV4, ORIGIN_PORT, PROXY_PORT, route_marked_locally, tproxy_rules
 
-EXAMPLE_MARKER = "<!-- example: transparent_proxy.py"
-UDP_EXAMPLE_MARKER = "<!-- example: udp_relay.py"
+EXAMPLES = ["transparent_proxy.py", "asyncio_proxy.py", "udp_relay.py"]
 
 
-def readme_example(marker: str = EXAMPLE_MARKER) -> str:
+def example(name: str) -> Path:
+    return project_file(f"examples/{name}")
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_readme_shows_the_example_as_shipped(name: str) -> None:
     text = project_file("README.md").read_text(encoding="utf-8")
-    after_marker = text[text.index(marker) :]
-    match = re.search(r"```python\n(.*?)```", after_marker, re.DOTALL)
-    assert match is not None, "the README lost its example"
-    return match.group(1)
+    marker = f"<!-- example: examples/{name} (run by tests/integration/test_examples.py) -->"
+    assert marker in text, f"README does not show examples/{name}"
+    match = re.search(r"```python\n(.*?)```", text[text.index(marker) :], re.DOTALL)
+    assert match is not None
+    assert match.group(1) == example(name).read_text(encoding="utf-8")
 
 
 # The proxy closes a connection that was not redirected: curl reports an
@@ -46,9 +53,7 @@ def curl(url: str) -> subprocess.CompletedProcess[str]:
 def site(tmp_path: Path) -> tuple[Path, Path]:
     require_tool("curl")
     (tmp_path / "hello.txt").write_text("hello from the origin\n")
-    proxy = tmp_path / "transparent_proxy.py"
-    proxy.write_text(readme_example())
-    return tmp_path, proxy
+    return tmp_path, example("transparent_proxy.py")
 
 
 ORIGIN_READY = "Serving HTTP on 127.0.0.2 port 8080"
@@ -68,7 +73,7 @@ def origin_server(directory: Path) -> list[str]:
     ]
 
 
-def test_readme_proxy_relays_with_curl(site: tuple[Path, Path]) -> None:
+def test_transparent_proxy_relays_with_curl(site: tuple[Path, Path]) -> None:
     directory, proxy = site
 
     def body() -> dict[str, object]:
@@ -142,12 +147,11 @@ def test_chain_of_two_proxies_ends_at_the_origin(site: tuple[Path, Path]) -> Non
 PING_PONGS = 1000
 
 
-def test_readme_udp_relay_answers_every_datagram_in_order(tmp_path: Path) -> None:
-    """The README's UDP relay as shipped, behind a real TPROXY rule: a client
-    sends each datagram as soon as the previous answer arrived, 1,000
-    times, and gets every answer, in order, byte for byte."""
-    relay = tmp_path / "udp_relay.py"
-    relay.write_text(readme_example(UDP_EXAMPLE_MARKER))
+def test_udp_relay_answers_every_datagram_in_order() -> None:
+    """The UDP relay as shipped, behind a real TPROXY rule: a client sends
+    each datagram as soon as the previous answer arrived, 1,000 times, and
+    gets every answer, in order, byte for byte."""
+    relay = example("udp_relay.py")
 
     def body() -> dict[str, object]:
         route_marked_locally(IPV4)
@@ -177,4 +181,30 @@ def test_readme_udp_relay_answers_every_datagram_in_order(tmp_path: Path) -> Non
         "wrong answers": [],
         "origin saw": PING_PONGS,
         "loop mark on each": {wfpredirect.LOOP_MARK},
+    }
+
+
+def test_asyncio_proxy_relays_with_curl(site: tuple[Path, Path]) -> None:
+    directory, _ = site
+
+    def body() -> dict[str, object]:
+        proxy = [sys.executable, str(example("asyncio_proxy.py"))]
+        with (
+            running(origin_server(directory), ready=ORIGIN_READY) as origin,
+            running(proxy, ready="listening on 127.0.0.1 port 15001"),
+        ):
+            relayed = curl("http://127.0.0.2:8080/hello.txt")
+            direct = curl("http://127.0.0.1:15001/hello.txt")
+        origin_log = origin.stderr.read() if origin.stderr else ""
+        return {
+            "relayed": (relayed.returncode, relayed.stdout),
+            "direct": (direct.returncode in CURL_NO_REPLY, direct.stdout),
+            "origin_requests": origin_log.count('"GET /hello.txt HTTP/1.1" 200'),
+        }
+
+    result = run_in_netns(body, nft_rules=redirect("ip", "127.0.0.2", 8080, 15001))
+    assert result == {
+        "relayed": (0, "hello from the origin\n"),
+        "direct": (True, ""),
+        "origin_requests": 1,
     }
