@@ -97,6 +97,12 @@ def parser() -> argparse.ArgumentParser:
             help=f"Linux: {what} (default: {variable}, else {default:#x})",
         )
     proxy.add_argument(
+        "--transparent",
+        action="store_true",
+        help="Linux: listen with IP_TRANSPARENT, for a TCP TPROXY rule (which hands "
+        "connections only to such a listener)",
+    )
+    proxy.add_argument(
         "--backlog",
         type=int,
         default=ProxySettings.backlog,
@@ -153,6 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 summary_interval=arguments.summary_interval,
                 udp=arguments.udp,
                 udp_idle_timeout=arguments.udp_idle_timeout,
+                transparent=arguments.transparent,
             )
         )
     if arguments.command == "doctor":

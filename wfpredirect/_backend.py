@@ -8,8 +8,10 @@ Each backend module has:
 
 - ``doctor_checks() -> list[Finding]``: the doctor's findings;
 - ``run_demo(keep_running) -> int``: ``wfpredirect demo``;
-- ``proxy_problem(loop_mark, mark_mask, udp) -> str``: why ``wfpredirect
-  proxy`` cannot start with these settings ("" when it can);
+- ``proxy_problem(loop_mark, mark_mask, udp, transparent) -> str``: why
+  ``wfpredirect proxy`` cannot start with these settings ("" when it can);
+- ``transparent_listener(host, port) -> socket``: a TCP socket bound with
+  IP_TRANSPARENT, for a TPROXY rule (``proxy --transparent``);
 - ``missing_exemption(loop_mark) -> str``: what a redirect that sent an
   upstream connection back lacks;
 - ``carries_loop_mark(sock, loop_mark) -> bool``: whether an accepted
@@ -18,6 +20,7 @@ Each backend module has:
 
 from __future__ import annotations
 
+import socket
 from typing import TYPE_CHECKING, Protocol
 
 from ._core import BACKEND
@@ -30,7 +33,10 @@ if TYPE_CHECKING:
 class Backend(Protocol):
     def doctor_checks(self) -> list[Finding]: ...
     def run_demo(self, keep_running: bool) -> int: ...
-    def proxy_problem(self, loop_mark: int | None, mark_mask: int | None, udp: bool) -> str: ...
+    def proxy_problem(
+        self, loop_mark: int | None, mark_mask: int | None, udp: bool, transparent: bool
+    ) -> str: ...
+    def transparent_listener(self, host: str, port: int) -> socket.socket: ...
     def missing_exemption(self, loop_mark: int) -> str: ...
     def carries_loop_mark(self, sock: _HasFileno, loop_mark: int) -> bool: ...
 

@@ -15,6 +15,8 @@ if TYPE_CHECKING:
 
 # asm-generic/socket.h; socket.SO_MARK exists from Python 3.12.
 SO_MARK = 36
+# linux/in.h; socket.IP_TRANSPARENT exists from Python 3.11 on Linux only.
+IP_TRANSPARENT = 19
 
 
 def doctor_checks() -> list[Finding]:
@@ -29,11 +31,13 @@ def run_demo(keep_running: bool) -> int:
     return run_netfilter_demo(keep_running)
 
 
-def proxy_problem(loop_mark: int | None, mark_mask: int | None, udp: bool) -> str:
+def proxy_problem(
+    loop_mark: int | None, mark_mask: int | None, udp: bool, transparent: bool
+) -> str:
     """The marks must work, and this process must be allowed what every
     connection will need, asked once on throw-away sockets before anything
-    listens: SO_MARK for the upstream connections, and with `udp`
-    IP_TRANSPARENT for the flows."""
+    listens: SO_MARK for the upstream connections, and with `udp` or
+    `transparent` IP_TRANSPARENT (for the flows, for the listener)."""
     problem = marks_problem(loop_mark, mark_mask)
     if problem:
         return problem
@@ -52,7 +56,33 @@ def proxy_problem(loop_mark: int | None, mark_mask: int | None, udp: bool) -> st
                 enable_datagram_records(probe)
         except RedirectPermissionError as error:
             return f"cannot receive redirected UDP flows ({error}): {CAPABILITY_ADVICE}"
+    if transparent:
+        try:
+            with socket.socket() as probe:
+                probe.setsockopt(socket.SOL_IP, IP_TRANSPARENT, 1)
+        except PermissionError as error:
+            return (
+                f"cannot listen for a TPROXY rule (setsockopt(IP_TRANSPARENT): "
+                f"{error.strerror}): {CAPABILITY_ADVICE}"
+            )
     return ""
+
+
+def transparent_listener(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to (host, port) with IP_TRANSPARENT, so that a
+    TPROXY rule can hand it connections addressed elsewhere: the family
+    comes from `host` ("::" or an IPv6 address: IPv6)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        # IP_TRANSPARENT at SOL_IP sets the flag for IPv6 sockets too.
+        sock.setsockopt(socket.SOL_IP, IP_TRANSPARENT, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def missing_exemption(loop_mark: int) -> str:

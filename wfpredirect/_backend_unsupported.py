@@ -3,9 +3,13 @@ _backend. Every redirect call raises UnsupportedError."""
 
 from __future__ import annotations
 
+import errno
 import platform
+import socket
 import sys
 from typing import TYPE_CHECKING
+
+from ._errors import UnsupportedError
 
 if TYPE_CHECKING:
     from ._core import _HasFileno
@@ -34,8 +38,16 @@ def run_demo(keep_running: bool) -> int:
     return 1
 
 
-def proxy_problem(loop_mark: int | None, mark_mask: int | None, udp: bool) -> str:
+def proxy_problem(
+    loop_mark: int | None, mark_mask: int | None, udp: bool, transparent: bool
+) -> str:
+    if transparent:
+        return "--transparent is Linux's (IP_TRANSPARENT, for a TPROXY rule)"
     return ""
+
+
+def transparent_listener(host: str, port: int) -> socket.socket:
+    raise UnsupportedError(errno.EOPNOTSUPP, "transparent_listener: IP_TRANSPARENT is Linux's")
 
 
 def missing_exemption(loop_mark: int) -> str:

@@ -3,7 +3,11 @@ The marks are netfilter's; this backend ignores them."""
 
 from __future__ import annotations
 
+import errno
+import socket
 from typing import TYPE_CHECKING
+
+from ._errors import UnsupportedError
 
 if TYPE_CHECKING:
     from ._core import _HasFileno
@@ -48,8 +52,16 @@ def run_demo(keep_running: bool) -> int:
     return run_doctor()
 
 
-def proxy_problem(loop_mark: int | None, mark_mask: int | None, udp: bool) -> str:
+def proxy_problem(
+    loop_mark: int | None, mark_mask: int | None, udp: bool, transparent: bool
+) -> str:
+    if transparent:
+        return "--transparent is Linux's (IP_TRANSPARENT, for a TPROXY rule)"
     return ""
+
+
+def transparent_listener(host: str, port: int) -> socket.socket:
+    raise UnsupportedError(errno.EOPNOTSUPP, "transparent_listener: IP_TRANSPARENT is Linux's")
 
 
 def missing_exemption(loop_mark: int) -> str:

@@ -64,6 +64,8 @@ class ProxySettings:
     summary_interval: float = 60.0
     udp: tuple[str, int] | None = None
     udp_idle_timeout: float = 60.0
+    # Linux: listen with IP_TRANSPARENT, for a TCP TPROXY rule.
+    transparent: bool = False
 
 
 @dataclass
@@ -338,17 +340,24 @@ class Proxy:
             library.addHandler(_SayHandler())
             library.propagate = False
         settings = self.settings
-        server = await start_redirect_server(
-            self.handle,
-            settings.host,
-            settings.port,
-            backlog=settings.backlog,
-            loop_mark=settings.loop_mark,
-            # reuse_address is left to asyncio: SO_REUSEADDR on POSIX, where
-            # it only allows a restart while old connections linger in
-            # TIME_WAIT; never on Windows, where it would let any other
-            # socket bind the same port and take redirected connections.
-        )
+        if settings.transparent:
+            listener = backend.transparent_listener(settings.host, settings.port)
+            server = await start_redirect_server(
+                self.handle, sock=listener, backlog=settings.backlog, loop_mark=settings.loop_mark
+            )
+        else:
+            server = await start_redirect_server(
+                self.handle,
+                settings.host,
+                settings.port,
+                backlog=settings.backlog,
+                loop_mark=settings.loop_mark,
+                # reuse_address is left to asyncio: SO_REUSEADDR on POSIX,
+                # where it only allows a restart while old connections linger
+                # in TIME_WAIT; never on Windows, where it would let any
+                # other socket bind the same port and take redirected
+                # connections.
+            )
         endpoint: RedirectDatagramEndpoint | None = None
         if settings.udp is not None:
             endpoint, _ = await create_redirect_datagram_endpoint(
@@ -388,7 +397,10 @@ class Proxy:
 def run_proxy(settings: ProxySettings) -> int:
     """Run until a stop signal (STOP_SIGNALS); the exit status."""
     problem = backend.proxy_problem(
-        settings.loop_mark, settings.mark_mask, udp=settings.udp is not None
+        settings.loop_mark,
+        settings.mark_mask,
+        udp=settings.udp is not None,
+        transparent=settings.transparent,
     )
     if problem:
         print(f"wfpredirect proxy: {problem}", file=sys.stderr)

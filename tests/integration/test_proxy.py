@@ -444,3 +444,45 @@ def test_a_rule_without_the_loop_exemption_is_named_and_the_loop_ends() -> None:
     }
     # The client's own connection, relayed until its upstream was refused.
     assert len(relayed) == 1 and relayed[0].startswith("127.0.0.1:PORT -> 127.0.0.2:8080: ")  # type: ignore[index]
+
+
+def test_transparent_relays_what_a_tcp_tproxy_rule_diverts(site: Path) -> None:
+    """A TCP TPROXY rule hands a connection only to an IP_TRANSPARENT
+    listener: with --transparent the proxy gets it and relays it to the
+    origin; without, the rule finds no listener and the client reaches the
+    origin itself, unseen by the proxy."""
+    from test_tproxy import TPROXY_RULES
+
+    def attempt(*flags: str) -> dict[str, object]:
+        command = [*proxy_command(*flags)]
+        command[command.index("127.0.0.1:15001")] = "0.0.0.0:15001"
+        with running(command, ready="listening on 0.0.0.0 port 15001") as proxy:
+            fetched = subprocess.run(
+                ["curl", "-sS", "--max-time", "10", f"{ORIGIN}/file001.txt"],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            status, output = stop(proxy)
+        return {
+            "curl": (fetched.returncode, fetched.stdout),
+            "relayed": [(line["target"], line["outcome"]) for line in relay_lines(output)],
+            "exit": status,
+        }
+
+    def body() -> dict[str, object]:
+        subprocess.run(["ip", "rule", "add", "fwmark", "1", "lookup", "100"], check=True)
+        subprocess.run(
+            ["ip", "route", "add", "local", "0.0.0.0/0", "dev", "lo", "table", "100"], check=True
+        )
+        with running(origin_command(site), ready="ready"):
+            return {"transparent": attempt("--transparent"), "plain": attempt()}
+
+    assert run_in_netns(body, nft_rules=TPROXY_RULES) == {
+        "transparent": {
+            "curl": (0, "file 1\nfile 1\n"),
+            "relayed": [("127.0.0.2:8080", "closed")],
+            "exit": 0,
+        },
+        "plain": {"curl": (0, "file 1\nfile 1\n"), "relayed": [], "exit": 0},
+    }
