@@ -12,6 +12,8 @@ Each backend module has:
   ``wfpredirect proxy`` cannot start with these settings ("" when it can);
 - ``transparent_listener(host, port) -> socket``: a TCP socket bound with
   IP_TRANSPARENT, for a TPROXY rule (``proxy --transparent``);
+- ``prepare_reply_socket(sock)``: ready a new UDP socket to bind to a
+  datagram's original destination (``datagram_reply_socket``; Linux only);
 - ``missing_exemption(loop_mark) -> str``: what a redirect that sent an
   upstream connection back lacks;
 - ``carries_loop_mark(sock, loop_mark) -> bool``: whether an accepted
@@ -37,6 +39,7 @@ class Backend(Protocol):
         self, loop_mark: int | None, mark_mask: int | None, udp: bool, transparent: bool
     ) -> str: ...
     def transparent_listener(self, host: str, port: int) -> socket.socket: ...
+    def prepare_reply_socket(self, sock: socket.socket) -> None: ...
     def missing_exemption(self, loop_mark: int) -> str: ...
     def carries_loop_mark(self, sock: _HasFileno, loop_mark: int) -> bool: ...
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import sys
 from typing import TYPE_CHECKING
 
 from ._core import enable_datagram_records
@@ -66,6 +67,13 @@ def proxy_problem(
                 f"{error.strerror}): {CAPABILITY_ADVICE}"
             )
     return ""
+
+
+def prepare_reply_socket(sock: socket.socket) -> None:
+    if sys.platform == "linux":  # always here; says so to the type checker
+        from ._core import _prepare_datagram_reply_socket
+
+        _prepare_datagram_reply_socket(sock)
 
 
 def transparent_listener(host: str, port: int) -> socket.socket:

@@ -46,6 +46,13 @@ def proxy_problem(
     return ""
 
 
+def prepare_reply_socket(sock: socket.socket) -> None:
+    raise UnsupportedError(
+        errno.EOPNOTSUPP,
+        "datagram_reply_socket: connection redirection is supported on Windows and Linux only",
+    )
+
+
 def transparent_listener(host: str, port: int) -> socket.socket:
     raise UnsupportedError(errno.EOPNOTSUPP, "transparent_listener: IP_TRANSPARENT is Linux's")
 

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 
 from ._errors import UnsupportedError
 
+WSAEOPNOTSUPP = 10045  # winerror.h
+
 if TYPE_CHECKING:
     from ._core import _HasFileno
     from ._doctor import Finding
@@ -58,6 +60,16 @@ def proxy_problem(
     if transparent:
         return "--transparent is Linux's (IP_TRANSPARENT, for a TPROXY rule)"
     return ""
+
+
+def prepare_reply_socket(sock: socket.socket) -> None:
+    error = UnsupportedError(
+        WSAEOPNOTSUPP,
+        "datagram_reply_socket: Windows has no transparent bind (IP_TRANSPARENT): answer a "
+        "redirected flow from the socket that received it",
+    )
+    setattr(error, "winerror", WSAEOPNOTSUPP)  # noqa: B010 - Windows-only in the stubs
+    raise error
 
 
 def transparent_listener(host: str, port: int) -> socket.socket:

@@ -1,5 +1,6 @@
 """Type stubs for the native core (csrc/python). Import from wfpredirect."""
 
+import sys
 from typing import Protocol
 
 from ._records import Datagram, RedirectRecords
@@ -62,7 +63,11 @@ def sendmsg_redirect(
     loop_mark: int | None = None,
     mark_mask: int | None = None,
 ) -> int: ...
-def _prepare_datagram_reply_socket(sock: _Socket, /) -> None: ...
+
+if sys.platform == "linux":
+    # Availability: Linux (the netfilter backend's own operation).
+    def _prepare_datagram_reply_socket(sock: _Socket, /) -> None: ...
+
 def _configure_marks(loop_text: str | None, mask_text: str | None) -> None: ...
 def _resolve_marks(
     loop_mark: int | None, mark_mask: int | None, loop_name: str, mask_name: str

@@ -6,7 +6,7 @@ import ipaddress
 import socket
 from typing import Any
 
-from ._core import _prepare_datagram_reply_socket
+from ._backend import backend
 
 
 def datagram_reply_socket(
@@ -31,7 +31,7 @@ def datagram_reply_socket(
     family = socket.AF_INET if ipaddress.ip_address(host).version == 4 else socket.AF_INET6
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
-        _prepare_datagram_reply_socket(sock)
+        backend.prepare_reply_socket(sock)
         sock.bind(original_destination)
         if peer is not None:
             sock.connect(peer)

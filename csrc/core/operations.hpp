@@ -106,8 +106,7 @@ Status send_datagram(SocketHandle socket, const std::uint8_t* data, std::size_t 
                      const SocketAddress& to, const std::uint8_t* records, std::size_t records_size,
                      int timeout_ms, const MarkConfig& marks);
 
-// Prepares a new UDP socket, before bind, to bind to a datagram's original
-// destination (an address that may not be local) next to other such sockets.
-Status prepare_datagram_reply_socket(SocketHandle socket);
+// An operation only one backend has is declared in that backend's folder
+// (netfilter/reply_socket.hpp), not here.
 
 } // namespace wfpredirect::core

@@ -12,6 +12,9 @@
 #include <string>
 
 #include "../core/operations.hpp"
+#if defined(__linux__)
+#include "../core/netfilter/reply_socket.hpp"
+#endif
 #include "arguments.hpp"
 #include "conversions.hpp"
 #include "errors.hpp"
@@ -185,13 +188,16 @@ std::size_t sendmsg_redirect(py::handle sock, py::handle data, py::handle addres
     return status.size;
 }
 
+#if defined(__linux__)
+// Availability: Linux (the netfilter backend's own operation).
 void prepare_datagram_reply_socket(py::handle sock) {
     constexpr const char* kName = "datagram_reply_socket";
     const core::SocketHandle handle = to_socket_handle(sock.ptr(), kName);
-    const core::Status status = core::prepare_datagram_reply_socket(handle);
+    const core::Status status = core::netfilter::prepare_datagram_reply_socket(handle);
     if (!status.ok())
         throw_status(kName, status);
 }
+#endif
 
 PyObject* enable_datagram_records_raw(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
     return positional_call("enable_datagram_records", args, nargs, 1, 1,
@@ -225,6 +231,7 @@ PyObject* sendmsg_redirect_raw(PyObject*, PyObject* const* args, Py_ssize_t narg
     });
 }
 
+#if defined(__linux__)
 PyObject* prepare_datagram_reply_socket_raw(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
     return positional_call("_prepare_datagram_reply_socket", args, nargs, 1, 1,
                            [](PyObject* const* a, std::size_t) {
@@ -232,6 +239,7 @@ PyObject* prepare_datagram_reply_socket_raw(PyObject*, PyObject* const* args, Py
                                return py::none();
                            });
 }
+#endif
 
 // Positional-only arguments, keyword-only options, text signatures that
 // match wfpredirect/_core.pyi.
@@ -251,16 +259,26 @@ PyMethodDef functions[] = {
      "sendmsg_redirect($module, sock, data, address, records=None, /, *, loop_mark=None, "
      "mark_mask=None)\n--\n\n"
      "Send one datagram to `address`, carrying `records` with it alone."},
+};
+
+#if defined(__linux__)
+// The netfilter backend's own functions. Availability: Linux.
+PyMethodDef linux_functions[] = {
     {"_prepare_datagram_reply_socket", fastcall(&prepare_datagram_reply_socket_raw), METH_FASTCALL,
      "_prepare_datagram_reply_socket($module, sock, /)\n--\n\n"
      "Private: ready a new UDP socket to bind to a datagram's original destination."},
 };
+#endif
 
 } // namespace
 
 void init_datagrams(py::module_& module) {
     for (PyMethodDef& definition : functions)
         add_raw_function(module, definition);
+#if defined(__linux__)
+    for (PyMethodDef& definition : linux_functions)
+        add_raw_function(module, definition);
+#endif
 }
 
 } // namespace wfpredirect::python

@@ -57,6 +57,18 @@ def test_into_on_unredirected_connection(
     assert buffer == bytearray(b"\xaa" * 64)
 
 
+def test_no_transparent_bind_for_a_datagram_reply_socket() -> None:
+    """datagram_reply_socket is Linux's (IP_TRANSPARENT): here it says what
+    to do instead, with WSAEOPNOTSUPP."""
+    with pytest.raises(wfpredirect.UnsupportedError) as caught:
+        wfpredirect.datagram_reply_socket(("127.0.0.1", 0))
+    assert (caught.value.winerror, str(caught.value)) == (
+        10045,
+        "[WinError 10045] datagram_reply_socket: Windows has no transparent bind "
+        "(IP_TRANSPARENT): answer a redirected flow from the socket that received it",
+    )
+
+
 def test_closed_socket_is_a_redirect_error() -> None:
     closed = socket.socket()
     closed.close()

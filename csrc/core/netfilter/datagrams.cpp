@@ -17,6 +17,7 @@
 #include "errors.hpp"
 #include "marks.hpp"
 #include "record.hpp"
+#include "reply_socket.hpp"
 
 namespace wfpredirect::core {
 namespace {
@@ -271,7 +272,7 @@ Status send_datagram(SocketHandle socket, const std::uint8_t* data, std::size_t 
     return Status::success(static_cast<std::size_t>(sent));
 }
 
-Status prepare_datagram_reply_socket(SocketHandle socket) {
+Status netfilter::prepare_datagram_reply_socket(SocketHandle socket) {
     int family = 0;
     Status status = udp_family(socket, family);
     if (!status.ok())

@@ -56,6 +56,4 @@ Status send_datagram(SocketHandle, const std::uint8_t*, std::size_t, const Socke
     return unsupported();
 }
 
-Status prepare_datagram_reply_socket(SocketHandle) { return unsupported(); }
-
 } // namespace wfpredirect::core

@@ -98,10 +98,4 @@ Status send_datagram(SocketHandle socket, const std::uint8_t* data, std::size_t 
     return wfp::send_datagram(backend_ops(), socket, data, size, to, records, records_size);
 }
 
-Status prepare_datagram_reply_socket(SocketHandle) {
-    return Status::refusal(Outcome::unsupported, WSAEOPNOTSUPP,
-                           "Windows has no transparent bind (IP_TRANSPARENT): answer a "
-                           "redirected flow from the socket that received it");
-}
-
 } // namespace wfpredirect::core
