@@ -221,7 +221,7 @@ PyObject* recvmsg_redirect_into_raw(PyObject*, PyObject* const* args, Py_ssize_t
 
 PyObject* sendmsg_redirect_raw(PyObject*, PyObject* const* args, Py_ssize_t nargs,
                                PyObject* kwnames) {
-    constexpr const char* kName = "sendmsg_redirect";
+    static constexpr const char* kName = "sendmsg_redirect";
     return positional_call(kName, args, nargs, 3, 4, [kwnames](PyObject* const* a, std::size_t n) {
         static const char* const kKeywords[] = {"loop_mark", "mark_mask"};
         PyObject* keywords[] = {Py_None, Py_None};
