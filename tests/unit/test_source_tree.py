@@ -19,8 +19,11 @@ def test_an_unbuilt_source_tree_says_what_happened(tmp_path: Path) -> None:
     shutil.copytree(
         source, tree, ignore=shutil.ignore_patterns("_core*.so", "_core*.pyd", "__pycache__")
     )
+    # The tree first on sys.path, as the current directory is for `python
+    # -c` (said explicitly: an embeddable Windows Python adds no directory).
+    program = f"import sys; sys.path.insert(0, {str(tree.parent)!r}); import wfpredirect"
     result = subprocess.run(
-        [sys.executable, "-c", "import wfpredirect"],
+        [sys.executable, "-c", program],
         cwd=tree.parent,
         capture_output=True,
         text=True,
