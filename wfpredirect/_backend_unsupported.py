@@ -9,6 +9,9 @@ import socket
 import sys
 from typing import TYPE_CHECKING
 
+# What only Linux has (IP_TRANSPARENT) is refused as on Windows.
+from ._backend_winsock import proxy_problem as proxy_problem
+from ._backend_winsock import transparent_listener as transparent_listener
 from ._errors import UnsupportedError
 
 if TYPE_CHECKING:
@@ -38,23 +41,11 @@ def run_demo(keep_running: bool) -> int:
     return 1
 
 
-def proxy_problem(
-    loop_mark: int | None, mark_mask: int | None, udp: bool, transparent: bool
-) -> str:
-    if transparent:
-        return "--transparent is Linux's (IP_TRANSPARENT, for a TPROXY rule)"
-    return ""
-
-
 def prepare_reply_socket(sock: socket.socket) -> None:
     raise UnsupportedError(
         errno.EOPNOTSUPP,
         "datagram_reply_socket: connection redirection is supported on Windows and Linux only",
     )
-
-
-def transparent_listener(host: str, port: int) -> socket.socket:
-    raise UnsupportedError(errno.EOPNOTSUPP, "transparent_listener: IP_TRANSPARENT is Linux's")
 
 
 def missing_exemption(loop_mark: int) -> str:
