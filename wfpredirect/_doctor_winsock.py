@@ -41,17 +41,16 @@ def _records_query() -> Finding:
 
 
 def _original_destination() -> Finding:
-    name = "SO_ORIGINAL_DST"
     error = test_connection_error(original_destination)
-    if error is None:
-        return Finding(name, "answers")
-    if isinstance(error, NotRedirectedError):
-        return Finding(name, "answers, or falls back to the redirect context")
-    return Finding(
-        name,
-        f"not available ({error}): original destinations come from "
-        "a WFPSampler-layout redirect context",
+    value = (
+        "answers"
+        if error is None
+        else "answers, or falls back to the redirect context"
+        if isinstance(error, NotRedirectedError)
+        else f"not available ({error}): original destinations come from "
+        "a WFPSampler-layout redirect context"
     )
+    return Finding("SO_ORIGINAL_DST", value)
 
 
 def _administrator() -> Finding:
