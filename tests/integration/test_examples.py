@@ -21,7 +21,7 @@ from support import project_file, require_tool
 from test_aio_datagrams import UdpOrigin
 from test_datagrams import IPV4, ORIGIN_PORT, PROXY_PORT, route_marked_locally, tproxy_rules
 
-EXAMPLES = ["transparent_proxy.py", "asyncio_proxy.py", "udp_relay.py"]
+EXAMPLES = ["transparent_proxy.py", "asyncio_proxy.py", "udp_relay.py", "tproxy_proxy.py"]
 
 
 def example(name: str) -> Path:
@@ -206,5 +206,48 @@ def test_asyncio_proxy_relays_with_curl(site: tuple[Path, Path]) -> None:
     assert result == {
         "relayed": (0, "hello from the origin\n"),
         "direct": (True, ""),
+        "origin_requests": 1,
+    }
+
+
+def test_tproxy_proxy_relays_with_curl(site: tuple[Path, Path]) -> None:
+    """The TPROXY proxy as shipped, behind README's rule and routing, which
+    the test applies as README shows them."""
+    from test_tproxy import TPROXY_RULES
+
+    readme = project_file("README.md").read_text(encoding="utf-8")
+    routing = [
+        "ip rule add fwmark 1 lookup 100",
+        "ip route add local 0.0.0.0/0 dev lo table 100",
+    ]
+    assert f"{routing[0]}\n{routing[1]}\nnft -f - <<'NFT'\n{TPROXY_RULES}NFT\n" in readme
+    directory, _ = site
+
+    def body() -> dict[str, object]:
+        for command in routing:
+            subprocess.run(command.split(), check=True)
+        proxy = [sys.executable, str(example("tproxy_proxy.py"))]
+        with (
+            running(origin_server(directory), ready=ORIGIN_READY) as origin,
+            running(proxy, ready="listening on 0.0.0.0 port 15001") as relay,
+        ):
+            relayed = curl("http://127.0.0.2:8080/hello.txt")
+            direct = curl("http://127.0.0.1:15001/hello.txt")
+        origin_log = origin.stderr.read() if origin.stderr else ""
+        relay_output = relay.stdout.read() if relay.stdout else ""
+        return {
+            "relayed": (relayed.returncode, relayed.stdout),
+            "direct": (direct.returncode in CURL_NO_REPLY, direct.stdout),
+            "proxy_lines": relay_output.splitlines(),
+            "origin_requests": origin_log.count('"GET /hello.txt HTTP/1.1" 200'),
+        }
+
+    assert run_in_netns(body, nft_rules=TPROXY_RULES) == {
+        "relayed": (0, "hello from the origin\n"),
+        "direct": (True, ""),
+        "proxy_lines": [
+            "relaying to 127.0.0.2 port 8080",
+            "refused a connection that was not redirected",
+        ],
         "origin_requests": 1,
     }
