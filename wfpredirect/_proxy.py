@@ -331,10 +331,16 @@ class Proxy:
         def request_stop(signum: int, frame: object) -> None:
             loop.call_soon_threadsafe(stop.set)
 
-        # signal.signal rather than loop.add_signal_handler, which the
-        # Windows Proactor loop lacks; call_soon_threadsafe wakes the loop.
+        # loop.add_signal_handler where the loop has it: it also points the
+        # signal wakeup descriptor at the loop, so a signal delivered to
+        # another thread (an executor's, a sanitizer's) still wakes it. The
+        # Windows Proactor loop lacks it: signal.signal there, whose handler
+        # wakes the loop with call_soon_threadsafe.
         for signum in STOP_SIGNALS:
-            signal.signal(signum, request_stop)
+            try:
+                loop.add_signal_handler(signum, stop.set)
+            except NotImplementedError:
+                signal.signal(signum, request_stop)
         library = logging.getLogger("wfpredirect")
         if not any(isinstance(handler, _SayHandler) for handler in library.handlers):
             library.addHandler(_SayHandler())
