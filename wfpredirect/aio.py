@@ -130,8 +130,11 @@ async def start_redirect_server(
         try:
             await asyncio.wait({handler})
         except asyncio.CancelledError:
+            # This task itself cancelled (asyncio.run ending while it had
+            # not yet seen its handler finish): the handler goes, and this
+            # task ends rather than raise, for the same done-callback.
             handler.cancel()
-            raise
+            return
         if not handler.cancelled():
             handler.result()  # an error is asyncio's to report, as before
 

@@ -9,6 +9,7 @@ import re
 import socket
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -73,33 +74,49 @@ def origin_server(directory: Path) -> list[str]:
     ]
 
 
+def relay_once(
+    directory: Path, proxy: list[str], ready: str, setup: Sequence[str] = ()
+) -> dict[str, object]:
+    """In the current namespace: run `setup`'s commands, the origin and
+    `proxy` (ready when it prints `ready`); fetch a page through the
+    redirect, then ask the proxy's own port directly; what each side saw."""
+    for command in setup:
+        subprocess.run(command.split(), check=True)
+    with (
+        running(origin_server(directory), ready=ORIGIN_READY) as origin,
+        running(proxy, ready=ready) as relay,
+    ):
+        relayed = curl("http://127.0.0.2:8080/hello.txt")
+        direct = curl("http://127.0.0.1:15001/hello.txt")
+    relay_output = relay.stdout.read() if relay.stdout else ""
+    origin_log = origin.stderr.read() if origin.stderr else ""
+    return {
+        "relayed": (relayed.returncode, relayed.stdout),
+        "direct": (direct.returncode in CURL_NO_REPLY, direct.stdout),
+        "proxy_lines": relay_output.splitlines(),
+        "origin_requests": origin_log.count('"GET /hello.txt HTTP/1.1" 200'),
+    }
+
+
+# What the threaded examples print for relay_once's two connections.
+RELAYED_AND_REFUSED = [
+    "relaying to 127.0.0.2 port 8080",
+    "refused a connection that was not redirected",
+]
+
+
 def test_transparent_proxy_relays_with_curl(site: tuple[Path, Path]) -> None:
     directory, proxy = site
-
-    def body() -> dict[str, object]:
-        with running(origin_server(directory), ready=ORIGIN_READY) as origin:
-            with running(
-                [sys.executable, str(proxy)], ready="listening on 127.0.0.1 port 15001"
-            ) as relay:
-                relayed = curl("http://127.0.0.2:8080/hello.txt")
-                direct = curl("http://127.0.0.1:15001/hello.txt")
-            relay_output = relay.stdout.read() if relay.stdout else ""
-        origin_log = origin.stderr.read() if origin.stderr else ""
-        return {
-            "relayed": (relayed.returncode, relayed.stdout),
-            "direct": (direct.returncode in CURL_NO_REPLY, direct.stdout),
-            "proxy_lines": relay_output.splitlines(),
-            "origin_requests": origin_log.count('"GET /hello.txt HTTP/1.1" 200'),
-        }
-
-    result = run_in_netns(body, nft_rules=redirect("ip", "127.0.0.2", 8080, 15001))
+    result = run_in_netns(
+        lambda: relay_once(
+            directory, [sys.executable, str(proxy)], "listening on 127.0.0.1 port 15001"
+        ),
+        nft_rules=redirect("ip", "127.0.0.2", 8080, 15001),
+    )
     assert result == {
         "relayed": (0, "hello from the origin\n"),
         "direct": (True, ""),
-        "proxy_lines": [
-            "relaying to 127.0.0.2 port 8080",
-            "refused a connection that was not redirected",
-        ],
+        "proxy_lines": RELAYED_AND_REFUSED,
         "origin_requests": 1,
     }
 
@@ -186,26 +203,15 @@ def test_udp_relay_answers_every_datagram_in_order() -> None:
 
 def test_asyncio_proxy_relays_with_curl(site: tuple[Path, Path]) -> None:
     directory, _ = site
-
-    def body() -> dict[str, object]:
-        proxy = [sys.executable, str(example("asyncio_proxy.py"))]
-        with (
-            running(origin_server(directory), ready=ORIGIN_READY) as origin,
-            running(proxy, ready="listening on 127.0.0.1 port 15001"),
-        ):
-            relayed = curl("http://127.0.0.2:8080/hello.txt")
-            direct = curl("http://127.0.0.1:15001/hello.txt")
-        origin_log = origin.stderr.read() if origin.stderr else ""
-        return {
-            "relayed": (relayed.returncode, relayed.stdout),
-            "direct": (direct.returncode in CURL_NO_REPLY, direct.stdout),
-            "origin_requests": origin_log.count('"GET /hello.txt HTTP/1.1" 200'),
-        }
-
-    result = run_in_netns(body, nft_rules=redirect("ip", "127.0.0.2", 8080, 15001))
+    proxy = [sys.executable, str(example("asyncio_proxy.py"))]
+    result = run_in_netns(
+        lambda: relay_once(directory, proxy, "listening on 127.0.0.1 port 15001"),
+        nft_rules=redirect("ip", "127.0.0.2", 8080, 15001),
+    )
     assert result == {
         "relayed": (0, "hello from the origin\n"),
         "direct": (True, ""),
+        "proxy_lines": [],
         "origin_requests": 1,
     }
 
@@ -222,32 +228,14 @@ def test_tproxy_proxy_relays_with_curl(site: tuple[Path, Path]) -> None:
     ]
     assert f"{routing[0]}\n{routing[1]}\nnft -f - <<'NFT'\n{TPROXY_RULES}NFT\n" in readme
     directory, _ = site
-
-    def body() -> dict[str, object]:
-        for command in routing:
-            subprocess.run(command.split(), check=True)
-        proxy = [sys.executable, str(example("tproxy_proxy.py"))]
-        with (
-            running(origin_server(directory), ready=ORIGIN_READY) as origin,
-            running(proxy, ready="listening on 0.0.0.0 port 15001") as relay,
-        ):
-            relayed = curl("http://127.0.0.2:8080/hello.txt")
-            direct = curl("http://127.0.0.1:15001/hello.txt")
-        origin_log = origin.stderr.read() if origin.stderr else ""
-        relay_output = relay.stdout.read() if relay.stdout else ""
-        return {
-            "relayed": (relayed.returncode, relayed.stdout),
-            "direct": (direct.returncode in CURL_NO_REPLY, direct.stdout),
-            "proxy_lines": relay_output.splitlines(),
-            "origin_requests": origin_log.count('"GET /hello.txt HTTP/1.1" 200'),
-        }
-
-    assert run_in_netns(body, nft_rules=TPROXY_RULES) == {
+    proxy = [sys.executable, str(example("tproxy_proxy.py"))]
+    result = run_in_netns(
+        lambda: relay_once(directory, proxy, "listening on 0.0.0.0 port 15001", routing),
+        nft_rules=TPROXY_RULES,
+    )
+    assert result == {
         "relayed": (0, "hello from the origin\n"),
         "direct": (True, ""),
-        "proxy_lines": [
-            "relaying to 127.0.0.2 port 8080",
-            "refused a connection that was not redirected",
-        ],
+        "proxy_lines": RELAYED_AND_REFUSED,
         "origin_requests": 1,
     }
