@@ -17,6 +17,7 @@ from ._marks import (
     parse_mark,
 )
 from ._proxy import ProxySettings, parse_address, run_proxy
+from ._proxy_log import FORMATS, LEVELS
 
 
 def mark_number(text: str) -> int:
@@ -43,6 +44,8 @@ examples:
                                                 sends to port 15001
   wfpredirect proxy --listen 127.0.0.1:15001 --udp 0.0.0.0:15002
                                                 TCP, and UDP from a TPROXY rule
+  wfpredirect proxy --listen 127.0.0.1:15001 --log-format json --quiet
+                                                log only problems, as JSON
 """
 
 # The mark flags: (flag, the variable it overrides, that one's default, what it is).
@@ -116,6 +119,25 @@ def parser() -> argparse.ArgumentParser:
             metavar="SECONDS",
             help=f"{what} (default %(default)s)",
         )
+    verbosity = proxy.add_mutually_exclusive_group()
+    verbosity.add_argument(
+        "--log-level",
+        choices=LEVELS,
+        default="info",
+        help="the least severe lines logged (default %(default)s: every connection)",
+    )
+    verbosity.add_argument(
+        "--quiet",
+        "-q",
+        action="store_true",
+        help="only warnings and errors (--log-level warning)",
+    )
+    proxy.add_argument(
+        "--log-format",
+        choices=FORMATS,
+        default="text",
+        help="text: TIME LEVEL MESSAGE a line; json: one object a line (default %(default)s)",
+    )
     commands.add_parser(
         "doctor",
         help="check what this machine offers a transparent proxy",
@@ -160,6 +182,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 udp=arguments.udp,
                 udp_idle_timeout=arguments.udp_idle_timeout,
                 transparent=arguments.transparent,
+                log_level=LEVELS["warning" if arguments.quiet else arguments.log_level],
+                log_format=arguments.log_format,
             )
         )
     if arguments.command == "doctor":

@@ -117,7 +117,7 @@ def _child(command: list[str], ready: str) -> Iterator[subprocess.Popen[str]]:
     try:
         assert process.stdout is not None
         line = process.stdout.readline()
-        if not line.startswith(ready):
+        if not proxy_log.message(line).startswith(ready):
             raise RuntimeError(f"{command[2:4]} did not start: {line!r}")
         yield process
     finally:

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from . import _proxy_log as log
 from ._backend import backend
 from ._info import RedirectInfo
+from ._proxy_log import say
 from ._records import Datagram
 from .aio import (
     DatagramFlow,
@@ -66,6 +67,9 @@ class ProxySettings:
     udp_idle_timeout: float = 60.0
     # Linux: listen with IP_TRANSPARENT, for a TCP TPROXY rule.
     transparent: bool = False
+    # What is logged (a logging level), and how: "text" or "json".
+    log_level: int = logging.INFO
+    log_format: str = "text"
 
 
 @dataclass
@@ -92,18 +96,6 @@ def parse_address(text: str) -> tuple[str, int]:
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     return host, int(port)
-
-
-def say(line: str) -> None:
-    print(line, flush=True)
-
-
-class _SayHandler(logging.Handler):
-    """The library's own reports (wfpredirect.aio closing a connection whose
-    redirect state could not be read) as proxy log lines."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        say(record.getMessage())
 
 
 async def _copy(
@@ -341,10 +333,6 @@ class Proxy:
                 loop.add_signal_handler(signum, stop.set)
             except NotImplementedError:
                 signal.signal(signum, request_stop)
-        library = logging.getLogger("wfpredirect")
-        if not any(isinstance(handler, _SayHandler) for handler in library.handlers):
-            library.addHandler(_SayHandler())
-            library.propagate = False
         settings = self.settings
         if settings.transparent:
             listener = backend.transparent_listener(settings.host, settings.port)
@@ -411,6 +399,7 @@ def run_proxy(settings: ProxySettings) -> int:
     if problem:
         print(f"wfpredirect proxy: {problem}", file=sys.stderr)
         return 2
+    log.configure(settings.log_level, settings.log_format)
     try:
         asyncio.run(Proxy(settings).run())
     except OSError as error:

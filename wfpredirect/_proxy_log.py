@@ -1,74 +1,187 @@
-"""The lines ``wfpredirect proxy`` prints, and the patterns that read them
-back: each line is written once, as a template, and both its text and its
+"""What ``wfpredirect proxy`` logs, and the patterns that read it back: each
+kind of line is written once, as a template, and both its text and its
 pattern come from it, so that the demo, the tests and the benchmarks read
 what the proxy writes.
 
-``RELAYED.line(client=..., ...)`` makes a line; ``RELAYED.pattern`` matches
-a whole line (``fullmatch``) with a named group per field.
+``RELAYED.line(client=..., ...)`` makes a message, which ``say`` logs
+through the ``logging`` module (logger ``wfpredirect.proxy``) at the kind's
+level; the library's own records (logger ``wfpredirect``) go to the same
+handler. Two formats (``configure``):
+
+- ``text``: ``TIME LEVEL MESSAGE``, ``TIME`` in UTC as
+  ``2026-12-02T09:15:02.123Z``;
+- ``json``: one JSON object a line, with ``time``, ``level``, ``event``
+  (the kind's name, or ``"library"``), ``message`` and the kind's fields
+  (``EVENTS`` lists them; docs/command-line.md documents them).
+
+``RELAYED.pattern`` matches a whole text line (``fullmatch``), with or
+without its ``TIME LEVEL`` prefix, with a named group per field;
+``message(line)`` is a text line without that prefix.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import re
 import string
-from typing import Any
+import sys
+import time
+from typing import Any, TextIO
 
-# What each field looks like in a line.
-_FIELDS = {
-    "client": r"\S+",
-    "target": r"\S+",
-    "host": r"\S+",
-    "port": r"\d+",
-    "up": r"\d+",
-    "down": r"\d+",
-    "seconds": r"\d+\.\d+",
-    "open": r"\d+",
-    "relayed": r"\d+",
-    "refused": r"\d+",
-    "failed": r"\d+",
-    "rate": r"\d+",
-    "grace": r"\S+",
-    "outcome": r".+",
-    "reason": r".+",
-    "error": r".+",
+# What each field looks like in a line, and its type in a JSON line.
+_FIELDS: dict[str, tuple[str, type]] = {
+    "client": (r"\S+", str),
+    "target": (r"\S+", str),
+    "host": (r"\S+", str),
+    "port": (r"\d+", int),
+    "up": (r"\d+", int),
+    "down": (r"\d+", int),
+    "seconds": (r"\d+\.\d+", float),
+    "open": (r"\d+", int),
+    "relayed": (r"\d+", int),
+    "refused": (r"\d+", int),
+    "failed": (r"\d+", int),
+    "rate": (r"\d+", float),
+    "grace": (r"\S+", float),
+    "outcome": (r".+", str),
+    "reason": (r".+", str),
+    "error": (r".+", str),
 }
+
+#: The levels --log-level accepts, by name.
+LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
+FORMATS = ("text", "json")
+
+#: A text line's prefix: the time in UTC to the millisecond, and the level.
+_PREFIX = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (?:DEBUG|INFO|WARNING|ERROR|CRITICAL) "
+_PREFIXED = re.compile(f"{_PREFIX}(?P<message>.*)", re.DOTALL)
+
+
+def message(line: str) -> str:
+    """`line` (a text log line) without its time and level, else unchanged."""
+    match = _PREFIXED.fullmatch(line)
+    return match["message"] if match else line
+
+
+class LogText(str):
+    """A message made by a LogLine: the text, with its kind and fields."""
+
+    kind: LogLine
+    fields: dict[str, Any]
 
 
 class LogLine:
-    """One kind of line: a ``str.format`` template whose fields are named in
-    _FIELDS."""
+    """One kind of line: its event name, its level, and a ``str.format``
+    template whose fields are named in _FIELDS."""
 
-    def __init__(self, template: str) -> None:
+    def __init__(self, event: str, template: str, level: int = logging.INFO) -> None:
+        self.event = event
         self.template = template
-        parts = []
+        self.level = level
+        parts = [f"(?:{_PREFIX})?"]
+        self.fields: list[str] = []
         for text, field, _, _ in string.Formatter().parse(template):
             parts.append(re.escape(text))
             if field is not None:
-                parts.append(f"(?P<{field}>{_FIELDS[field]})")
+                parts.append(f"(?P<{field}>{_FIELDS[field][0]})")
+                self.fields.append(field)
         self.pattern = re.compile("".join(parts))
+        EVENTS[event] = self
 
-    def line(self, **fields: Any) -> str:
-        return self.template.format(**fields)
+    def line(self, **fields: Any) -> LogText:
+        text = LogText(self.template.format(**fields))
+        text.kind = self
+        text.fields = {name: _FIELDS[name][1](fields[name]) for name in self.fields}
+        return text
 
+
+#: Every kind of line, by event name.
+EVENTS: dict[str, LogLine] = {}
 
 _TOTALS = (
     "{open} open, {relayed} relayed, {refused} refused, {failed} failed, "
     "{up} bytes up, {down} bytes down"
 )
 
-LISTENING = LogLine("listening on {host} port {port}")
-LISTENING_UDP = LogLine("listening for udp on {host} port {port}")
+LISTENING = LogLine("listening", "listening on {host} port {port}")
+LISTENING_UDP = LogLine("listening_udp", "listening for udp on {host} port {port}")
 #: A relayed connection, when it ends: `outcome` is "closed", "cut at
 #: shutdown", "timed out ..." or "ended by ...".
 RELAYED = LogLine(
-    "{client} -> {target}: {up} bytes up, {down} bytes down, {seconds:.3f} s, {outcome}"
+    "relayed",
+    "{client} -> {target}: {up} bytes up, {down} bytes down, {seconds:.3f} s, {outcome}",
 )
-REFUSED = LogLine("refused {client}: not redirected (addressed to the proxy itself)")
-FAILED = LogLine("failed {client} -> {target}: cannot connect upstream: {reason}")
+REFUSED = LogLine(
+    "refused",
+    "refused {client}: not redirected (addressed to the proxy itself)",
+    logging.WARNING,
+)
+FAILED = LogLine(
+    "failed", "failed {client} -> {target}: cannot connect upstream: {reason}", logging.WARNING
+)
 #: A relayed UDP flow, when it ends.
-UDP_FLOW = LogLine("udp {client} -> {target}: {up} bytes up, {down} bytes down, {seconds:.3f} s")
-UDP_REFUSED = LogLine("refused udp {client}: not redirected")
-UDP_ERROR = LogLine("udp error: {error}")
-SUMMARY = LogLine(f"summary: {_TOTALS}, {{rate:.0f}} bytes/s")
-STOPPING = LogLine("stopping: {open} open connections get {grace:g} s")
-STOPPED = LogLine(f"stopped after {{seconds:.1f}} s: {_TOTALS}")
+UDP_FLOW = LogLine(
+    "udp_flow", "udp {client} -> {target}: {up} bytes up, {down} bytes down, {seconds:.3f} s"
+)
+UDP_REFUSED = LogLine("udp_refused", "refused udp {client}: not redirected", logging.WARNING)
+UDP_ERROR = LogLine("udp_error", "udp error: {error}", logging.ERROR)
+SUMMARY = LogLine("summary", f"summary: {_TOTALS}, {{rate:.0f}} bytes/s")
+STOPPING = LogLine("stopping", "stopping: {open} open connections get {grace:g} s")
+STOPPED = LogLine("stopped", f"stopped after {{seconds:.1f}} s: {_TOTALS}")
+
+#: The proxy's logger; the library's (its parent, ``wfpredirect``) shares its handler.
+LOGGER = logging.getLogger("wfpredirect.proxy")
+
+
+def say(text: str) -> None:
+    """Log `text`, a LogLine's message (any other text is logged at INFO)."""
+    if isinstance(text, LogText):
+        LOGGER.log(text.kind.level, text, extra={"event": text.kind.event, "fields": text.fields})
+    else:
+        LOGGER.info(text)
+
+
+def _utc(created: float) -> str:
+    seconds, milliseconds = divmod(round(created * 1000), 1000)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    return f"{stamp}.{milliseconds:03d}Z"
+
+
+class TextFormatter(logging.Formatter):
+    """``TIME LEVEL MESSAGE``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{_utc(record.created)} {record.levelname} {record.getMessage()}"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object: time, level, event, message, and the event's fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": _utc(record.created),
+            "level": record.levelname,
+            "event": getattr(record, "event", "library"),
+            "message": record.getMessage(),
+        }
+        entry.update(getattr(record, "fields", {}))
+        return json.dumps(entry, ensure_ascii=False)
+
+
+class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The handler configure() installs (so that a second call replaces it)."""
+
+
+def configure(level: int = logging.INFO, form: str = "text", stream: TextIO | None = None) -> None:
+    """Send the proxy's lines and the library's records at `level` and above
+    to `stream` (standard output by default), one line each, flushed, in
+    format `form` ("text" or "json")."""
+    handler = _Handler(sys.stdout if stream is None else stream)
+    handler.setFormatter(JsonFormatter() if form == "json" else TextFormatter())
+    library = logging.getLogger("wfpredirect")
+    for old in [old for old in library.handlers if isinstance(old, _Handler)]:
+        library.removeHandler(old)
+    library.addHandler(handler)
+    library.setLevel(level)
+    library.propagate = False

@@ -9,13 +9,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from support import NEUTRAL_DIRECTORY
+from wfpredirect._proxy_log import message
+
+
+def messages(output: str) -> list[str]:
+    """The lines of `output` (a proxy's log), each without its time and level."""
+    return [message(line) for line in output.splitlines()]
 
 
 @contextmanager
 def running(
     command: list[str], env: dict[str, str] | None = None, ready: str | None = None
 ) -> Iterator[subprocess.Popen[str]]:
-    """Start `command`; wait for the line `ready` on its stdout; stop it at the end."""
+    """Start `command`; wait for its first line on stdout to start with
+    `ready` (after the time and level of a proxy's log line); stop it at the end."""
     process = subprocess.Popen(
         command,
         stdout=subprocess.PIPE,
@@ -28,7 +35,8 @@ def running(
         if ready is not None:
             assert process.stdout is not None
             line = process.stdout.readline()
-            assert line.startswith(ready), (line, process.stderr.read() if process.stderr else "")
+            if not message(line).startswith(ready):
+                raise AssertionError(line, process.stderr.read() if process.stderr else "")
         yield process
     finally:
         if process.poll() is None:

@@ -3,6 +3,8 @@ redirect to a Python HTTP origin, in a fresh network namespace."""
 
 from __future__ import annotations
 
+import json
+import logging
 import random
 import re
 import signal
@@ -16,10 +18,11 @@ from pathlib import Path
 import pytest
 
 from netns import run_in_netns
-from processes import running
+from processes import messages, running
 from rules import LOOPING_RULES, redirect
 from support import require_tool
 from wfpredirect import _proxy_log as proxy_log
+from wfpredirect._proxy_log import message
 
 HERE = Path(__file__).resolve().parent
 RULES = redirect("ip", "127.0.0.2", 8080, 15001)
@@ -55,7 +58,7 @@ def origin_command(directory: Path, host: str = "127.0.0.2") -> list[str]:
 
 def relay_lines(output: str) -> list[dict[str, str]]:
     """The relayed connections' lines, each from a client on 127.0.0.1."""
-    lines = [match.groupdict() for match in map(RELAY_LINE.fullmatch, output.splitlines()) if match]
+    lines = [match.groupdict() for match in map(RELAY_LINE.fullmatch, messages(output)) if match]
     assert all(line["client"].startswith("127.0.0.1:") for line in lines), lines
     return lines
 
@@ -170,7 +173,7 @@ def test_200_parallel_transfers(site: Path, tmp_path: Path) -> None:
             "relayed": sorted({(line["target"], line["outcome"]) for line in lines}),
             "connections": len(lines),
             "origin_requests": len(re.findall(r'"GET /file\d{3}\.txt HTTP/1\.1" 200', origin_log)),
-            "final": output.splitlines()[-1].split(": ", 1)[1],
+            "final": messages(output)[-1].split(": ", 1)[1],
             "final_expected": (
                 f"0 open, {len(lines)} relayed, 0 refused, 0 failed, "
                 f"{sum(int(line['up']) for line in lines)} bytes up, "
@@ -216,7 +219,7 @@ def test_no_loop_and_a_direct_connection_is_refused(site: Path) -> None:
             status, output = stop(proxy)
             origin.send_signal(signal.SIGTERM)
             _, origin_log = origin.communicate(timeout=10)
-        lines = output.splitlines()
+        lines = messages(output)
         return {
             "relayed": (relayed.returncode, relayed.stdout),
             "direct": (direct.returncode in CURL_NO_REPLY, direct.stdout),
@@ -347,7 +350,7 @@ def test_sigterm_stops_cleanly_within_the_grace_period() -> None:
             assert relaying.wait(10)
             # The next summary counts the open connection.
             while True:
-                summary = proxy.stdout.readline()
+                summary = message(proxy.stdout.readline())
                 assert summary, "the proxy ended"
                 counted = proxy_log.SUMMARY.pattern.fullmatch(summary.rstrip())
                 if counted and counted["open"] == "1":
@@ -367,13 +370,11 @@ def test_sigterm_stops_cleanly_within_the_grace_period() -> None:
             text=True,
             check=False,
         )
-        lines = [
-            line for line in output.splitlines() if not proxy_log.SUMMARY.pattern.fullmatch(line)
-        ]
+        lines = [line for line in messages(output) if not proxy_log.SUMMARY.pattern.fullmatch(line)]
         return {
             "exit": status,
             "summary": re.sub(r", \d+ bytes/s$", ", N bytes/s", summary.rstrip()),
-            "summaries_while_idle": len(output.splitlines()) - len(lines),
+            "summaries_while_idle": len(messages(output)) - len(lines),
             "stopping": lines[0],
             "relayed": [
                 (line["up"], line["down"], line["outcome"]) for line in relay_lines(output)
@@ -417,8 +418,7 @@ def test_a_rule_without_the_loop_exemption_is_named_and_the_loop_ends() -> None:
             open_descriptors = len(list(Path(f"/proc/{proxy.pid}/fd").iterdir()))
             status, output = stop(proxy)
         lines = [
-            re.sub(r"(127\.0\.0\.1[: ](?:port )?)\d+", r"\1PORT", line)
-            for line in output.splitlines()
+            re.sub(r"(127\.0\.0\.1[: ](?:port )?)\d+", r"\1PORT", line) for line in messages(output)
         ]
         return {
             "curl failed": curl.returncode in CURL_NO_REPLY,
@@ -485,4 +485,92 @@ def test_transparent_relays_what_a_tcp_tproxy_rule_diverts(site: Path) -> None:
             "exit": 0,
         },
         "plain": {"curl": (0, "file 1\nfile 1\n"), "relayed": [], "exit": 0},
+    }
+
+
+def test_json_log_one_object_a_line(site: Path) -> None:
+    """--log-format json: every line is one JSON object whose message is
+    the text line its event and fields make."""
+
+    def body() -> list[dict[str, object]]:
+        with (
+            running(origin_command(site), ready="ready"),
+            running(proxy_command("--log-format", "json")) as proxy,
+        ):
+            assert proxy.stdout is not None
+            first = proxy.stdout.readline()
+            for url in (f"{ORIGIN}/file007.txt", "http://127.0.0.1:15001/file007.txt"):
+                subprocess.run(["curl", "-sS", "--max-time", "10", url], capture_output=True)
+            status, output = stop(proxy)
+        assert status == 0
+        return [json.loads(line) for line in [first, *output.splitlines()]]
+
+    entries = run_in_netns(body, nft_rules=RULES)
+    for entry in entries:
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", str(entry.pop("time")))
+        kind = proxy_log.EVENTS[str(entry["event"])]
+        fields = {name: entry[name] for name in kind.fields}
+        assert entry == {
+            "level": logging.getLevelName(kind.level),
+            "event": kind.event,
+            "message": kind.line(**fields),
+            **fields,
+        }
+    assert [entry["event"] for entry in entries] == [
+        "listening",
+        "relayed",
+        "refused",
+        "stopping",
+        "stopped",
+    ]
+    relayed = entries[1]
+    assert (relayed["target"], relayed["outcome"], relayed["up"] > 0) == (
+        "127.0.0.2:8080",
+        "closed",
+        True,
+    )
+    assert (entries[4]["relayed"], entries[4]["refused"]) == (1, 1)
+
+
+def test_quiet_logs_only_warnings_with_time_and_level(site: Path) -> None:
+    """--quiet: a relayed connection says nothing; a refused one is a
+    WARNING line with the time in UTC."""
+
+    def body() -> dict[str, object]:
+        with (
+            running(origin_command(site), ready="ready"),
+            running(proxy_command("--quiet")) as proxy,
+        ):
+            direct = 7  # curl: could not connect (the proxy is not listening yet)
+            for _ in range(100):
+                direct = subprocess.run(
+                    ["curl", "-sS", "--max-time", "10", "http://127.0.0.1:15001/"],
+                    capture_output=True,
+                ).returncode
+                if direct != 7:
+                    break
+                time.sleep(0.1)
+            relayed = subprocess.run(
+                ["curl", "-sS", "--max-time", "10", f"{ORIGIN}/file007.txt"],
+                capture_output=True,
+                text=True,
+            )
+            status, output = stop(proxy)
+        return {
+            "direct": direct in CURL_NO_REPLY,
+            "relayed": (relayed.returncode, relayed.stdout),
+            "lines": [
+                re.sub(
+                    r"^\S+Z WARNING refused 127\.0\.0\.1:\d+:", "TIME WARNING refused PEER:", line
+                )
+                for line in output.splitlines()
+            ],
+            "exit": status,
+        }
+
+    assert run_in_netns(body, nft_rules=RULES) == {
+        "direct": True,
+        "relayed": (0, "file 7\n" * 8),
+        "lines": ["TIME WARNING refused PEER: not redirected (addressed to the proxy itself)"],
+        "exit": 0,
     }

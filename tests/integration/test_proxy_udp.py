@@ -12,6 +12,7 @@ from test_aio_datagrams import UdpOrigin
 from test_datagrams import IPV4, ORIGIN_PORT, PROXY_PORT, route_marked_locally, tproxy_rules
 from test_proxy import PROXY_READY, proxy_command, stop
 from wfpredirect import _proxy_log as proxy_log
+from wfpredirect._proxy_log import message
 
 UDP_READY = proxy_log.LISTENING_UDP.line(host="0.0.0.0", port=PROXY_PORT)
 FLOW_LINE = proxy_log.UDP_FLOW.pattern
@@ -30,7 +31,7 @@ def test_udp_flows_are_relayed_with_their_records() -> None:
         command = proxy_command("--udp", f"0.0.0.0:{PROXY_PORT}")
         with running(command, ready=PROXY_READY) as proxy:
             assert proxy.stdout is not None
-            udp_ready = proxy.stdout.readline()
+            udp_ready = message(proxy.stdout.readline())
             clients = []
             for _ in range(2):
                 client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -44,7 +45,7 @@ def test_udp_flows_are_relayed_with_their_records() -> None:
             ]
             clients[1].sendto(b"direct", (IPV4.client_host, PROXY_PORT))
             # The refusal line tells that the proxy saw it.
-            refused = proxy.stdout.readline()
+            refused = message(proxy.stdout.readline())
             status, output = stop(proxy)
         flows = sorted(
             (

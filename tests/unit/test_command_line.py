@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 
 import pytest
 
 from support import NEUTRAL_DIRECTORY, linux_only
-from wfpredirect._proxy import format_address, parse_address
+from wfpredirect._proxy import ProxySettings, format_address, parse_address
 
 
 @pytest.mark.parametrize(
@@ -102,6 +103,38 @@ def test_every_example_of_the_help_is_a_valid_command() -> None:
         ["wfpredirect", "doctor"],
         ["wfpredirect", "proxy"],
         ["wfpredirect", "proxy"],
+        ["wfpredirect", "proxy"],
     ]
     for command in commands:
         parser().parse_args(command[1:])
+
+
+def test_quiet_and_log_level_together_are_a_usage_error() -> None:
+    result = wfpredirect_command(
+        "proxy", "--listen", "127.0.0.1:0", "--quiet", "--log-level", "debug"
+    )
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == (
+        "wfpredirect proxy: error: argument --log-level: not allowed with argument --quiet/-q"
+    )
+
+
+@pytest.mark.parametrize(
+    ("arguments", "level", "form"),
+    [
+        ([], logging.INFO, "text"),
+        (["--quiet"], logging.WARNING, "text"),
+        (["-q", "--log-format", "json"], logging.WARNING, "json"),
+        (["--log-level", "debug"], logging.DEBUG, "text"),
+        (["--log-level", "warning", "--log-format", "text"], logging.WARNING, "text"),
+    ],
+)
+def test_log_options_reach_the_proxy_settings(
+    monkeypatch: pytest.MonkeyPatch, arguments: list[str], level: int, form: str
+) -> None:
+    from wfpredirect import __main__
+
+    given: list[ProxySettings] = []
+    monkeypatch.setattr(__main__, "run_proxy", lambda settings: given.append(settings) or 0)
+    assert __main__.main(["proxy", "--listen", "127.0.0.1:0", *arguments]) == 0
+    assert [(settings.log_level, settings.log_format) for settings in given] == [(level, form)]

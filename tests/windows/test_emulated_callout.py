@@ -32,6 +32,7 @@ import pytest
 
 import wfpredirect
 from wfpredirect import _core
+from wfpredirect._proxy_log import message
 from wfpredirect.aio import (
     RedirectDatagramProtocol,
     create_redirect_datagram_endpoint,
@@ -637,7 +638,7 @@ def test_the_proxy_relays_each_client_with_its_own_records_and_stops_on_ctrl_bre
     try:
         assert proxy.stdout is not None
         first = proxy.stdout.readline()
-        listening = re.fullmatch(rf"listening on {LOOPBACK} port (\d+)\n", first)
+        listening = re.fullmatch(rf"listening on {LOOPBACK} port (\d+)\n", message(first))
         assert listening is not None, first + proxy.stdout.read()
         address = (LOOPBACK, int(listening.group(1)))
         for i, client in enumerate(clients):
@@ -655,7 +656,7 @@ def test_the_proxy_relays_each_client_with_its_own_records_and_stops_on_ctrl_bre
         proxy.kill()
         proxy.wait()
     assert proxy.returncode == 0, output
-    lines = output.splitlines()
+    lines = [message(line) for line in output.splitlines()]
     refused = f"refused {LOOPBACK}:{stranger_port}: not redirected (addressed to the proxy itself)"
     assert refused in lines, output
     relayed = [line for line in lines if f" -> {origin.address[0]}:{origin.address[1]}: " in line]
