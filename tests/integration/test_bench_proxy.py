@@ -17,8 +17,10 @@ from support import NEUTRAL_DIRECTORY, linux_only, project_file, require_root, r
 HAPROXY_ROWS = [
     "haproxy",
     "haproxy splice-auto",
+    "haproxy splice",
     "haproxy nbthread 2",
     "haproxy splice-auto nbthread 2",
+    "haproxy splice nbthread 2",
 ]
 # A row of figures: conn/s, MiB/s, p50, p99, CPU us per connection, CPU s per GiB.
 FIGURES = r"\s+[\d,]+\s+[\d,]+\s+[\d,]+\s+[\d,]+\s+[\d,]+\s+\d+\.\d\d"
