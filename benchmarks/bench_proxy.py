@@ -1,122 +1,635 @@
-"""Connections per second and bytes per second through the reference proxy
-(`python -m wfpredirect proxy`) against a relay doing the same work with the
-standard library only (proxy_peers.py), and the library calls' share of one
-connection's setup.
+"""The reference proxy (`wfpredirect proxy`, each of its variants) against
+HAProxy, the relay users would pick instead, and a relay doing the proxy's
+work with the standard library only (proxy_peers.py).
 
-Linux, in the benchmark's own network namespace: 127.0.0.2:8080 is
-redirected to the reference proxy, 127.0.0.2:8081 to the stdlib relay, and
-the origin serves both ports. Both relays run as their own processes; the
-clients run here, and the two candidates alternate round by round. Each
-figure is a median over the rounds.
+Linux, root, in the benchmark's own network namespace (loopback only): for
+each candidate an nft rule redirects 127.0.0.2:PORT to the candidate's
+listener, and the origin serves every PORT. The loop exemptions are the ones
+each would use: the loop mark for the reference proxy and the stdlib relay,
+`meta skuid` for HAProxy, which runs as its own user (`user haproxy` in its
+configuration, as Debian's has it). HAProxy is configured as a user would:
+`mode tcp`, `server ... 0.0.0.0:0` (the address and port the client dialed,
+which HAProxy reads with SO_ORIGINAL_DST), plain, with `option splice-auto`
+and with `option splice-request` + `splice-response`, `nbthread` 1 and 2.
+Every candidate is checked to reach the original destination before it is
+measured.
 
-Usage: python benchmarks/bench_proxy.py [--rounds N] [--seconds S]
-       [--concurrency C] [--streams K] [--transfer-mib M]
+Measured for each candidate, in interleaved rounds (each round runs every
+candidate once, the order rotated), medians over the rounds:
+  - connections per second: CONCURRENCY clients, 100 bytes each way;
+  - bulk MiB/s: STREAMS parallel downloads of TRANSFER_MIB each;
+  - p50 and p99 latency of one connection at a time (100 bytes each way);
+  - the proxy's CPU per connection and per GiB: utime + stime of its whole
+    process tree, from /proc/PID/stat.
+Targets are median per-round ratios against HAProxy with as many threads as
+the candidate has workers. The clients and the origin are one small C
+program (native/loadgen.c, built here with cc), so that they take as little
+of the machine as possible; their CPU per connection is printed beside the
+proxies'.
+
+Usage: python benchmarks/bench_proxy.py [--install] [--rounds N] [--quick]
+       [--seconds S] [--concurrency C] [--streams K] [--transfer-mib M]
+       [--latency-count L] [--only NAME ...] [--write [--output DIR]]
+  --install  apt-get install haproxy (Debian's) when it is missing; without
+             it, and without HAProxy, the HAProxy candidates are skipped.
+  --write    writes bench_proxy-linux.json and .txt to benchmarks/results/
+             (or --output), and the chart when matplotlib is installed.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
+import re
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
+from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 import machine
 import redirect_namespace
 
-import wfpredirect
-
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-ORIGIN_HOST = redirect_namespace.ORIGINAL_HOST
-CANDIDATES = {
-    # name: (original port the client dials, the relay's listening port)
-    "wfpredirect proxy": (redirect_namespace.ORIGINAL_PORT, redirect_namespace.LISTEN_PORT),
-    "stdlib relay": (redirect_namespace.ORIGINAL_PORT + 1, redirect_namespace.LISTEN_PORT + 1),
+ORIGIN_HOST = "127.0.0.2"  # the original destination: the origin listens here
+LISTEN_HOST = "127.0.0.1"  # the candidates listen here
+FIRST_ORIGINAL_PORT = 9000  # candidate i: 127.0.0.2:9000+i redirected to :16000+i
+FIRST_LISTEN_PORT = 16000
+LOOP_MARK = redirect_namespace.LOOP_MARK
+MIB = 1 << 20
+GIB = 1 << 30
+
+#: The reference proxy's candidates: a name and the extra arguments of
+#: `wfpredirect proxy`. One runs when `wfpredirect proxy --help` names each
+#: of its flags and word values; so this list may name options before they
+#: land. A new option is one line here.
+PROXY_VARIANTS: list[tuple[str, list[str]]] = [
+    ("wfpredirect", []),
+    ("wfpredirect --relay streams", ["--relay", "streams"]),
+    ("wfpredirect --relay protocol", ["--relay", "protocol"]),
+    ("wfpredirect --relay splice", ["--relay", "splice"]),
+    ("wfpredirect --loop uvloop", ["--loop", "uvloop"]),
+    ("wfpredirect --relay protocol --loop uvloop", ["--relay", "protocol", "--loop", "uvloop"]),
+    ("wfpredirect --workers 2", ["--workers", "2"]),
+    ("wfpredirect --relay splice --workers 2", ["--relay", "splice", "--workers", "2"]),
+]
+#: HAProxy's: (name, splicing, nbthread). Splicing "auto" is `option
+#: splice-auto`, whose heuristics (HAProxy 2.6) may never choose to splice on
+#: loopback; "always" is `option splice-request` and `option splice-response`.
+HAPROXY_VARIANTS: list[tuple[str, str, int]] = [
+    ("haproxy", "", 1),
+    ("haproxy splice-auto", "auto", 1),
+    ("haproxy splice", "always", 1),
+    ("haproxy nbthread 2", "", 2),
+    ("haproxy splice-auto nbthread 2", "auto", 2),
+    ("haproxy splice nbthread 2", "always", 2),
+]
+SPLICE_OPTIONS = {
+    "": "",
+    "auto": "    option splice-auto\n",
+    "always": "    option splice-request\n    option splice-response\n",
 }
-# A redirected connection of this process's own, for timing the library calls.
-PROBE = (redirect_namespace.ORIGINAL_PORT + 2, redirect_namespace.LISTEN_PORT + 2)
+STDLIB = "stdlib relay"
+
+#: The targets: (key, metric, anchor kind, comparison, limit, label).
+#: The anchor is HAProxy with the candidate's thread count, plain, or
+#: splicing (the better of splice-auto and splice in each round); the ratio
+#: is the candidate's over the anchor's.
+TARGETS: list[tuple[str, str, str, str, float, str]] = [
+    ("bulk", "mib_per_second", "splice", ">=", 1.0, "MiB/s >= 1.0x splice"),
+    ("p50", "p50_us", "plain", "<=", 1.6, "p50 <= 1.6x"),
+    ("cpu", "cpu_us_per_connection", "plain", "<=", 2.0, "CPU/conn <= 2.0x"),
+    ("connections", "connections_per_second", "plain", ">=", 0.0, "conn/s >= 0.5x|0.7x"),
+]
+#: The connections-per-second floor by worker count (HAProxy nbthread = workers).
+CONNECTION_TARGETS = {1: 0.5, 2: 0.7}
+METRICS = (
+    "connections_per_second",
+    "mib_per_second",
+    "p50_us",
+    "p99_us",
+    "cpu_us_per_connection",
+    "cpu_seconds_per_gib",
+    "client_cpu_us_per_connection",
+    "origin_cpu_us_per_connection",
+)
 
 
-def start(stack: ExitStack, command: list[str]) -> None:
-    """Start a process whose first line is its readiness; stop it at the end.
-    Its later output (one line per connection) is read and dropped."""
-    process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd="/"
+@dataclass
+class Candidate:
+    name: str
+    kind: str  # "wfpredirect", "stdlib" or "haproxy"
+    arguments: list[str] = field(default_factory=list)  # wfpredirect's extra ones
+    splice: str = ""  # haproxy's splicing: "", "auto" or "always" (SPLICE_OPTIONS)
+    threads: int = 1  # haproxy's nbthread, wfpredirect's --workers
+    original_port: int = 0
+    listen_port: int = 0
+    skipped: str = ""  # why it does not run, when it does not
+    pid: int = 0
+
+
+def workers(arguments: Sequence[str]) -> int:
+    """The --workers N among `wfpredirect proxy` arguments (1 without)."""
+    for flag, value in pairwise(arguments):
+        if flag == "--workers":
+            return int(value)
+    return 1
+
+
+def unsupported(arguments: Sequence[str], help_text: str) -> str:
+    """Why `wfpredirect proxy` with these extra arguments cannot run, judged
+    from its --help: a flag it does not name, or a word value it does not
+    offer. Empty when it can."""
+    for argument in arguments:
+        if argument.startswith("--"):
+            if not re.search(rf"(?<![\w-]){re.escape(argument)}(?![\w-])", help_text):
+                return f"`wfpredirect proxy` has no {argument}"
+        elif not argument.isdigit() and not re.search(rf"\b{re.escape(argument)}\b", help_text):
+            return f"`wfpredirect proxy --help` does not offer {argument!r}"
+    return ""
+
+
+def candidates(help_text: str, haproxy_problem: str) -> list[Candidate]:
+    """Every candidate, in the table's order, with its ports; those that
+    cannot run carry the reason."""
+    found = [
+        Candidate(name, "wfpredirect", list(arguments), threads=workers(arguments))
+        for name, arguments in PROXY_VARIANTS
+    ]
+    for candidate in found:
+        candidate.skipped = unsupported(candidate.arguments, help_text)
+    found.append(Candidate(STDLIB, "stdlib"))
+    for name, splice, threads in HAPROXY_VARIANTS:
+        found.append(Candidate(name, "haproxy", splice=splice, threads=threads))
+        found[-1].skipped = haproxy_problem
+    for index, candidate in enumerate(found):
+        candidate.original_port = FIRST_ORIGINAL_PORT + index
+        candidate.listen_port = FIRST_LISTEN_PORT + index
+    return found
+
+
+def haproxy_config(candidate: Candidate, user: str, group: str) -> str:
+    """HAProxy's configuration for a candidate, as a user would write it."""
+    splice = SPLICE_OPTIONS[candidate.splice]
+    return f"""global
+    nbthread {candidate.threads}
+    maxconn 4096
+    user {user}
+    group {group}
+
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+{splice}
+frontend redirected
+    bind {LISTEN_HOST}:{candidate.listen_port}
+    default_backend original_destination
+
+backend original_destination
+    # 0.0.0.0:0: the address and port the client dialed (SO_ORIGINAL_DST)
+    server original 0.0.0.0:0
+"""
+
+
+def nft_rules(found: Sequence[Candidate], haproxy_uid: int | None, probe: tuple[int, int]) -> str:
+    """The namespace's rules: each candidate's original port redirected to
+    its listener (and the library probe's), skipping the loop mark and,
+    when HAProxy runs, its user's packets (nft 1.0.6 wants a newline before
+    each closing brace)."""
+    exemptions = [f"    meta mark & {LOOP_MARK:#x} == {LOOP_MARK:#x} return"]
+    if haproxy_uid is not None:
+        exemptions.append(f"    meta skuid {haproxy_uid} return")
+    pairs = [(c.original_port, c.listen_port) for c in found] + [probe]
+    redirects = [
+        f"    ip daddr {ORIGIN_HOST} tcp dport {original} redirect to :{listen}"
+        for original, listen in pairs
+    ]
+    body = "\n".join(exemptions + redirects)
+    return f"""table ip wfpr_bench_proxy {{
+  chain out {{
+    type nat hook output priority -100;
+{body}
+  }}
+}}
+"""
+
+
+# ---- the figures: medians, ratios, targets ----
+
+
+def percentile(samples: Sequence[float], fraction: float) -> float:
+    """The nearest-rank percentile (fraction in (0, 1])."""
+    ordered = sorted(samples)
+    rank = max(1, -(-len(ordered) * fraction // 1))  # ceil
+    return ordered[int(rank) - 1]
+
+
+def medians(rounds: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """For each candidate, each metric's median over its rounds."""
+    return {
+        name: {metric: statistics.median(row[metric] for row in rows) for metric in rows[0]}
+        for name, rows in rounds.items()
+        if rows
+    }
+
+
+def paired_ratio(
+    mine: list[dict[str, float]], theirs: list[dict[str, float]], metric: str
+) -> float:
+    """The median over rounds of mine/theirs, each pair from one round (so
+    the ratio holds while the machine's speed drifts between rounds)."""
+    return statistics.median(a[metric] / b[metric] for a, b in zip(mine, theirs, strict=True))
+
+
+def anchor_names(kind: str, threads: int) -> list[str]:
+    """The HAProxy candidates a target compares with: the plain one, or
+    those that splice, with `threads` threads."""
+    return [
+        name
+        for name, splice, nbthread in HAPROXY_VARIANTS
+        if nbthread == threads and bool(splice) == (kind == "splice")
+    ]
+
+
+def evaluate_targets(
+    found: Sequence[Candidate], rounds: dict[str, list[dict[str, float]]]
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """For each reference-proxy candidate that ran, each target: the
+    anchor, the ratio, the limit and whether it holds (None when no anchor
+    ran). Several anchors (splice-auto and splice): the better in each round."""
+    results: dict[str, dict[str, dict[str, Any]]] = {}
+    for candidate in found:
+        mine = rounds.get(candidate.name)
+        if candidate.kind != "wfpredirect" or not mine:
+            continue
+        row: dict[str, dict[str, Any]] = {}
+        for key, metric, kind, comparison, limit, _ in TARGETS:
+            if key == "connections":
+                limit = CONNECTION_TARGETS.get(candidate.threads, 0.0)
+            anchors = [name for name in anchor_names(kind, candidate.threads) if rounds.get(name)]
+            if not anchors:
+                row[key] = {"anchor": "", "ratio": None, "limit": limit, "passed": None}
+                continue
+            # The better anchor: higher for a floor (>=), lower for a ceiling.
+            best = max if comparison == ">=" else min
+            ratio = statistics.median(
+                sample[metric] / best(rounds[name][number][metric] for name in anchors)
+                for number, sample in enumerate(mine)
+            )
+            passed = ratio >= limit if comparison == ">=" else ratio <= limit
+            row[key] = {
+                "anchor": " or ".join(anchors),
+                "ratio": ratio,
+                "limit": limit,
+                "passed": passed,
+            }
+        results[candidate.name] = row
+    return results
+
+
+def render(result: dict[str, Any]) -> str:
+    info = result["machine"]
+    options = result["options"]
+    table = result["candidates"]
+    lines = [
+        "bench_proxy: the reference proxy against HAProxy and a stdlib relay",
+        f"{info['kernel']}, {info['cpu']}, {info['cpus']} CPUs, CPython {info['python']}, "
+        f"{result.get('haproxy_version') or 'no HAProxy'}; medians of {options['rounds']} "
+        f"rounds; {options['concurrency']} clients x 100 bytes each way for "
+        f"{options['seconds']} s, {options['streams']} x {options['transfer_mib']} MiB, "
+        f"{options['latency_count']} connections one at a time",
+        "",
+    ]
+    for number, entry in enumerate(result["rounds"], 1):
+        load = ", ".join(f"{value:.2f}" for value in entry["load_average"])
+        lines.append(f"round {number}: load average {load}; order: {', '.join(entry['order'])}")
+    lines += [
+        "",
+        f"{'candidate':44} {'conn/s':>8} {'MiB/s':>7} {'p50 us':>7} {'p99 us':>7} "
+        f"{'CPU us/conn':>11} {'CPU s/GiB':>9}",
+    ]
+    for name, row in table.items():
+        lines.append(
+            f"{name:44} {row['connections_per_second']:8,.0f} {row['mib_per_second']:7,.0f} "
+            f"{row['p50_us']:7,.0f} {row['p99_us']:7,.0f} "
+            f"{row['cpu_us_per_connection']:11,.0f} {row['cpu_seconds_per_gib']:9.2f}"
+        )
+    for name, reason in result["skipped"].items():
+        lines.append(f"{name:44} skipped: {reason}")
+    if result["targets"]:
+        lines += [
+            "",
+            "targets (median per-round ratio to HAProxy with as many threads as workers):",
+            f"{'candidate':44} " + " ".join(f"{label:>26}" for *_, label in TARGETS),
+        ]
+        for name, row in result["targets"].items():
+            cells = []
+            for key, *_ in TARGETS:
+                target = row[key]
+                if target["ratio"] is None:
+                    cells.append(f"{'n/a (no anchor)':>26}")
+                else:
+                    verdict = "pass" if target["passed"] else "FAIL"
+                    cells.append(f"{target['ratio']:21.2f} {verdict}")
+            lines.append(f"{name:44} " + " ".join(cells))
+    notes = []
+    if "wfpredirect" in table and STDLIB in table:
+        ratios = result["stdlib_ratios"]
+        notes.append(
+            f"wfpredirect / stdlib relay (median per-round ratio): conn/s "
+            f"{ratios['connections_per_second']:.2f}, MiB/s {ratios['mib_per_second']:.2f}"
+        )
+    clients = [row["client_cpu_us_per_connection"] for row in table.values()]
+    origins = [row["origin_cpu_us_per_connection"] for row in table.values()]
+    proxies = [row["cpu_us_per_connection"] for row in table.values()]
+    if clients:
+        notes.append(
+            f"load generator: native/loadgen.c (C, epoll, one thread), "
+            f"{statistics.median(clients):.0f} us CPU per connection for the clients and "
+            f"{statistics.median(origins):.0f} us for the origin, against "
+            f"{min(proxies):.0f}-{max(proxies):.0f} us for the proxies"
+        )
+    library = result.get("library_us_per_connection")
+    if library is not None and "wfpredirect" in table:
+        p50 = table["wfpredirect"]["p50_us"]
+        notes.append(
+            f"library calls per connection: {library:.1f} us = {100 * library / p50:.2f} % "
+            f"of one connection's p50 through wfpredirect ({p50:,.0f} us)"
+        )
+    if notes:
+        lines += ["", *notes]
+    return "\n".join(lines) + "\n"
+
+
+# ---- running: the namespace, the processes, the clients ----
+
+
+def haproxy_problem(install: bool) -> str:
+    """Why the HAProxy candidates cannot run (empty when they can);
+    installs Debian's haproxy first when asked to."""
+    if os.geteuid() != 0:
+        return "HAProxy runs as its own user for the `meta skuid` exemption, which needs root"
+    if shutil.which("haproxy") is None and install:
+        print("installing Debian's haproxy: apt-get install haproxy", flush=True)
+        environment = {**native_environment(), "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], check=True, env=environment)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "haproxy"], check=True, env=environment)
+    if shutil.which("haproxy") is None:
+        return "haproxy is not installed (`apt-get install haproxy`, or run this with --install)"
+    return ""
+
+
+def haproxy_user() -> tuple[str, str, int]:
+    """The user HAProxy runs as: Debian's haproxy, else nobody."""
+    import grp
+    import pwd
+
+    for name in ("haproxy", "nobody"):
+        try:
+            entry = pwd.getpwnam(name)
+        except KeyError:
+            continue
+        return name, grp.getgrgid(entry.pw_gid).gr_name, entry.pw_uid
+    raise RuntimeError("neither a haproxy nor a nobody user exists to run HAProxy as")
+
+
+def native_environment() -> dict[str, str]:
+    """The environment of the programs that are not Python (the compiler,
+    loadgen, HAProxy, cat): this one without a preloaded library (the
+    sanitizer pass of .ci/run preloads libasan into Python only)."""
+    return {name: value for name, value in os.environ.items() if name != "LD_PRELOAD"}
+
+
+def build_loadgen(directory: Path) -> Path:
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        raise RuntimeError("bench_proxy.py builds native/loadgen.c with cc, which is missing")
+    output = directory / "loadgen"
+    subprocess.run(
+        [compiler, "-O2", "-Wall", "-o", str(output), str(HERE / "native" / "loadgen.c")],
+        check=True,
+        env=native_environment(),
     )
+    return output
+
+
+def namespace_sysctls() -> None:
+    """The namespace's own settings (the machine's are untouched): an
+    ephemeral port range above the benchmark's ports, and conntrack's
+    TIME_WAIT at 1 s, so that a run's hundreds of thousands of connections
+    do not fill the conntrack table."""
+    settings = {
+        "net/ipv4/ip_local_port_range": "20000 65000",
+        "net/netfilter/nf_conntrack_tcp_timeout_time_wait": "1",
+    }
+    for name, value in settings.items():
+        with open(f"/proc/sys/{name}", "w") as sysctl:
+            sysctl.write(value)
+
+
+def process_tree_seconds(pid: int) -> float:
+    """utime + stime of `pid` and every live descendant, plus the children
+    each has reaped (cutime + cstime), in seconds."""
+    stats: dict[int, tuple[int, float]] = {}  # pid: (parent, seconds)
+    ticks = os.sysconf("SC_CLK_TCK")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        # fields[0] is the state (field 3): ppid is field 4, utime..cstime 14-17.
+        stats[int(entry)] = (int(fields[1]), sum(int(value) for value in fields[11:15]) / ticks)
+    children: dict[int, list[int]] = {}
+    for child, (parent, _) in stats.items():
+        children.setdefault(parent, []).append(child)
+    total, pending = 0.0, [pid]
+    while pending:
+        current = pending.pop()
+        if current in stats:
+            total += stats[current][1]
+        pending.extend(children.get(current, []))
+    return total
+
+
+def children_seconds() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def loadgen(program: Path, *arguments: object, timeout: float = 120) -> str:
+    completed = subprocess.run(
+        [str(program), *map(str, arguments)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=native_environment(),
+    )
+    if completed.returncode != 0:
+        raise RuntimeError(f"loadgen {arguments}: {completed.stderr.strip()}")
+    return completed.stdout
+
+
+def fields(line: str) -> dict[str, float]:
+    return {key: float(value) for key, value in (pair.split("=") for pair in line.split())}
+
+
+def reaches_origin(program: Path, candidate: Candidate, process: subprocess.Popen[Any]) -> str:
+    """Waits until the candidate relays a connection; the reason it does
+    not (empty when it does). The origin answers with the address the
+    connection reached, which must be the original destination."""
+    expected = f"{ORIGIN_HOST}:{candidate.original_port}"
+    deadline = time.monotonic() + 10
+    answer = ""
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            return f"exited with status {process.returncode}"
+        result = subprocess.run(
+            [str(program), "whoami", ORIGIN_HOST, str(candidate.original_port)],
+            capture_output=True,
+            text=True,
+            env=native_environment(),
+        )
+        answer = result.stdout.strip()
+        if answer == expected:
+            return ""
+        if answer:
+            raise RuntimeError(f"{candidate.name} relayed to {answer}, not to {expected}")
+        time.sleep(0.1)
+    return f"relayed nothing to the origin within 10 s ({answer!r})"
+
+
+def start_candidate(
+    stack: ExitStack, candidate: Candidate, directory: Path, program: Path, user: tuple[str, str]
+) -> None:
+    """Starts a candidate's process and checks it reaches the original
+    destination; on failure sets candidate.skipped with the reason."""
+    log = directory / f"{candidate.listen_port}.log"
+    if candidate.kind == "haproxy":
+        config = directory / f"haproxy-{candidate.listen_port}.cfg"
+        config.write_text(haproxy_config(candidate, *user))
+        command = ["haproxy", "-db", "-f", str(config)]
+    elif candidate.kind == "stdlib":
+        command = [
+            sys.executable,
+            str(HERE / "proxy_peers.py"),
+            "stdlib-relay",
+            LISTEN_HOST,
+            str(candidate.listen_port),
+        ]
+    else:
+        command = [
+            sys.executable,
+            "-m",
+            "wfpredirect",
+            "proxy",
+            "--listen",
+            f"{LISTEN_HOST}:{candidate.listen_port}",
+            "--summary-interval",
+            "0",
+            *candidate.arguments,
+        ]
+    with open(log, "w") as errors:
+        # The per-connection log lines go to a pipe drained by `cat`, as a
+        # proxy's log would go somewhere; its errors go to a file.
+        process = subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            stdin=subprocess.DEVNULL,
+            cwd="/",
+            env=native_environment() if candidate.kind == "haproxy" else None,
+        )
     assert process.stdout is not None
-    line = process.stdout.readline()
-    if not line:
-        process.kill()
-        raise RuntimeError(f"{command} exited before it was ready")
-    # Drain the log so the relay never blocks on a full pipe.
-    drain = subprocess.Popen(["cat"], stdin=process.stdout, stdout=subprocess.DEVNULL)
-    # Run last to first: stop the process, then its drain sees the end.
+    drain = subprocess.Popen(
+        ["cat"], stdin=process.stdout, stdout=subprocess.DEVNULL, env=native_environment()
+    )
+    process.stdout.close()
     stack.callback(drain.wait, 10)
     stack.callback(process.wait, 10)
-    stack.callback(process.terminate)
+    stack.callback(lambda: process.poll() is None and process.terminate())
+    reason = reaches_origin(program, candidate, process)
+    if reason:
+        text = log.read_text().strip().splitlines()
+        candidate.skipped = f"{reason}: {text[-1] if text else 'no output'}"
+        return
+    candidate.pid = process.pid
 
 
-async def fetch(port: int, size: int) -> int:
-    reader, writer = await asyncio.open_connection(ORIGIN_HOST, port)
-    writer.write(b"%d\n" % size)
-    received = 0
-    while data := await reader.read(1 << 20):
-        received += len(data)
-    writer.close()
-    return received
+def measure_once(
+    program: Path, candidate: Candidate, origin: int, options: Any
+) -> dict[str, float]:
+    """One round of one candidate: connections, bulk, latency."""
+    port = candidate.original_port
+    proxy_before, origin_before, client_before = (
+        process_tree_seconds(candidate.pid),
+        process_tree_seconds(origin),
+        children_seconds(),
+    )
+    run = fields(
+        loadgen(program, "connections", ORIGIN_HOST, port, options.concurrency, options.seconds)
+    )
+    proxy_after, origin_after, client_after = (
+        process_tree_seconds(candidate.pid),
+        process_tree_seconds(origin),
+        children_seconds(),
+    )
+    if run["errors"] or not run["completed"]:
+        raise RuntimeError(f"{candidate.name}: {run['errors']:.0f} failed connections")
+    size = options.transfer_mib * MIB
+    bulk = fields(loadgen(program, "bulk", ORIGIN_HOST, port, options.streams, size))
+    proxy_bulk = process_tree_seconds(candidate.pid)
+    if bulk["errors"] or bulk["bytes"] != size * options.streams:
+        raise RuntimeError(f"{candidate.name}: short transfers ({bulk})")
+    times = [
+        int(line) / 1e3
+        for line in loadgen(program, "latency", ORIGIN_HOST, port, options.latency_count).split()
+    ]
+    completed = run["completed"]
+    return {
+        "connections_per_second": completed / run["seconds"],
+        "mib_per_second": bulk["bytes"] / MIB / bulk["seconds"],
+        "p50_us": percentile(times, 0.50),
+        "p99_us": percentile(times, 0.99),
+        "cpu_us_per_connection": (proxy_after - proxy_before) / completed * 1e6,
+        "cpu_seconds_per_gib": (proxy_bulk - proxy_after) / (bulk["bytes"] / GIB),
+        "client_cpu_us_per_connection": (client_after - client_before) / completed * 1e6,
+        "origin_cpu_us_per_connection": (origin_after - origin_before) / completed * 1e6,
+    }
 
 
-async def connections_per_second(port: int, seconds: float, concurrency: int) -> float:
-    """Complete connections per second: `concurrency` clients each fetching
-    100 bytes, one connection after another."""
-    deadline = time.monotonic() + seconds
-    completed = 0
-
-    async def client() -> None:
-        nonlocal completed
-        while time.monotonic() < deadline:
-            if await fetch(port, 100) != 100:
-                raise RuntimeError("a short answer")
-            completed += 1
-
-    started = time.monotonic()
-    await asyncio.gather(*(client() for _ in range(concurrency)))
-    return completed / (time.monotonic() - started)
+def rotations(names: list[str], count: int) -> Iterator[list[str]]:
+    """Each round's order: every candidate once, the start rotated."""
+    for number in range(count):
+        shift = number % len(names) if names else 0
+        yield names[shift:] + names[:shift]
 
 
-async def bytes_per_second(port: int, streams: int, size: int) -> float:
-    started = time.monotonic()
-    received = await asyncio.gather(*(fetch(port, size) for _ in range(streams)))
-    if received != [size] * streams:
-        raise RuntimeError(f"short transfers: {received}")
-    return sum(received) / (time.monotonic() - started)
+def library_us_per_connection(probe: tuple[int, int], rounds: int = 21) -> float:
+    """The library's work for one connection, as the proxy does it, on a
+    redirected connection of this process: the median per-round mean."""
+    import wfpredirect
 
-
-async def setup_seconds(port: int, count: int) -> float:
-    """Mean wall time of one connection at a time: connect, 100 bytes, close."""
-    started = time.monotonic()
-    for _ in range(count):
-        await fetch(port, 100)
-    return (time.monotonic() - started) / count
-
-
-def library_seconds_per_connection(rounds: int) -> float:
-    """The library's work for one connection, as the proxy does it: the
-    redirect state of the accepted connection (original destination,
-    records, context) and the records set on a new upstream socket. Median
-    per-round mean, on a redirected connection of this process."""
-    original_port, listen_port = PROBE
+    original_port, listen_port = probe
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind((redirect_namespace.LISTEN_HOST, listen_port))
+    listener.bind((LISTEN_HOST, listen_port))
     listener.listen()
     client = socket.create_connection((ORIGIN_HOST, original_port))
     accepted, _ = listener.accept()
@@ -130,136 +643,140 @@ def library_seconds_per_connection(rounds: int) -> float:
                 records = wfpredirect.query_redirect_records(accepted)
                 wfpredirect.query_redirect_context(accepted)
                 wfpredirect.set_redirect_records(upstream, records)
-            means.append((time.perf_counter_ns() - started) / len(upstreams) / 1e9)
+            means.append((time.perf_counter_ns() - started) / len(upstreams) / 1e3)
     finally:
         for sock in (*upstreams, accepted, client, listener):
             sock.close()
     return statistics.median(means)
 
 
-async def measure(options: argparse.Namespace) -> dict[str, Any]:
-    names = list(CANDIDATES)
-    samples: dict[str, dict[str, list[float]]] = {
-        name: {"connections_per_second": [], "bytes_per_second": [], "setup_seconds": []}
-        for name in names
-    }
-    size = options.transfer_mib << 20
-    for round_number in range(options.rounds):
-        order = names if round_number % 2 == 0 else names[::-1]
-        for name in order:
-            port = CANDIDATES[name][0]
-            rows = samples[name]
-            rows["connections_per_second"].append(
-                await connections_per_second(port, options.seconds, options.concurrency)
-            )
-            rows["bytes_per_second"].append(await bytes_per_second(port, options.streams, size))
-            rows["setup_seconds"].append(await setup_seconds(port, 50))
-    medians = {
-        name: {metric: statistics.median(values) for metric, values in rows.items()}
-        for name, rows in samples.items()
-    }
-    # Ratios of the same round, whose candidates ran back to back: they hold
-    # while the machine's speed drifts between rounds.
-    proxy, stdlib = samples["wfpredirect proxy"], samples["stdlib relay"]
-    ratios = {
-        metric: statistics.median(
-            mine / theirs for mine, theirs in zip(proxy[metric], stdlib[metric], strict=True)
-        )
-        for metric in ("connections_per_second", "bytes_per_second")
-    }
-    return {"candidates": medians, "ratios": ratios}
+def proxy_help() -> str:
+    return subprocess.run(
+        [sys.executable, "-m", "wfpredirect", "proxy", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd="/",
+    ).stdout
 
 
-def render(result: dict[str, Any]) -> str:
-    rows = result["candidates"]
-    library = result["library_seconds_per_connection"]
-    lines = [
-        "bench_proxy: the reference proxy against a stdlib relay doing the same work",
-        f"{result['machine']['kernel']}, {result['machine']['cpu']}, "
-        f"{result['machine']['cpus']} CPUs, CPython {result['machine']['python']}; "
-        f"medians of {result['options']['rounds']} rounds",
-        "",
-        f"{'candidate':20} {'connections/s':>14} {'MiB/s':>10} {'setup (us)':>11}",
-    ]
-    for name, row in rows.items():
-        lines.append(
-            f"{name:20} {row['connections_per_second']:14,.0f} "
-            f"{row['bytes_per_second'] / (1 << 20):10,.0f} {row['setup_seconds'] * 1e6:11,.0f}"
-        )
-    proxy = rows["wfpredirect proxy"]
-    ratios = result["ratios"]
-    lines += [
-        "",
-        f"wfpredirect proxy / stdlib relay (median of the per-round ratios): connections/s "
-        f"{ratios['connections_per_second']:.2f}, bytes/s {ratios['bytes_per_second']:.2f}",
-        f"library calls per connection: {library * 1e6:.1f} us = "
-        f"{100 * library / proxy['setup_seconds']:.2f} % of one connection's setup "
-        f"({proxy['setup_seconds'] * 1e6:,.0f} us, connect + 100 bytes + close, one at a time)",
-    ]
-    return "\n".join(lines) + "\n"
+def haproxy_version() -> str:
+    if shutil.which("haproxy") is None:
+        return ""
+    output = subprocess.run(
+        ["haproxy", "-v"], capture_output=True, text=True, env=native_environment()
+    ).stdout
+    match = re.search(r"HAProxy version (\S+)", output)
+    return f"HAProxy {match.group(1)}" if match else "HAProxy"
+
+
+def arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--install", action="store_true", help="apt-get install haproxy")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--quick", action="store_true", help="short runs: a check, not a figure")
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--streams", type=int, default=4)
+    parser.add_argument("--transfer-mib", type=int, default=256)
+    parser.add_argument("--latency-count", type=int, default=2000)
+    parser.add_argument(
+        "--only", nargs="+", metavar="NAME", help="only the candidates whose name contains one"
+    )
+    parser.add_argument("--write", action="store_true", help="write the results and the chart")
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    options = parser.parse_args(argv)
+    if options.quick:
+        options.seconds, options.transfer_mib, options.latency_count = 0.5, 32, 200
+    return options
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--seconds", type=float, default=2.0)
-    parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--streams", type=int, default=4)
-    parser.add_argument("--transfer-mib", type=int, default=64)
-    parser.add_argument("--output", type=Path, default=RESULTS)
-    options = parser.parse_args()
+    options = arguments()
     if not sys.platform.startswith("linux"):
-        print("bench_proxy.py runs on Linux (an nft redirect in a network namespace)")
+        print("bench_proxy.py runs on Linux (nft redirects in a network namespace)")
         return 0
-    how = redirect_namespace.enter_redirect_namespace()
-    with ExitStack() as stack:
-        origin_ports = [str(port) for port, _ in (*CANDIDATES.values(), PROBE)]
-        start(
-            stack,
-            [sys.executable, str(HERE / "proxy_peers.py"), "origin", ORIGIN_HOST, *origin_ports],
+    problem = haproxy_problem(options.install)
+    found = candidates(proxy_help(), problem)
+    if options.only:
+        found = [c for c in found if any(part in c.name for part in options.only)]
+    user = haproxy_user() if not problem else ("", "", -1)
+    probe = (FIRST_ORIGINAL_PORT + 99, FIRST_LISTEN_PORT + 99)
+    rules = nft_rules(found, None if problem else user[2], probe)
+    how = redirect_namespace.enter_redirect_namespace(rules)
+    if os.geteuid() == 0:
+        namespace_sysctls()
+    rounds: dict[str, list[dict[str, float]]] = {}
+    round_notes = []
+    with ExitStack() as stack, tempfile.TemporaryDirectory() as scratch:
+        directory = Path(scratch)
+        os.chmod(directory, 0o755)  # HAProxy reads its configuration before it drops root
+        program = build_loadgen(directory)
+        ports = [str(c.original_port) for c in found]
+        origin = subprocess.Popen(
+            [str(program), "origin", ORIGIN_HOST, *ports],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=native_environment(),
         )
-        proxy_port = CANDIDATES["wfpredirect proxy"][1]
-        start(
-            stack,
-            [
-                sys.executable,
-                "-m",
-                "wfpredirect",
-                "proxy",
-                "--listen",
-                f"{redirect_namespace.LISTEN_HOST}:{proxy_port}",
-                "--summary-interval",
-                "0",
-            ],
-        )
-        relay_port = CANDIDATES["stdlib relay"][1]
-        start(
-            stack,
-            [
-                sys.executable,
-                str(HERE / "proxy_peers.py"),
-                "stdlib-relay",
-                redirect_namespace.LISTEN_HOST,
-                str(relay_port),
-            ],
-        )
-        measured = asyncio.run(measure(options))
-        library = library_seconds_per_connection(rounds=21)
+        stack.callback(origin.wait, 10)
+        stack.callback(origin.terminate)
+        assert origin.stdout is not None
+        if origin.stdout.readline().strip() != "ready":
+            raise RuntimeError("the origin did not start")
+        for candidate in found:
+            if not candidate.skipped:
+                start_candidate(stack, candidate, directory, program, user[:2])
+        running = [c for c in found if not c.skipped]
+        by_name = {c.name: c for c in running}
+        for candidate in running:  # a warm-up: every code path once, untimed
+            try:
+                loadgen(program, "latency", ORIGIN_HOST, candidate.original_port, 20)
+                loadgen(program, "bulk", ORIGIN_HOST, candidate.original_port, 2, MIB)
+            except (RuntimeError, subprocess.TimeoutExpired) as error:
+                candidate.skipped = f"failed its warm-up: {error}"
+        running = [c for c in running if not c.skipped]
+        for order in rotations([c.name for c in running], options.rounds):
+            round_notes.append({"load_average": os.getloadavg(), "order": order})
+            for name in order:
+                sample = measure_once(program, by_name[name], origin.pid, options)
+                rounds.setdefault(name, []).append(sample)
+        library = library_us_per_connection(probe)
+    table = medians({c.name: rounds[c.name] for c in running})
+    stdlib_ratios = {}
+    if "wfpredirect" in rounds and STDLIB in rounds:
+        stdlib_ratios = {
+            metric: paired_ratio(rounds["wfpredirect"], rounds[STDLIB], metric)
+            for metric in ("connections_per_second", "mib_per_second")
+        }
     result = {
         "benchmark": "bench_proxy",
         "platform": "linux",
         "namespace": how,
         "machine": machine.describe(),
-        "load_average": os.getloadavg(),
-        "options": {key: value for key, value in vars(options).items() if key != "output"},
-        **measured,
-        "library_seconds_per_connection": library,
+        "haproxy_version": haproxy_version() if not problem else "",
+        "options": {k: v for k, v in vars(options).items() if k not in ("output", "install")},
+        "rounds": round_notes,
+        "candidates": table,
+        "samples": rounds,
+        "skipped": {c.name: c.skipped for c in found if c.skipped},
+        "targets": evaluate_targets(found, rounds),
+        "stdlib_ratios": stdlib_ratios,
+        "library_us_per_connection": library,
     }
     text = render(result)
     print(text, end="")
-    options.output.mkdir(parents=True, exist_ok=True)
-    (options.output / "bench_proxy-linux.json").write_text(json.dumps(result, indent=2) + "\n")
-    (options.output / "bench_proxy-linux.txt").write_text(text)
+    if options.write:
+        options.output.mkdir(parents=True, exist_ok=True)
+        path = options.output / "bench_proxy-linux.json"
+        path.write_text(json.dumps(result, indent=2) + "\n")
+        (options.output / "bench_proxy-linux.txt").write_text(text)
+        try:
+            import plot
+        except ImportError:
+            print(f"wrote {path}; for the chart: pip install matplotlib, python benchmarks/plot.py")
+        else:
+            print(f"wrote {path} and {plot.plot(path)}")
     return 0
 
 

@@ -56,11 +56,11 @@ def _unshare(flags: int) -> None:
         raise OSError(error, f"unshare({flags:#x}): {os.strerror(error)}")
 
 
-def enter_redirect_namespace() -> str:
+def enter_redirect_namespace(rules: str | None = None) -> str:
     """Move this process into a new network namespace with the redirect rule
-    loaded; returns how ("root" or "user namespace"). As root a plain network
-    namespace; otherwise a user namespace owning it, where the kernel allows
-    that."""
+    (redirect_rules(), or `rules`) loaded; returns how ("root" or "user
+    namespace"). As root a plain network namespace; otherwise a user
+    namespace owning it, where the kernel allows that."""
     if os.geteuid() == 0:
         _unshare(CLONE_NEWNET)
         how = "network namespace (root)"
@@ -75,7 +75,7 @@ def enter_redirect_namespace() -> str:
             gid_map.write(f"0 {gid} 1")
         how = "user + network namespace"
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
-    subprocess.run(["nft", "-f", "-"], input=redirect_rules().encode(), check=True)
+    subprocess.run(["nft", "-f", "-"], input=(rules or redirect_rules()).encode(), check=True)
     return how
 
 
