@@ -3,6 +3,7 @@ redirect to a Python HTTP origin, in a fresh network namespace."""
 
 from __future__ import annotations
 
+import importlib.util
 import random
 import re
 import signal
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,7 +20,7 @@ import pytest
 from netns import run_in_netns
 from processes import running
 from rules import LOOPING_RULES, redirect
-from support import require_tool
+from support import require_tool, unavailable
 from wfpredirect import _proxy_log as proxy_log
 
 HERE = Path(__file__).resolve().parent
@@ -34,6 +36,28 @@ CURL_NO_REPLY = (52, 56)
 # One line per relayed connection.
 RELAY_LINE = proxy_log.RELAYED.pattern
 
+# Every test here runs the proxy each of these ways: each relay path, uvloop
+# (on the default path), and two SO_REUSEPORT workers.
+PROXY_WAYS = {
+    "splice": ("--relay", "splice"),
+    "protocol": ("--relay", "protocol"),
+    "streams": ("--relay", "streams"),
+    "uvloop": ("--loop", "uvloop"),
+    "workers": ("--workers", "2"),
+}
+# The way of the test running now (the body runs in a fork, which keeps it).
+_way: tuple[str, ...] = ()
+
+
+@pytest.fixture(autouse=True, params=list(PROXY_WAYS))
+def proxy_way(request: pytest.FixtureRequest) -> Iterator[str]:
+    global _way
+    if request.param == "uvloop" and importlib.util.find_spec("uvloop") is None:
+        unavailable("uvloop is not installed (.ci/run installs it)")
+    _way = PROXY_WAYS[request.param]
+    yield request.param
+    _way = ()
+
 
 def proxy_command(*extra: str) -> list[str]:
     return [
@@ -45,6 +69,7 @@ def proxy_command(*extra: str) -> list[str]:
         "127.0.0.1:15001",
         "--summary-interval",
         "0",
+        *_way,
         *extra,
     ]
 
@@ -401,7 +426,7 @@ def test_sigterm_stops_cleanly_within_the_grace_period() -> None:
     }
 
 
-def test_a_rule_without_the_loop_exemption_is_named_and_the_loop_ends() -> None:
+def test_a_rule_without_the_loop_exemption_is_named_and_the_loop_ends(proxy_way: str) -> None:
     """The upstream comes back into the proxy: that connection is refused at
     once with the rule to add, so the loop ends at its first turn instead of
     exhausting the descriptors."""
@@ -428,7 +453,10 @@ def test_a_rule_without_the_loop_exemption_is_named_and_the_loop_ends() -> None:
             "exit": status,
         }
 
-    result = run_in_netns(body, nft_rules=LOOPING_RULES)
+    # Workers recognise each other's upstreams by the loop mark, which an
+    # accepted connection shows only with tcp_fwmark_accept (README).
+    sysctls = {"net.ipv4.tcp_fwmark_accept": "1"} if proxy_way == "workers" else {}
+    result = run_in_netns(body, nft_rules=LOOPING_RULES, sysctls=sysctls)
     relayed = result.pop("relayed")
     assert result == {
         "curl failed": True,
