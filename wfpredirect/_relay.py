@@ -48,8 +48,8 @@ CHUNK_SIZE = 65536
 #: Errors of os.splice that mean "not with these descriptors" rather than a
 #: broken connection: the direction goes on with a plain copy (splice(2)).
 SPLICE_NOT_POSSIBLE = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP})
-#: accept(2) errors that say the system is out of a resource: asyncio stops
-#: accepting for a second on them (selector_events.py), and so do we.
+#: accept(2) errors that say the system is out of a resource: asyncio's selector
+#: loop stops accepting for a second on them, and so do we.
 ACCEPT_RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 ACCEPT_PAUSE_SECONDS = 1.0
 #: The connection lost without an error of its own: asyncio streams' words.
@@ -187,7 +187,7 @@ async def _connect(
             await connected
             code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if code:
-            # asyncio's words (selector_events.py), so the log line reads the same.
+            # The words of asyncio's own sock_connect, so the log line reads the same.
             raise OSError(code, f"Connect call failed {target}")
     except BaseException:
         if key is not None:
