@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import random
 import re
+import select
 import signal
 import socket
 import subprocess
@@ -513,4 +514,63 @@ def test_transparent_relays_what_a_tcp_tproxy_rule_diverts(site: Path) -> None:
             "exit": 0,
         },
         "plain": {"curl": (0, "file 1\nfile 1\n"), "relayed": [], "exit": 0},
+    }
+
+
+# What a client can push through a proxy whose origin does not read: the
+# kernel's buffers on the way (each socket's autotuned to tcp_wmem/tcp_rmem
+# maxima, a few MiB, and a 1 MiB pipe) but not the proxy's memory.
+PUSH_LIMIT = 256 * MIB
+BUFFERED_AT_MOST = 64 * MIB
+# No send has gone through for this long: everything on the way is full.
+STALLED_SECONDS = 0.5
+
+
+def test_a_slow_origin_slows_the_client() -> None:
+    """Back-pressure: with the origin not reading, the client's sends stall
+    after what the buffers on the way hold; then the origin reads all of it,
+    and the proxy counts exactly that."""
+
+    def body() -> dict[str, object]:
+        with running(proxy_command(), ready=PROXY_READY) as proxy:
+            listener = origin_listener()
+            stalled = threading.Event()
+            received: list[int] = []
+
+            def read_when_stalled(connection: socket.socket) -> None:
+                assert stalled.wait(60)
+                received.append(len(read_all(connection)))
+
+            origin = serve_once(listener, read_when_stalled)
+            client = socket.create_connection(("127.0.0.2", 8080), timeout=10)
+            client.setblocking(False)
+            block = bytes(MIB)
+            pushed = 0
+            while pushed < PUSH_LIMIT:
+                _, writable, _ = select.select([], [client], [], STALLED_SECONDS)
+                if not writable:
+                    break
+                try:
+                    pushed += client.send(block)
+                except BlockingIOError:
+                    continue
+            stalled.set()
+            client.setblocking(True)
+            client.shutdown(socket.SHUT_WR)
+            origin.join()
+            client.close()
+            listener.close()
+            status, output = stop(proxy)
+        return {
+            "bounded": pushed < BUFFERED_AT_MOST,
+            "origin got all": received == [pushed],
+            "counted": [int(line["up"]) for line in relay_lines(output)] == [pushed],
+            "exit": status,
+        }
+
+    assert run_in_netns(body, nft_rules=RULES) == {
+        "bounded": True,
+        "origin got all": True,
+        "counted": True,
+        "exit": 0,
     }
