@@ -153,7 +153,9 @@ def test_workers_need_a_fixed_port() -> None:
 
 def test_uvloop_when_it_is_not_installed(tmp_path: Path) -> None:
     """A uvloop that cannot be imported: said before anything listens."""
-    (tmp_path / "uvloop.py").write_text("raise ImportError('no uvloop here')\n")
+    package = tmp_path / "uvloop"
+    package.mkdir()
+    (package / "__init__.py").write_text("raise ImportError('no uvloop here')\n")
     environment = {**os.environ, "PYTHONPATH": str(tmp_path)}
     result = wfpredirect_command(
         "proxy", "--listen", "127.0.0.1:0", "--loop", "uvloop", env=environment
