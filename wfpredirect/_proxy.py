@@ -328,17 +328,17 @@ class Proxy:
         settings = self.settings
         server: relay.Listening
         if settings.relay != "streams":
-            listeners = (
-                [backend.transparent_listener(settings.host, settings.port, settings.workers > 1)]
-                if settings.transparent
-                else relay.make_listeners(
-                    settings.host, settings.port, reuse_port=settings.workers > 1
-                )
-            )
             server = await relay.SERVERS[settings.relay](
                 self.handle_connection,
-                listeners,
+                settings.host,
+                settings.port,
+                listener=backend.transparent_listener(
+                    settings.host, settings.port, settings.workers > 1
+                )
+                if settings.transparent
+                else None,
                 backlog=settings.backlog,
+                reuse_port=settings.workers > 1,
                 loop_mark=LOOP_MARK if settings.loop_mark is None else settings.loop_mark,
             )
         elif settings.transparent:

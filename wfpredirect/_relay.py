@@ -52,6 +52,11 @@ SPLICE_NOT_POSSIBLE = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP})
 #: loop stops accepting for a second on them, and so do we.
 ACCEPT_RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 ACCEPT_PAUSE_SECONDS = 1.0
+#: connect_ex answers of a non-blocking connect under way (Winsock says
+#: WSAEWOULDBLOCK, which Python's errno has on Windows only).
+CONNECTING = frozenset(
+    {errno.EINPROGRESS, errno.EAGAIN, errno.EINTR, getattr(errno, "WSAEWOULDBLOCK", errno.EAGAIN)}
+)
 #: The connection lost without an error of its own: asyncio streams' words.
 CONNECTION_LOST = "Connection lost"
 
@@ -104,10 +109,12 @@ def choose_relay_path(requested: str) -> str:
 
 
 def make_listeners(host: str, port: int, *, reuse_port: bool = False) -> list[socket.socket]:
-    """TCP sockets bound to every address of `host`, as asyncio.create_server
-    makes them (SO_REUSEADDR, IPv6 sockets IPv6-only), for serve_protocol
-    or serve_splice to listen on; with `reuse_port`, SO_REUSEPORT before the
-    bind (``--workers``)."""
+    """The splice path's TCP sockets, bound to every address of `host` as
+    asyncio.create_server binds them on POSIX (SO_REUSEADDR, which there only
+    allows a restart while old connections linger in TIME_WAIT; IPv6 sockets
+    IPv6-only); with `reuse_port`, SO_REUSEPORT before the bind
+    (``--workers``). (The paths Windows has leave the listeners to asyncio,
+    which sets no SO_REUSEADDR there.)"""
     infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     listeners: list[socket.socket] = []
     try:
@@ -181,9 +188,9 @@ async def _connect(
     key = None
     try:
         code = sock.connect_ex(target)
-        if code in (0, errno.EINPROGRESS, errno.EAGAIN, errno.EINTR):
+        if code == 0 or code in CONNECTING:
             key = remember_upstream(sock)
-        if code in (errno.EINPROGRESS, errno.EAGAIN, errno.EINTR):
+        if code in CONNECTING:
             await connected
             code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if code:
@@ -325,7 +332,8 @@ class _ClientSide(_Side):
             self.loop_mark,
         )
         if redirect is None:
-            cast("asyncio.Transport", transport).abort()
+            # Not from inside connection_made: uvloop leaves the socket open then.
+            asyncio.get_running_loop().call_soon(cast("asyncio.Transport", transport).abort)
             return
         self.task = asyncio.ensure_future(self.handler(self.connection, redirect))
 
@@ -436,42 +444,38 @@ class ProtocolConnection:
 
 async def serve_protocol(
     handler: Handler,
-    listeners: list[socket.socket],
+    host: str,
+    port: int,
     *,
+    listener: socket.socket | None,
     backlog: int,
+    reuse_port: bool,
     loop_mark: int,
 ) -> Listening:
-    """A server for each listener on the protocol path; `handler` runs, in
-    a task, for each connection whose redirect state could be read."""
+    """The protocol path's server on (host, port), or on bound socket
+    `listener`; `handler` runs, in a task, for each connection whose
+    redirect state could be read."""
     loop = asyncio.get_running_loop()
-    addresses = _listening(listeners)
-    servers = [
-        await loop.create_server(
-            lambda: _ClientSide(handler, addresses, loop_mark), sock=sock, backlog=backlog
+    addresses: list[Address] = []
+
+    def client() -> _ClientSide:
+        return _ClientSide(handler, addresses, loop_mark)
+
+    if listener is not None:
+        server = await loop.create_server(
+            client, sock=listener, backlog=backlog, start_serving=False
         )
-        for sock in listeners
-    ]
-    return _Servers(servers)
+    else:
+        server = await loop.create_server(
+            client, host, port, backlog=backlog, reuse_port=reuse_port or None, start_serving=False
+        )
+    # Not serving until the listening addresses are known (start_redirect_server's rule).
+    addresses += _listening(server.sockets)
+    await server.start_serving()
+    return server
 
 
-class _Servers:
-    def __init__(self, servers: list[asyncio.Server]) -> None:
-        self.servers = servers
-
-    @property
-    def sockets(self) -> list[Any]:
-        return [sock for server in self.servers for sock in server.sockets]
-
-    def close(self) -> None:
-        for server in self.servers:
-            server.close()
-
-    async def wait_closed(self) -> None:
-        for server in self.servers:
-            await server.wait_closed()
-
-
-def _listening(listeners: list[socket.socket]) -> list[Address]:
+def _listening(listeners: Any) -> list[Address]:
     """The listeners' addresses, each also remembered for the loop guard."""
     addresses = []
     for sock in listeners:
@@ -790,13 +794,20 @@ class _Acceptors:
 
 async def serve_splice(
     handler: Handler,
-    listeners: list[socket.socket],
+    host: str,
+    port: int,
     *,
+    listener: socket.socket | None,
     backlog: int,
+    reuse_port: bool,
     loop_mark: int,
 ) -> Listening:
-    """Accept on each listener on the splice path; `handler` runs, in a
-    task, for each connection whose redirect state could be read."""
+    """Accept on (host, port), or on bound socket `listener`, on the splice
+    path; `handler` runs, in a task, for each connection whose redirect
+    state could be read."""
+    listeners = (
+        [listener] if listener is not None else make_listeners(host, port, reuse_port=reuse_port)
+    )
     for sock in listeners:
         sock.listen(backlog)
         sock.setblocking(False)

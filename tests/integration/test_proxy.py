@@ -38,12 +38,14 @@ CURL_NO_REPLY = (52, 56)
 RELAY_LINE = proxy_log.RELAYED.pattern
 
 # Every test here runs the proxy each of these ways: each relay path, uvloop
-# (on the default path), and two SO_REUSEPORT workers.
+# (on the default path, and with the protocol path's uvloop transports), and
+# two SO_REUSEPORT workers.
 PROXY_WAYS = {
     "splice": ("--relay", "splice"),
     "protocol": ("--relay", "protocol"),
     "streams": ("--relay", "streams"),
     "uvloop": ("--loop", "uvloop"),
+    "uvloop-protocol": ("--loop", "uvloop", "--relay", "protocol"),
     "workers": ("--workers", "2"),
 }
 # The way of the test running now (the body runs in a fork, which keeps it).
@@ -53,7 +55,7 @@ _way: tuple[str, ...] = ()
 @pytest.fixture(autouse=True, params=list(PROXY_WAYS))
 def proxy_way(request: pytest.FixtureRequest) -> Iterator[str]:
     global _way
-    if request.param == "uvloop" and importlib.util.find_spec("uvloop") is None:
+    if "uvloop" in request.param and importlib.util.find_spec("uvloop") is None:
         unavailable("uvloop is not installed (.ci/run installs it)")
     _way = PROXY_WAYS[request.param]
     yield request.param
