@@ -128,7 +128,15 @@ def make_listeners(host: str, port: int, *, reuse_port: bool = False) -> list[so
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)  # type: ignore[attr-defined,unused-ignore]
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind(address)
+            try:
+                sock.bind(address)
+            except OSError as error:
+                # asyncio.create_server's words, so every path says it alike.
+                raise OSError(
+                    error.errno,
+                    f"error while attempting to bind on address {address!r}: "
+                    f"{(error.strerror or '').lower()}",
+                ) from None
     except BaseException:
         for sock in listeners:
             sock.close()
@@ -738,8 +746,10 @@ class _Acceptor:
         for _ in range(self.backlog):  # as asyncio: at most a backlog per wakeup
             try:
                 sock, peer = self.listener.accept()
-            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+            except (BlockingIOError, InterruptedError):
                 return
+            except ConnectionAbortedError:
+                continue  # gone before it was accepted: the next one
             except OSError as error:
                 if error.errno not in ACCEPT_RESOURCE_ERRORS:
                     raise

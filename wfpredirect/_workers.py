@@ -149,10 +149,11 @@ class _Parent:
         if reporter is not None:
             reporter.cancel()
         await asyncio.gather(*readers)
-        if failed or self.started is None:
+        if failed:
             return True
         totals = self.summed(list(self.stopped.values()))
-        _proxy.say(log.STOPPED.line(seconds=time.monotonic() - self.started, **totals))
+        seconds = 0.0 if self.started is None else time.monotonic() - self.started
+        _proxy.say(log.STOPPED.line(seconds=seconds, **totals))
         return False
 
     async def read(

@@ -576,3 +576,24 @@ def test_a_slow_origin_slows_the_client() -> None:
         "counted": True,
         "exit": 0,
     }
+
+
+def test_a_port_in_use_is_an_error() -> None:
+    """Another socket on the port: the proxy (each worker) says so and
+    exits 1, on every way."""
+
+    def body() -> tuple[int, str, list[str]]:
+        with socket.create_server(("127.0.0.1", 15001)):
+            result = subprocess.run(
+                proxy_command(), capture_output=True, text=True, check=False, timeout=30
+            )
+        return result.returncode, result.stdout, sorted(set(result.stderr.splitlines()))
+
+    assert run_in_netns(body) == (
+        1,
+        "",
+        [
+            "wfpredirect proxy: [Errno 98] error while attempting to bind on address "
+            "('127.0.0.1', 15001): address already in use"
+        ],
+    )
