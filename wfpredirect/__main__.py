@@ -16,8 +16,9 @@ from ._marks import (
     MARK_MASK_VARIABLE,
     parse_mark,
 )
-from ._proxy import ProxySettings, parse_address, run_proxy
+from ._proxy import EVENT_LOOPS, ProxySettings, parse_address, run_proxy
 from ._proxy_log import FORMATS, LEVELS
+from ._relay import RELAY_PATHS
 
 
 def mark_number(text: str) -> int:
@@ -26,6 +27,12 @@ def mark_number(text: str) -> int:
         return parse_mark(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def worker_count(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of processes (1 or more)")
+    return int(text)
 
 
 def listen_address(text: str) -> tuple[str, int]:
@@ -59,6 +66,18 @@ SECONDS_OPTIONS = [
     ("--connect-timeout", "upstream connect timeout"),
     ("--grace", "how long open connections may finish after a stop signal"),
     ("--summary-interval", "seconds between summary lines, 0 for none"),
+]
+# The flags that choose how the proxy runs, each a ProxySettings field of the
+# same name: (flag, choices, what it is).
+RUN_OPTIONS = [
+    (
+        "--relay",
+        ("auto", *RELAY_PATHS),
+        "how the bytes move: splice (Linux: os.splice through a pipe, zero-copy), "
+        "protocol (asyncio Protocols), streams (asyncio streams); auto: splice on "
+        "Linux, streams on Windows",
+    ),
+    ("--loop", EVENT_LOOPS, "the event loop (uvloop when installed)"),
 ]
 
 
@@ -138,6 +157,21 @@ def parser() -> argparse.ArgumentParser:
         default="text",
         help="text: TIME LEVEL MESSAGE a line; json: one object a line (default %(default)s)",
     )
+    for flag, choices, what in RUN_OPTIONS:
+        proxy.add_argument(
+            flag,
+            choices=choices,
+            default=getattr(ProxySettings, flag.removeprefix("--")),
+            help=f"{what} (default %(default)s)",
+        )
+    proxy.add_argument(
+        "--workers",
+        type=worker_count,
+        default=ProxySettings.workers,
+        metavar="N",
+        help="Linux: N processes, each with its own SO_REUSEPORT listener on the same "
+        "address; one set of summary lines for all (default %(default)s)",
+    )
     commands.add_parser(
         "doctor",
         help="check what this machine offers a transparent proxy",
@@ -184,6 +218,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 transparent=arguments.transparent,
                 log_level=LEVELS["warning" if arguments.quiet else arguments.log_level],
                 log_format=arguments.log_format,
+                relay=arguments.relay,
+                loop=arguments.loop,
+                workers=arguments.workers,
             )
         )
     if arguments.command == "doctor":

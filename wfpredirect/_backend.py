@@ -10,19 +10,29 @@ Each backend module has:
 - ``run_demo(keep_running) -> int``: ``wfpredirect demo``;
 - ``proxy_problem(loop_mark, mark_mask, udp, transparent) -> str``: why
   ``wfpredirect proxy`` cannot start with these settings ("" when it can);
-- ``transparent_listener(host, port) -> socket``: a TCP socket bound with
-  IP_TRANSPARENT, for a TPROXY rule (``proxy --transparent``);
+- ``transparent_listener(host, port, reuse_port=False) -> socket``: a TCP
+  socket bound with IP_TRANSPARENT, for a TPROXY rule (``proxy
+  --transparent``), with SO_REUSEPORT too for ``--workers``;
 - ``prepare_reply_socket(sock)``: ready a new UDP socket to bind to a
   datagram's original destination (``datagram_reply_socket``; Linux only);
 - ``missing_exemption(loop_mark) -> str``: what a redirect that sent an
   upstream connection back lacks;
 - ``carries_loop_mark(sock, loop_mark) -> bool``: whether an accepted
-  connection carries the loop mark (a proxy's upstream coming back).
+  connection carries the loop mark (a proxy's upstream coming back);
+- ``relay_paths``: the proxy's relay paths this platform has (_relay), the
+  first the one ``--relay auto`` picks;
+- ``open_splice_pipe() -> SplicePipe | None``: a pipe for the splice
+  path's zero-copy relay (None: the path copies through a buffer);
+- ``workers_problem(workers) -> str``: why ``proxy --workers`` cannot run
+  that many processes here ("" when it can);
+- ``start_worker(work) -> int``: a new process (its pid) that runs
+  ``work()`` and exits with its status (``--workers``).
 """
 
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from ._core import BACKEND
@@ -32,16 +42,42 @@ if TYPE_CHECKING:
     from ._doctor import Finding
 
 
+class SplicePipe(Protocol):
+    """A non-blocking pipe that moves a socket's bytes without copying
+    them through user space (os.splice)."""
+
+    #: How many bytes it holds.
+    capacity: int
+
+    def fill(self, fd: int, size: int) -> int:
+        """Up to `size` bytes from socket `fd` into the pipe: how many (0 at
+        end of stream); BlockingIOError when none can move now."""
+        ...
+
+    def drain(self, fd: int, size: int) -> int:
+        """Up to `size` bytes from the pipe into socket `fd`: how many."""
+        ...
+
+    def close(self) -> None: ...
+
+
 class Backend(Protocol):
+    relay_paths: tuple[str, ...]
+
     def doctor_checks(self) -> list[Finding]: ...
     def run_demo(self, keep_running: bool) -> int: ...
     def proxy_problem(
         self, loop_mark: int | None, mark_mask: int | None, udp: bool, transparent: bool
     ) -> str: ...
-    def transparent_listener(self, host: str, port: int) -> socket.socket: ...
+    def transparent_listener(
+        self, host: str, port: int, reuse_port: bool = False
+    ) -> socket.socket: ...
     def prepare_reply_socket(self, sock: socket.socket) -> None: ...
     def missing_exemption(self, loop_mark: int) -> str: ...
     def carries_loop_mark(self, sock: _HasFileno, loop_mark: int) -> bool: ...
+    def open_splice_pipe(self) -> SplicePipe | None: ...
+    def workers_problem(self, workers: int) -> str: ...
+    def start_worker(self, work: Callable[[], int]) -> int: ...
 
 
 def _chosen() -> Backend:

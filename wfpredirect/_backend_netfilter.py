@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
+import traceback
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ._core import enable_datagram_records
@@ -11,6 +14,7 @@ from ._errors import CAPABILITY_ADVICE, RedirectPermissionError
 from ._marks import marks_problem, resolve_marks
 
 if TYPE_CHECKING:
+    from ._backend import SplicePipe
     from ._core import _HasFileno
     from ._doctor import Finding
 
@@ -18,6 +22,13 @@ if TYPE_CHECKING:
 SO_MARK = 36
 # linux/in.h; socket.IP_TRANSPARENT exists from Python 3.11 on Linux only.
 IP_TRANSPARENT = 19
+#: What a splice pipe is raised to (F_SETPIPE_SZ): the default maximum of
+#: /proc/sys/fs/pipe-max-size, where an unprivileged process may go.
+PIPE_SIZE = 1 << 20
+
+#: The splice path first: zero copies for bulk, and as lean as the protocol
+#: path for small transfers (bench_proxy.py measures each).
+relay_paths: tuple[str, ...] = ("splice", "protocol", "streams")
 
 
 def doctor_checks() -> list[Finding]:
@@ -76,16 +87,19 @@ def prepare_reply_socket(sock: socket.socket) -> None:
         _prepare_datagram_reply_socket(sock)
 
 
-def transparent_listener(host: str, port: int) -> socket.socket:
+def transparent_listener(host: str, port: int, reuse_port: bool = False) -> socket.socket:
     """A TCP socket bound to (host, port) with IP_TRANSPARENT, so that a
     TPROXY rule can hand it connections addressed elsewhere: the family
-    comes from `host` ("::" or an IPv6 address: IPv6)."""
+    comes from `host` ("::" or an IPv6 address: IPv6). With `reuse_port`,
+    SO_REUSEPORT too (each ``--workers`` process binds its own)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         # IP_TRANSPARENT at SOL_IP sets the flag for IPv6 sockets too.
         sock.setsockopt(socket.SOL_IP, IP_TRANSPARENT, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)  # type: ignore[attr-defined,unused-ignore]
         sock.bind((host, port))
     except BaseException:
         sock.close()
@@ -115,3 +129,67 @@ def carries_loop_mark(sock: _HasFileno, loop_mark: int) -> bool:
     except OSError:
         return False
     return bool(mark & loop_mark == loop_mark)
+
+
+class _Pipe:
+    """A SplicePipe: both ends non-blocking and close-on-exec, raised to
+    PIPE_SIZE where permitted (F_SETPIPE_SZ answers EPERM beyond the user's
+    pipe-user-pages-soft, when not root): its default size otherwise."""
+
+    read_end: int
+    write_end: int
+    capacity: int
+
+    def __init__(self) -> None:
+        if sys.platform == "linux":  # always here; says so to the type checker
+            import fcntl
+
+            self.read_end, self.write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+            try:
+                self.capacity = fcntl.fcntl(self.write_end, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+            except OSError:
+                self.capacity = fcntl.fcntl(self.write_end, fcntl.F_GETPIPE_SZ)
+            self._flags = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
+
+    def fill(self, fd: int, size: int) -> int:
+        if sys.platform == "linux":
+            return os.splice(fd, self.write_end, size, flags=self._flags)
+        raise AssertionError(sys.platform)
+
+    def drain(self, fd: int, size: int) -> int:
+        if sys.platform == "linux":
+            return os.splice(self.read_end, fd, size, flags=self._flags)
+        raise AssertionError(sys.platform)
+
+    def close(self) -> None:
+        os.close(self.read_end)
+        os.close(self.write_end)
+
+
+def open_splice_pipe() -> SplicePipe | None:
+    return _Pipe()
+
+
+def workers_problem(workers: int) -> str:
+    return ""
+
+
+def start_worker(work: Callable[[], int]) -> int:
+    """A forked child running `work()`; it exits with its status (1, after
+    the traceback, when it raises), never returning into the parent's code."""
+    if sys.platform == "linux":
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid:
+            return pid
+        status = 1
+        try:
+            status = work()
+        except BaseException:  # noqa: BLE001 - said here: the child never returns
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(status)
+    raise AssertionError(sys.platform)

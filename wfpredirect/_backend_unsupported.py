@@ -9,9 +9,13 @@ import socket
 import sys
 from typing import TYPE_CHECKING
 
-# What only Linux has (IP_TRANSPARENT) is refused as on Windows.
+# What only Linux has (IP_TRANSPARENT, splice, workers) is refused as on Windows.
+from ._backend_winsock import open_splice_pipe as open_splice_pipe
 from ._backend_winsock import proxy_problem as proxy_problem
+from ._backend_winsock import relay_paths as relay_paths
+from ._backend_winsock import start_worker as start_worker
 from ._backend_winsock import transparent_listener as transparent_listener
+from ._backend_winsock import workers_problem as workers_problem
 from ._errors import UnsupportedError
 
 if TYPE_CHECKING:

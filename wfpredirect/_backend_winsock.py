@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import socket
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ._errors import UnsupportedError
@@ -12,8 +13,13 @@ from ._errors import UnsupportedError
 WSAEOPNOTSUPP = 10045  # winerror.h
 
 if TYPE_CHECKING:
+    from ._backend import SplicePipe
     from ._core import _HasFileno
     from ._doctor import Finding
+
+#: The Proactor loop (Windows' default) has no add_reader, which the splice
+#: path needs: the streams path, as before, and the protocol path.
+relay_paths: tuple[str, ...] = ("streams", "protocol")
 
 # On Windows a connection reaches a transparent proxy only through a WFP
 # callout driver, which no demo can install: the demo says what the driver
@@ -72,7 +78,7 @@ def prepare_reply_socket(sock: socket.socket) -> None:
     raise error
 
 
-def transparent_listener(host: str, port: int) -> socket.socket:
+def transparent_listener(host: str, port: int, reuse_port: bool = False) -> socket.socket:
     raise UnsupportedError(errno.EOPNOTSUPP, "transparent_listener: IP_TRANSPARENT is Linux's")
 
 
@@ -85,3 +91,20 @@ def missing_exemption(loop_mark: int) -> str:
 
 def carries_loop_mark(sock: _HasFileno, loop_mark: int) -> bool:
     return False
+
+
+def open_splice_pipe() -> SplicePipe | None:
+    return None
+
+
+def workers_problem(workers: int) -> str:
+    if workers > 1:
+        return (
+            "--workers is Linux's (each worker its own SO_REUSEPORT listener): "
+            "on Windows the proxy runs as one process"
+        )
+    return ""
+
+
+def start_worker(work: Callable[[], int]) -> int:
+    raise UnsupportedError(errno.EOPNOTSUPP, "start_worker: --workers is Linux's")

@@ -16,28 +16,26 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from . import _proxy_log as log
+from . import _relay as relay
 from ._backend import backend
 from ._info import RedirectInfo
-from ._proxy_log import say
+from ._marks import LOOP_MARK
 from ._records import Datagram
 from .aio import (
     DatagramFlow,
     RedirectDatagramEndpoint,
     RedirectDatagramProtocol,
     create_redirect_datagram_endpoint,
-    open_upstream,
     start_redirect_server,
 )
 
 T = TypeVar("T")
 
-#: Bytes read per step: one read, one write, one drain.
-CHUNK_SIZE = 65536
 #: asyncio's default listen backlog (100) drops SYNs under a burst of clients.
 DEFAULT_BACKLOG = 1024
 
@@ -70,6 +68,12 @@ class ProxySettings:
     # What is logged (a logging level), and how: "text" or "json".
     log_level: int = logging.INFO
     log_format: str = "text"
+    # How the bytes move (_relay.RELAY_PATHS, or "auto": the backend's first).
+    relay: str = "auto"
+    # Processes, each with its own SO_REUSEPORT listener (Linux; _workers).
+    workers: int = 1
+    # The event loop: "asyncio" or "uvloop".
+    loop: str = "asyncio"
 
 
 @dataclass
@@ -98,18 +102,16 @@ def parse_address(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-async def _copy(
-    source: asyncio.StreamReader,
-    destination: asyncio.StreamWriter,
-    count: Callable[[int], None],
-) -> None:
-    """Copy one direction until end of stream, then pass the half-close on."""
-    while data := await source.read(CHUNK_SIZE):
-        destination.write(data)
-        await destination.drain()  # back-pressure: wait while the peer is slow
-        count(len(data))
-    if destination.can_write_eof():
-        destination.write_eof()
+#: In a worker of ``--workers``: takes the lines its parent sums up into
+#: its own (listening, summary, stopping, stopped), answering True (_workers).
+worker_channel: Callable[[str], bool] | None = None
+
+
+def say(line: str) -> None:
+    """Log `line` (a _proxy_log LogLine's), unless the parent takes it."""
+    if worker_channel is not None and worker_channel(line):
+        return
+    log.say(line)
 
 
 async def _within(seconds: float, awaitable: Awaitable[T]) -> T:
@@ -197,77 +199,59 @@ class Proxy:
     async def handle(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, redirect: RedirectInfo
     ) -> None:
+        """start_redirect_server's callback: the streams path."""
+        await self.handle_connection(relay.StreamConnection(reader, writer), redirect)
+
+    async def handle_connection(self, connection: relay.Connection, redirect: RedirectInfo) -> None:
         task = asyncio.current_task()
         assert task is not None
         self.connections.add(task)
         try:
-            await self._relay(reader, writer, redirect)
+            await self._relay(connection, redirect)
         finally:
             self.connections.discard(task)
 
-    async def _relay(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, redirect: RedirectInfo
-    ) -> None:
-        client = format_address(writer.get_extra_info("peername"))
+    async def _relay(self, connection: relay.Connection, redirect: RedirectInfo) -> None:
+        client = format_address(connection.peername())
         destination = redirect.original_destination
         if destination is None:
             self.totals.refused += 1
             say(log.REFUSED.line(client=client))
-            writer.transport.abort()
+            connection.abort()
             return
         target = format_address(destination)
         try:
-            upstream_reader, upstream_writer = await _within(
+            await _within(
                 self.settings.connect_timeout,
-                open_upstream(
+                connection.open_upstream(
                     redirect, loop_mark=self.settings.loop_mark, mark_mask=self.settings.mark_mask
                 ),
             )
         except (OSError, asyncio.TimeoutError) as error:
             self.totals.failed += 1
             say(log.FAILED.line(client=client, target=target, reason=error or "timed out"))
-            writer.transport.abort()
+            connection.abort()
             return
         self.totals.open += 1
         started = time.monotonic()
         moved = {"up": 0, "down": 0}
+        totals = self.totals
 
-        def abort_both() -> None:
-            writer.transport.abort()
-            upstream_writer.transport.abort()
-
-        async def direction(
-            name: str, source: asyncio.StreamReader, destination: asyncio.StreamWriter
-        ) -> None:
-            def count(size: int) -> None:
-                moved[name] += size
-                if name == "up":
-                    self.totals.bytes_up += size
-                else:
-                    self.totals.bytes_down += size
-
-            try:
-                await _copy(source, destination, count)
-            except OSError:
-                abort_both()  # the other direction ends too
-                raise
+        def count(name: str, size: int) -> None:
+            moved[name] += size
+            if name == "up":
+                totals.bytes_up += size
+            else:
+                totals.bytes_down += size
 
         outcome = "closed"
         try:
-            results = await asyncio.gather(
-                direction("up", reader, upstream_writer),
-                direction("down", upstream_reader, writer),
-                return_exceptions=True,
-            )
-            errors = [result for result in results if isinstance(result, BaseException)]
-            if errors:
-                outcome = f"ended by {errors[0]!r}"
-            # close(), not abort(): what is still buffered gets sent first.
-            writer.close()
-            upstream_writer.close()
+            ended_by = await connection.relay(count)
+            if ended_by is not None:
+                outcome = f"ended by {ended_by!r}"
         except asyncio.CancelledError:
             outcome = "cut at shutdown"
-            abort_both()
+            connection.abort()
             raise
         finally:
             self.totals.open -= 1
@@ -334,8 +318,25 @@ class Proxy:
             except NotImplementedError:
                 signal.signal(signum, request_stop)
         settings = self.settings
-        if settings.transparent:
-            listener = backend.transparent_listener(settings.host, settings.port)
+        server: relay.Listening
+        if settings.relay != "streams":
+            server = await relay.SERVERS[settings.relay](
+                self.handle_connection,
+                settings.host,
+                settings.port,
+                listener=backend.transparent_listener(
+                    settings.host, settings.port, settings.workers > 1
+                )
+                if settings.transparent
+                else None,
+                backlog=settings.backlog,
+                reuse_port=settings.workers > 1,
+                loop_mark=LOOP_MARK if settings.loop_mark is None else settings.loop_mark,
+            )
+        elif settings.transparent:
+            listener = backend.transparent_listener(
+                settings.host, settings.port, settings.workers > 1
+            )
             server = await start_redirect_server(
                 self.handle, sock=listener, backlog=settings.backlog, loop_mark=settings.loop_mark
             )
@@ -346,6 +347,7 @@ class Proxy:
                 settings.port,
                 backlog=settings.backlog,
                 loop_mark=settings.loop_mark,
+                reuse_port=settings.workers > 1 or None,
                 # reuse_address is left to asyncio: SO_REUSEADDR on POSIX,
                 # where it only allows a restart while old connections linger
                 # in TIME_WAIT; never on Windows, where it would let any
@@ -388,6 +390,37 @@ class Proxy:
         say(log.STOPPED.line(seconds=time.monotonic() - started, **self.summary()))
 
 
+#: ``--loop``: the event loops the proxy can run on.
+EVENT_LOOPS = ("asyncio", "uvloop")
+
+
+def _runner(loop: str) -> Callable[[Coroutine[Any, Any, None]], None]:
+    """What runs the proxy's coroutine on event loop `loop` (EVENT_LOOPS);
+    ValueError when that loop is not installed."""
+    if loop == "uvloop":
+        try:
+            import uvloop  # type: ignore[import-not-found,unused-ignore]
+        except ImportError:
+            raise ValueError(
+                "--loop uvloop: uvloop is not installed (python -m pip install uvloop)"
+            ) from None
+        run: Callable[[Coroutine[Any, Any, None]], None] = uvloop.run
+        return run
+    return asyncio.run
+
+
+def _run_one(settings: ProxySettings) -> int:
+    """One proxy process until a stop signal: the exit status."""
+    try:
+        _runner(settings.loop)(Proxy(settings).run())
+    except OSError as error:
+        # One write: with --workers, several workers may say it at once.
+        sys.stderr.write(f"wfpredirect proxy: {error}\n")
+        sys.stderr.flush()
+        return 1
+    return 0
+
+
 def run_proxy(settings: ProxySettings) -> int:
     """Run until a stop signal (STOP_SIGNALS); the exit status."""
     problem = backend.proxy_problem(
@@ -395,14 +428,23 @@ def run_proxy(settings: ProxySettings) -> int:
         settings.mark_mask,
         udp=settings.udp is not None,
         transparent=settings.transparent,
-    )
+    ) or backend.workers_problem(settings.workers)
+    if not problem and settings.workers > 1 and settings.port == 0:
+        problem = (
+            f"--workers {settings.workers} needs a fixed port (each worker binds the "
+            "same address with SO_REUSEPORT)"
+        )
+    try:
+        settings.relay = relay.choose_relay_path(settings.relay)
+        _runner(settings.loop)
+    except ValueError as error:
+        problem = problem or str(error)
     if problem:
         print(f"wfpredirect proxy: {problem}", file=sys.stderr)
         return 2
     log.configure(settings.log_level, settings.log_format)
-    try:
-        asyncio.run(Proxy(settings).run())
-    except OSError as error:
-        print(f"wfpredirect proxy: {error}", file=sys.stderr)
-        return 1
-    return 0
+    if settings.workers > 1:
+        from ._workers import run_workers
+
+        return run_workers(settings, _run_one)
+    return _run_one(settings)

@@ -94,28 +94,13 @@ async def start_redirect_server(
         # loop's SO_UPDATE_ACCEPT_CONTEXT; whether the query needs that
         # update is not known: ebpf-for-windows' tests query an AcceptEx
         # socket without it.)
-        try:
-            redirect = query_redirect_info(writer.get_extra_info("socket"), listening_addresses)
-        except RedirectLoopError:
-            # The proxy's own upstream came back: refuse it at once, so the
-            # loop ends here instead of opening upstream after upstream.
-            logger.error(
-                "refused %s: the proxy's own upstream connection came back: %s",
-                _peer(writer),
-                missing_exemption(loop_mark),
-            )
-            writer.transport.abort()
-            return
-        except RedirectError as error:
-            # An answer outside the documented ones (a layered provider, a
-            # driver's own code): neither redirected nor not, so the
-            # connection cannot be handled by either rule. Say so, with the
-            # code, and close it; the server goes on.
-            logger.error(
-                "closed the connection from %s: its redirect state could not be read: %s",
-                _peer(writer),
-                error,
-            )
+        redirect = judge_connection(
+            writer.get_extra_info("socket"),
+            writer.get_extra_info("peername"),
+            listening_addresses,
+            loop_mark,
+        )
+        if redirect is None:
             writer.transport.abort()
             return
         outcome = client_connected_cb(reader, writer, redirect)
@@ -149,6 +134,36 @@ async def start_redirect_server(
     return server
 
 
+def judge_connection(
+    sock: Any, peer: Any, listening_addresses: list[Address], loop_mark: int
+) -> RedirectInfo | None:
+    """The redirect state of accepted connection `sock` (from address
+    `peer`), or None when it must be closed at once: the proxy's own
+    upstream coming back, or a state that could not be read (each logged on
+    the ``wfpredirect.aio`` logger, as start_redirect_server documents)."""
+    try:
+        return query_redirect_info(sock, listening_addresses)
+    except RedirectLoopError:
+        # The proxy's own upstream came back: refuse it at once, so the
+        # loop ends here instead of opening upstream after upstream.
+        logger.error(
+            "refused %s: the proxy's own upstream connection came back: %s",
+            _peer(peer),
+            missing_exemption(loop_mark),
+        )
+    except RedirectError as error:
+        # An answer outside the documented ones (a layered provider, a
+        # driver's own code): neither redirected nor not, so the
+        # connection cannot be handled by either rule. Say so, with the
+        # code, and close it; the server goes on.
+        logger.error(
+            "closed the connection from %s: its redirect state could not be read: %s",
+            _peer(peer),
+            error,
+        )
+    return None
+
+
 class _UpstreamProtocol(asyncio.StreamReaderProtocol):
     """asyncio's stream protocol that forgets its upstream (loop detection)
     when the connection ends, on every event loop."""
@@ -175,8 +190,7 @@ async def _open_stream(
     return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
 
 
-def _peer(writer: asyncio.StreamWriter) -> str:
-    peer = writer.get_extra_info("peername")
+def _peer(peer: Any) -> str:
     return "an unknown peer" if peer is None else f"{peer[0]} port {peer[1]}"
 
 

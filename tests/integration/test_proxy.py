@@ -3,16 +3,19 @@ redirect to a Python HTTP origin, in a fresh network namespace."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import random
 import re
+import select
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,7 +23,7 @@ import pytest
 from netns import run_in_netns
 from processes import messages, running
 from rules import LOOPING_RULES, redirect
-from support import require_tool
+from support import require_tool, unavailable
 from wfpredirect import _proxy_log as proxy_log
 from wfpredirect._proxy_log import message
 
@@ -37,6 +40,30 @@ CURL_NO_REPLY = (52, 56)
 # One line per relayed connection.
 RELAY_LINE = proxy_log.RELAYED.pattern
 
+# Every test here runs the proxy each of these ways: each relay path, uvloop
+# (on the default path, and with the protocol path's uvloop transports), and
+# two SO_REUSEPORT workers.
+PROXY_WAYS = {
+    "splice": ("--relay", "splice"),
+    "protocol": ("--relay", "protocol"),
+    "streams": ("--relay", "streams"),
+    "uvloop": ("--loop", "uvloop"),
+    "uvloop-protocol": ("--loop", "uvloop", "--relay", "protocol"),
+    "workers": ("--workers", "2"),
+}
+# The way of the test running now (the body runs in a fork, which keeps it).
+_way: tuple[str, ...] = ()
+
+
+@pytest.fixture(autouse=True, params=list(PROXY_WAYS))
+def proxy_way(request: pytest.FixtureRequest) -> Iterator[str]:
+    global _way
+    if "uvloop" in request.param and importlib.util.find_spec("uvloop") is None:
+        unavailable("uvloop is not installed (.ci/run installs it)")
+    _way = PROXY_WAYS[request.param]
+    yield request.param
+    _way = ()
+
 
 def proxy_command(*extra: str) -> list[str]:
     return [
@@ -48,6 +75,7 @@ def proxy_command(*extra: str) -> list[str]:
         "127.0.0.1:15001",
         "--summary-interval",
         "0",
+        *_way,
         *extra,
     ]
 
@@ -402,7 +430,7 @@ def test_sigterm_stops_cleanly_within_the_grace_period() -> None:
     }
 
 
-def test_a_rule_without_the_loop_exemption_is_named_and_the_loop_ends() -> None:
+def test_a_rule_without_the_loop_exemption_is_named_and_the_loop_ends(proxy_way: str) -> None:
     """The upstream comes back into the proxy: that connection is refused at
     once with the rule to add, so the loop ends at its first turn instead of
     exhausting the descriptors."""
@@ -428,7 +456,10 @@ def test_a_rule_without_the_loop_exemption_is_named_and_the_loop_ends() -> None:
             "exit": status,
         }
 
-    result = run_in_netns(body, nft_rules=LOOPING_RULES)
+    # Workers recognise each other's upstreams by the loop mark, which an
+    # accepted connection shows only with tcp_fwmark_accept (README).
+    sysctls = {"net.ipv4.tcp_fwmark_accept": "1"} if proxy_way == "workers" else {}
+    result = run_in_netns(body, nft_rules=LOOPING_RULES, sysctls=sysctls)
     relayed = result.pop("relayed")
     assert result == {
         "curl failed": True,
@@ -574,3 +605,83 @@ def test_quiet_logs_only_warnings_with_time_and_level(site: Path) -> None:
         "lines": ["TIME WARNING refused PEER: not redirected (addressed to the proxy itself)"],
         "exit": 0,
     }
+
+
+# What a client can push through a proxy whose origin does not read: the
+# kernel's buffers on the way (each socket's autotuned to tcp_wmem/tcp_rmem
+# maxima, a few MiB, and a 1 MiB pipe) but not the proxy's memory.
+PUSH_LIMIT = 256 * MIB
+BUFFERED_AT_MOST = 64 * MIB
+# No send has gone through for this long: everything on the way is full.
+STALLED_SECONDS = 0.5
+
+
+def test_a_slow_origin_slows_the_client() -> None:
+    """Back-pressure: with the origin not reading, the client's sends stall
+    after what the buffers on the way hold; then the origin reads all of it,
+    and the proxy counts exactly that."""
+
+    def body() -> dict[str, object]:
+        with running(proxy_command(), ready=PROXY_READY) as proxy:
+            listener = origin_listener()
+            stalled = threading.Event()
+            received: list[int] = []
+
+            def read_when_stalled(connection: socket.socket) -> None:
+                assert stalled.wait(60)
+                received.append(len(read_all(connection)))
+
+            origin = serve_once(listener, read_when_stalled)
+            client = socket.create_connection(("127.0.0.2", 8080), timeout=10)
+            client.setblocking(False)
+            block = bytes(MIB)
+            pushed = 0
+            while pushed < PUSH_LIMIT:
+                _, writable, _ = select.select([], [client], [], STALLED_SECONDS)
+                if not writable:
+                    break
+                try:
+                    pushed += client.send(block)
+                except BlockingIOError:
+                    continue
+            stalled.set()
+            client.setblocking(True)
+            client.shutdown(socket.SHUT_WR)
+            origin.join()
+            client.close()
+            listener.close()
+            status, output = stop(proxy)
+        return {
+            "bounded": pushed < BUFFERED_AT_MOST,
+            "origin got all": received == [pushed],
+            "counted": [int(line["up"]) for line in relay_lines(output)] == [pushed],
+            "exit": status,
+        }
+
+    assert run_in_netns(body, nft_rules=RULES) == {
+        "bounded": True,
+        "origin got all": True,
+        "counted": True,
+        "exit": 0,
+    }
+
+
+def test_a_port_in_use_is_an_error() -> None:
+    """Another socket on the port: the proxy (each worker) says so and
+    exits 1, on every way."""
+
+    def body() -> tuple[int, str, list[str]]:
+        with socket.create_server(("127.0.0.1", 15001)):
+            result = subprocess.run(
+                proxy_command(), capture_output=True, text=True, check=False, timeout=30
+            )
+        return result.returncode, result.stdout, sorted(set(result.stderr.splitlines()))
+
+    assert run_in_netns(body) == (
+        1,
+        "",
+        [
+            "wfpredirect proxy: [Errno 98] error while attempting to bind on address "
+            "('127.0.0.1', 15001): address already in use"
+        ],
+    )

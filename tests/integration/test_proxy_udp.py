@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import socket
 
+import pytest
+
 import wfpredirect
 from netns import run_in_netns
 from processes import running
@@ -23,12 +25,14 @@ def ask(client: socket.socket, data: bytes, to: tuple[str, int]) -> tuple[bytes,
     return client.recvfrom(2048)
 
 
-def test_udp_flows_are_relayed_with_their_records() -> None:
+# One process, and two workers (the first of which relays UDP).
+@pytest.mark.parametrize("way", [(), ("--workers", "2")], ids=["one", "workers"])
+def test_udp_flows_are_relayed_with_their_records(way: tuple[str, ...]) -> None:
     def body() -> dict[str, object]:
         route_marked_locally(IPV4)
         origin = UdpOrigin()
         destination = (IPV4.origin_host, ORIGIN_PORT)
-        command = proxy_command("--udp", f"0.0.0.0:{PROXY_PORT}")
+        command = proxy_command(*way, "--udp", f"0.0.0.0:{PROXY_PORT}")
         with running(command, ready=PROXY_READY) as proxy:
             assert proxy.stdout is not None
             udp_ready = message(proxy.stdout.readline())

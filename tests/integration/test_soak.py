@@ -124,8 +124,10 @@ def settled_descriptors(pid: int, target: int = 0) -> int:
     return lowest
 
 
+# Each relay path (what each keeps per connection differs).
 @pytest.mark.soak
-def test_proxy_connections_do_not_leak() -> None:
+@pytest.mark.parametrize("relay", ["splice", "protocol", "streams"])
+def test_proxy_connections_do_not_leak(relay: str) -> None:
     """10k redirected connections through `python -m wfpredirect proxy`,
     after a warm-up: the proxy's RSS and open descriptors stay flat."""
 
@@ -149,7 +151,7 @@ def test_proxy_connections_do_not_leak() -> None:
             with all_relayed:
                 assert all_relayed.wait_for(lambda: relayed == total, RELAYED_TIMEOUT), relayed
 
-        with running(proxy_command(), ready=PROXY_READY) as proxy:
+        with running(proxy_command("--relay", relay), ready=PROXY_READY) as proxy:
             assert proxy.stdout is not None
             threading.Thread(target=count_relays, args=(proxy.stdout,), daemon=True).start()
             connections(PROXY_WARM_UP, PROXY_WARM_UP)

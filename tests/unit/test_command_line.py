@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -138,3 +140,62 @@ def test_log_options_reach_the_proxy_settings(
     monkeypatch.setattr(__main__, "run_proxy", lambda settings: given.append(settings) or 0)
     assert __main__.main(["proxy", "--listen", "127.0.0.1:0", *arguments]) == 0
     assert [(settings.log_level, settings.log_format) for settings in given] == [(level, form)]
+
+
+def test_workers_must_be_a_number_of_processes() -> None:
+    result = wfpredirect_command("proxy", "--listen", "127.0.0.1:15001", "--workers", "0")
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == (
+        "wfpredirect proxy: error: argument --workers: '0' is not a number of processes (1 or more)"
+    )
+
+
+def test_an_unknown_relay_path_is_a_usage_error() -> None:
+    result = wfpredirect_command("proxy", "--listen", "127.0.0.1:15001", "--relay", "sendfile")
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == (
+        "wfpredirect proxy: error: argument --relay: invalid choice: 'sendfile' "
+        "(choose from 'auto', 'splice', 'protocol', 'streams')"
+    )
+
+
+def test_a_relay_path_this_platform_lacks_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    from wfpredirect import _relay
+    from wfpredirect._backend import backend
+
+    monkeypatch.setattr(backend, "relay_paths", ("streams", "protocol"))
+    assert _relay.choose_relay_path("auto") == "streams"
+    assert _relay.choose_relay_path("protocol") == "protocol"
+    with pytest.raises(ValueError) as raised:
+        _relay.choose_relay_path("splice")
+    assert str(raised.value) == (
+        "--relay splice is not available here: this platform has streams, protocol (auto: streams)"
+    )
+
+
+@linux_only
+def test_workers_need_a_fixed_port() -> None:
+    result = wfpredirect_command("proxy", "--listen", "127.0.0.1:0", "--workers", "2")
+    assert (result.returncode, result.stdout, result.stderr) == (
+        2,
+        "",
+        "wfpredirect proxy: --workers 2 needs a fixed port (each worker binds the same "
+        "address with SO_REUSEPORT)\n",
+    )
+
+
+def test_uvloop_when_it_is_not_installed(tmp_path: Path) -> None:
+    """A uvloop that cannot be imported: said before anything listens."""
+    package = tmp_path / "uvloop"
+    package.mkdir()
+    (package / "__init__.py").write_text("raise ImportError('no uvloop here')\n")
+    environment = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    result = wfpredirect_command(
+        "proxy", "--listen", "127.0.0.1:0", "--loop", "uvloop", env=environment
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (
+        2,
+        "",
+        "wfpredirect proxy: --loop uvloop: uvloop is not installed "
+        "(python -m pip install uvloop)\n",
+    )
