@@ -38,7 +38,7 @@ def wait_until_listening(proxy: subprocess.Popen[str], udp: bool) -> list[str]:
     lines = []
     while waiting_for and (line := proxy.stdout.readline()):
         lines.append(line.rstrip("\n"))
-        if waiting_for[0].search(line):
+        if waiting_for[0].fullmatch(line.rstrip("\n")):
             waiting_for.pop(0)
     return lines
 

@@ -212,7 +212,9 @@ def test_each_case_relays_through_the_real_proxy(case: Case, tmp_path: Path) -> 
     else:
         answer, line, target = BODY, proxy_log.RELAYED, f"{origin_host}:8080"
     relayed = [
-        match.groupdict() for text in result["proxy lines"] if (match := line.pattern.search(text))
+        match.groupdict()
+        for text in result["proxy lines"]
+        if (match := line.pattern.fullmatch(text))
     ]
     assert len(relayed) == 1, result["proxy lines"]
     (relay,) = relayed
