@@ -15,9 +15,7 @@ Each backend module has:
 - ``prepare_reply_socket(sock)``: ready a new UDP socket to bind to a
   datagram's original destination (``datagram_reply_socket``; Linux only);
 - ``missing_exemption(loop_mark) -> str``: what a redirect that sent an
-  upstream connection back lacks;
-- ``carries_loop_mark(sock, loop_mark) -> bool``: whether an accepted
-  connection carries the loop mark (a proxy's upstream coming back).
+  upstream connection back lacks.
 """
 
 from __future__ import annotations
@@ -28,7 +26,6 @@ from typing import TYPE_CHECKING, Protocol
 from ._core import BACKEND
 
 if TYPE_CHECKING:
-    from ._core import _HasFileno
     from ._doctor import Finding
 
 
@@ -41,7 +38,6 @@ class Backend(Protocol):
     def transparent_listener(self, host: str, port: int) -> socket.socket: ...
     def prepare_reply_socket(self, sock: socket.socket) -> None: ...
     def missing_exemption(self, loop_mark: int) -> str: ...
-    def carries_loop_mark(self, sock: _HasFileno, loop_mark: int) -> bool: ...
 
 
 def _chosen() -> Backend:

@@ -15,7 +15,6 @@ from ._backend_winsock import transparent_listener as transparent_listener
 from ._errors import UnsupportedError
 
 if TYPE_CHECKING:
-    from ._core import _HasFileno
     from ._doctor import Finding
 
 
@@ -50,7 +49,3 @@ def prepare_reply_socket(sock: socket.socket) -> None:
 
 def missing_exemption(loop_mark: int) -> str:
     return "the redirect let the proxy's upstream connection back in"
-
-
-def carries_loop_mark(sock: _HasFileno, loop_mark: int) -> bool:
-    return False

@@ -12,7 +12,6 @@ from ._errors import UnsupportedError
 WSAEOPNOTSUPP = 10045  # winerror.h
 
 if TYPE_CHECKING:
-    from ._core import _HasFileno
     from ._doctor import Finding
 
 # On Windows a connection reaches a transparent proxy only through a WFP
@@ -81,7 +80,3 @@ def missing_exemption(loop_mark: int) -> str:
         "the callout driver redirected it although it carries the redirect records: "
         "the driver must let such connections pass (FwpsQueryConnectionRedirectState)"
     )
-
-
-def carries_loop_mark(sock: _HasFileno, loop_mark: int) -> bool:
-    return False

@@ -41,6 +41,19 @@ def set_redirect_records(
     mark_mask: int | None = None,
 ) -> None: ...
 def original_destination(sock: _Socket, /) -> _Address: ...
+
+# query_redirect_info's one pass: (records, context, original_destination,
+# peer, mark, error); `error` is raised by the caller, after its loop check.
+def _query_connection_state(
+    sock: _Socket, /
+) -> tuple[
+    RedirectRecords | None,
+    bytes | None,
+    _Address | None,
+    _Address | None,
+    int | None,
+    Exception | None,
+]: ...
 def decode_wfpsampler_context(context: _ReadableBuffer, /) -> tuple[_Address, _Address]: ...
 def enable_datagram_records(sock: _Socket, /) -> None: ...
 def recvmsg_redirect(sock: _Socket, bufsize: int, /) -> Datagram: ...
