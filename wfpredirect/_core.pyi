@@ -3,7 +3,7 @@
 import sys
 from typing import Protocol
 
-from ._records import Datagram, RedirectRecords
+from ._records import Datagram, RedirectInfo, RedirectRecords
 
 class _HasFileno(Protocol):
     def fileno(self) -> int: ...
@@ -42,18 +42,11 @@ def set_redirect_records(
 ) -> None: ...
 def original_destination(sock: _Socket, /) -> _Address: ...
 
-# query_redirect_info's one pass: (records, context, original_destination,
-# peer, mark, error); `error` is raised by the caller, after its loop check.
+# query_redirect_info's one pass: (info, peer, mark, error); `error` is
+# raised by the caller, after its loop check.
 def _query_connection_state(
     sock: _Socket, /
-) -> tuple[
-    RedirectRecords | None,
-    bytes | None,
-    _Address | None,
-    _Address | None,
-    int | None,
-    Exception | None,
-]: ...
+) -> tuple[RedirectInfo, _Address | None, int | None, Exception | None]: ...
 def decode_wfpsampler_context(context: _ReadableBuffer, /) -> tuple[_Address, _Address]: ...
 def enable_datagram_records(sock: _Socket, /) -> None: ...
 def recvmsg_redirect(sock: _Socket, bufsize: int, /) -> Datagram: ...

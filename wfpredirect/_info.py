@@ -1,31 +1,18 @@
-"""RedirectInfo: a connection's whole redirect state as one value."""
+"""query_redirect_info: a connection's whole redirect state as one
+RedirectInfo (defined in _records, as the native core builds it)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 from ._addresses import Address, is_listener_address
 from ._core import _query_connection_state
 from ._loops import check_not_looped
-from ._records import RedirectRecords
+from ._records import RedirectInfo
 
 if TYPE_CHECKING:
     from ._core import _Socket
-
-
-class RedirectInfo(NamedTuple):
-    """The redirect state of one accepted connection; each field is None
-    when absent (a connection that was not redirected has all three None).
-
-    ``records`` go unchanged to the upstream socket; ``context`` is the
-    callout driver's bytes (always None on Linux); ``original_destination``
-    is ``(host, port)`` or ``(host, port, flowinfo, scope_id)``.
-    """
-
-    records: RedirectRecords | None
-    context: bytes | None
-    original_destination: Address | None
 
 
 #: The state of a connection that was not redirected.
@@ -55,15 +42,18 @@ def query_redirect_info(sock: _Socket, listening_addresses: Sequence[Address] = 
     query once), where the three single queries would each resolve the
     redirect again.
     """
-    records, context, destination, peer, mark, error = _query_connection_state(sock)
-    if not isinstance(sock, int):
+    info, peer, mark, error = _query_connection_state(sock)
+    if peer is not None and not isinstance(sock, int):
         check_not_looped(peer, mark, "query_redirect_info")
     # A failure after the original destination was known does not count for
     # a listener's own address: the single queries never got that far.
-    if destination is not None and any(
-        is_listener_address(listener, destination) for listener in listening_addresses
+    destination = info.original_destination
+    if (
+        destination is not None
+        and listening_addresses
+        and any(is_listener_address(listener, destination) for listener in listening_addresses)
     ):
         return NOT_REDIRECTED
     if error is not None:
         raise error
-    return RedirectInfo(records, context, destination)
+    return info

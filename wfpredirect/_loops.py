@@ -85,11 +85,9 @@ def check_not_looped(peer: _Address | None, mark: int | None, function: str) -> 
     # The peer is worth comparing only while an upstream is open, or for
     # the message; without one the connection is not connected, and the
     # queries say so themselves.
-    if peer is None:
-        return
-    with _lock:
-        upstreams_open = bool(_open)
-    if not marked and not upstreams_open:
+    # One read of the registry's size needs no lock (it is as current as
+    # the lock's own answer would be once released).
+    if peer is None or (not marked and not _open):
         return
     try:
         endpoint = _endpoint(peer)

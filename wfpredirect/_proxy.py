@@ -22,9 +22,8 @@ from typing import Any, TypeVar
 
 from . import _proxy_log as log
 from ._backend import backend
-from ._info import RedirectInfo
 from ._proxy_log import say
-from ._records import Datagram
+from ._records import Datagram, RedirectInfo
 from .aio import (
     DatagramFlow,
     RedirectDatagramEndpoint,

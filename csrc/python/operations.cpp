@@ -140,8 +140,8 @@ py::object optional_address(bool present, const core::SocketAddress& address) {
     return to_address_tuple(address);
 }
 
-// (records, context, original_destination, peer, mark, error): the fused
-// call behind query_redirect_info. `error` is the exception the first
+// (RedirectInfo(records, context, original_destination), peer, mark,
+// error): the fused call behind query_redirect_info. `error` is the exception the first
 // failure raises (named after its single query), returned rather than
 // raised so that the facade checks for a loop first.
 PyObject* query_connection_state(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
@@ -168,10 +168,12 @@ PyObject* query_connection_state(PyObject*, PyObject* const* args, Py_ssize_t na
         py::object error = py::none();
         if (!state.failure.ok())
             error = status_exception(query_name(state.failed_query), state.failure);
-        PyObject* result = PyTuple_Pack(
-            6, records.ptr(), context.ptr(),
-            optional_address(state.has_original_destination, state.original_destination).ptr(),
-            optional_address(state.has_peer, state.peer).ptr(), mark.ptr(), error.ptr());
+        const py::object info = to_redirect_info(
+            records, context,
+            optional_address(state.has_original_destination, state.original_destination));
+        PyObject* result =
+            PyTuple_Pack(4, info.ptr(), optional_address(state.has_peer, state.peer).ptr(),
+                         mark.ptr(), error.ptr());
         if (result == nullptr)
             throw py::error_already_set();
         return result;
@@ -236,8 +238,8 @@ PyMethodDef functions[] = {
      "Write the redirect context into `buffer`; return the bytes written (0: none)."},
     {"_query_connection_state", fastcall(&query_connection_state), METH_FASTCALL,
      "_query_connection_state($module, sock, /)\n--\n\n"
-     "(records, context, original_destination, peer, mark, error) of the accepted connection "
-     "`sock` in one pass: what query_redirect_info needs. Private: use query_redirect_info."},
+     "(RedirectInfo, peer, mark, error) of the accepted connection `sock` in one pass: what "
+     "query_redirect_info needs. Private: use query_redirect_info."},
     {"decode_wfpsampler_context", fastcall(&decode_wfpsampler_context_raw), METH_FASTCALL,
      "decode_wfpsampler_context($module, context, /)\n--\n\n"
      "(remote, local): the original addresses in a context stored by Microsoft's WFPSampler "

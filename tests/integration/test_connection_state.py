@@ -57,11 +57,12 @@ def single_calls(sock: socket.socket) -> tuple[object, object, object]:
 
 def both(sock: socket.socket) -> dict[str, object]:
     """The fused answer beside what the single calls and the socket say."""
-    records, context, destination, peer, mark, error = _core._query_connection_state(sock)
+    info, peer, mark, error = _core._query_connection_state(sock)
     return {
-        "fused": (records, context, destination),
+        "info type": type(info).__name__,
+        "fused": tuple(info),
         "single": single_calls(sock),
-        "records type": type(records).__name__,
+        "records type": type(info.records).__name__,
         "peer": peer,
         "mark": mark,
         "socket mark": socket_mark(sock),
@@ -84,6 +85,7 @@ def test_redirect_ipv4() -> None:
     records = result["single"][0]  # type: ignore[index]
     assert records is not None
     assert result == {
+        "info type": "RedirectInfo",
         "fused": (records, None, ("127.0.0.2", 8080)),
         "single": (records, None, ("127.0.0.2", 8080)),
         "records type": "RedirectRecords",
@@ -105,6 +107,7 @@ def test_redirect_ipv6() -> None:
     records = result["single"][0]  # type: ignore[index]
     assert records is not None
     assert result == {
+        "info type": "RedirectInfo",
         "fused": (records, None, ("::1", 8080, 0, 0)),
         "single": (records, None, ("::1", 8080, 0, 0)),
         "records type": "RedirectRecords",
@@ -130,6 +133,7 @@ def test_redirect_ipv4_on_a_dual_stack_listener() -> None:
     assert records is not None
     assert socket_peer == ("::ffff:127.0.0.1", port, 0, 0)
     assert result == {
+        "info type": "RedirectInfo",
         "fused": (records, None, ("127.0.0.2", 8080)),
         "single": (records, None, ("127.0.0.2", 8080)),
         "records type": "RedirectRecords",
@@ -156,6 +160,7 @@ def test_tproxy_and_its_listener() -> None:
     records = result["single"][0]  # type: ignore[index]
     assert records is not None
     assert result == {
+        "info type": "RedirectInfo",
         "fused": (records, None, ("127.0.0.2", 8080)),
         "single": (records, None, ("127.0.0.2", 8080)),
         "records type": "RedirectRecords",
@@ -170,6 +175,7 @@ def test_tproxy_and_its_listener() -> None:
     direct_records = direct["single"][0]  # type: ignore[index]
     assert direct["fused"] == direct["single"] == (direct_records, None, ("127.0.0.1", 15001))
     assert listening == {
+        "info type": "RedirectInfo",
         "fused": (None, None, None),
         "single": (None, None, None),
         "records type": "NoneType",
@@ -190,6 +196,7 @@ def test_not_redirected_and_unconnected() -> None:
 
     result, port, unconnected = run_in_netns(body, nft_rules=IPV4_RULES)
     assert result == {
+        "info type": "RedirectInfo",
         "fused": (None, None, None),
         "single": (None, None, None),
         "records type": "NoneType",
@@ -199,6 +206,7 @@ def test_not_redirected_and_unconnected() -> None:
         "error": None,
     }
     assert unconnected == {
+        "info type": "RedirectInfo",
         "fused": (None, None, None),
         "single": (None, None, None),
         "records type": "NoneType",
@@ -231,6 +239,7 @@ def test_a_connection_carrying_the_loop_mark() -> None:
     assert records is not None
     assert raised == "RedirectLoopError"
     assert result == {
+        "info type": "RedirectInfo",
         "fused": (records, None, ("127.0.0.2", 8080)),
         "single": (records, None, ("127.0.0.2", 8080)),
         "records type": "RedirectRecords",
@@ -258,9 +267,14 @@ def test_an_error_is_the_single_query_s_own() -> None:
                 wfpredirect.query_redirect_info(udp)
             except wfpredirect.RedirectError as error:
                 info = (type(error).__name__, error.errno, str(error))
-        error = state[5]
+        error = state[3]
         assert isinstance(error, OSError)
-        return state[:5], (type(error).__name__, error.errno, str(error)), single, info
+        return (
+            (*state[0], *state[1:3]),
+            (type(error).__name__, error.errno, str(error)),
+            single,
+            info,
+        )
 
     pieces, fused, single, info = run_in_netns(body)
     assert pieces == (None, None, None, None, 0)
