@@ -83,7 +83,8 @@ py::tuple to_address_tuple(const core::SocketAddress& address) {
             throw py::error_already_set();
         return py::reinterpret_steal<py::object>(object);
     };
-    const py::object text = steal(PyUnicode_DecodeASCII(host, std::strlen(host), nullptr));
+    const py::object text =
+        steal(PyUnicode_DecodeASCII(host, static_cast<Py_ssize_t>(std::strlen(host)), nullptr));
     const py::object port = steal(PyLong_FromLong(address.port));
     if (address.version == core::IpVersion::v4)
         return py::reinterpret_steal<py::tuple>(

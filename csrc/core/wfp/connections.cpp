@@ -241,8 +241,9 @@ namespace {
 void resolve_pieces(const WinsockOps& ops, std::uintptr_t socket, OriginalDstSupport& support,
                     ConnectionState& out) {
     const std::uint32_t lacking = support.lacking_code();
-    Status direct = lacking == 0 ? windows_original_dst(ops, socket, out.original_destination)
-                                 : classify(lacking, WinsockCall::socket_option, kOriginalDstCall);
+    const Status direct = lacking == 0
+                              ? windows_original_dst(ops, socket, out.original_destination)
+                              : classify(lacking, WinsockCall::socket_option, kOriginalDstCall);
     Status records;
     bool records_asked = false;
     Status context;
