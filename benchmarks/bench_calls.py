@@ -6,7 +6,11 @@ Linux: on a redirected connection in the benchmark's own network namespace
   (a) the floor: the same system calls in a C loop (native/floor.c),
   (b) the best a binding can do: hand-written C-API functions making the
       same calls and building the same results (native/capi_reference.c),
-  (c) ctypes getsockopt/setsockopt, (d) socket.getsockopt and struct.
+  (c) ctypes getsockopt/setsockopt, (d) socket.getsockopt and struct;
+and one whole connection as a proxy handles it (query_redirect_info, then
+set_redirect_records; issue 16): the library's fused pass against the
+three single calls it replaced and C loops making the minimal calls, the
+library's calls and the old calls (connection_candidates.py).
 Windows: on the real stack, where without a WFP callout driver only the
 error paths exist; the library against ctypes WSAIoctl/getsockopt and the
 stdlib getsockopt. The C references are Linux-only.
@@ -35,11 +39,14 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 #: The targets of issue 8, per call.
 MAX_RATIO_VS_REFERENCE = 1.15
+#: Issue 16's target: one connection at most this many times the C floor.
+MAX_CONNECTION_RATIO_VS_FLOOR = 1.3
 MAX_SHARE_OF_STDLIB_OVERHEAD = 1 / 2
 MAX_SHARE_OF_CTYPES_OVERHEAD = 1 / 3
 
 
 def linux_operations(native_directory: Path) -> tuple[dict[str, list[Candidate]], list[Any], str]:
+    import connection_candidates
     import linux_candidates
     import native
     from redirect_namespace import enter_redirect_namespace, redirected_connection
@@ -54,6 +61,9 @@ def linux_operations(native_directory: Path) -> tuple[dict[str, list[Candidate]]
         operation: linux_candidates.candidates(operation, connection, floor, capi_reference)
         for operation in linux_candidates.OPERATIONS
     }
+    operations[connection_candidates.OPERATION] = connection_candidates.candidates(
+        connection, floor
+    )
     setup = (
         f"a redirected IPv4 connection (nft redirect 127.0.0.2:8080 -> 127.0.0.1:15001) in the "
         f"benchmark's own {how}; success paths; every candidate checked to give the library's "
@@ -97,15 +107,27 @@ def summarize(operations: dict[str, list[Candidate]]) -> dict[str, Any]:
                 row["overhead_above_floor_ns"] = round(
                     paired_median(candidate.samples, floor.samples, "difference"), 1
                 )
+                row["ratio_vs_floor"] = round(
+                    paired_median(candidate.samples, floor.samples, "ratio"), 3
+                )
             rows[candidate.name] = row
         summary[operation] = {"candidates": rows, "targets": targets(rows)}
     return summary
 
 
 def targets(rows: dict[str, Any]) -> dict[str, Any]:
-    """Issue 8's targets for one operation, where its candidates exist."""
+    """Issue 8's targets for one operation, where its candidates exist, and
+    issue 16's for one connection (which has no C-API reference)."""
     library = rows[LIBRARY]
     found: dict[str, Any] = {}
+    if "ratio_vs_reference" not in library and "ratio_vs_floor" in library:
+        ratio = library["ratio_vs_floor"]
+        found["ratio_vs_floor"] = {
+            "value": ratio,
+            "limit": MAX_CONNECTION_RATIO_VS_FLOOR,
+            "met": ratio <= MAX_CONNECTION_RATIO_VS_FLOOR,
+        }
+        return found
     if "ratio_vs_reference" in library:
         ratio = library["ratio_vs_reference"]
         found["ratio_vs_reference"] = {
@@ -137,14 +159,17 @@ def render(result: dict[str, Any]) -> str:
         f"{info['implementation']} {info['python']}, wfpredirect {result['wfpredirect']} "
         f"({result['backend']})",
         result["setup"],
-        "x C-API and above floor: medians of the per-round ratios and differences",
+        "x C-API, x floor and above floor: medians of the per-round ratios and differences",
         "",
     ]
     for operation, entry in result["operations"].items():
-        header = f"{'ns/call':>8} {'IQR':>13} {'x C-API':>8} {'above floor':>12}  outcome"
-        lines.append(f"{operation:<30} {header}")
+        header = (
+            f"{'ns/call':>8} {'IQR':>13} {'x C-API':>8} {'x floor':>8} {'above floor':>12}  outcome"
+        )
+        lines.append(f"{operation:<32} {header}")
         for name, row in entry["candidates"].items():
             ratio = f"{row['ratio_vs_reference']:.2f}" if "ratio_vs_reference" in row else "-"
+            floor_ratio = f"{row['ratio_vs_floor']:.2f}" if "ratio_vs_floor" in row else "-"
             overhead = (
                 f"{row['overhead_above_floor_ns']:+.0f}"
                 if "overhead_above_floor_ns" in row
@@ -152,8 +177,8 @@ def render(result: dict[str, Any]) -> str:
             )
             quartile_range = f"{row['q1']:.0f}-{row['q3']:.0f}"
             lines.append(
-                f"  {name:<28} {row['ns_per_call']:>8.0f} {quartile_range:>13} {ratio:>8} "
-                f"{overhead:>12}  {row['outcome']}"
+                f"  {name:<30} {row['ns_per_call']:>8.0f} {quartile_range:>13} {ratio:>8} "
+                f"{floor_ratio:>8} {overhead:>12}  {row['outcome']}"
             )
         for name, target in entry["targets"].items():
             verdict = "met" if target["met"] else "MISSED"

@@ -54,6 +54,14 @@ def load_floor(directory: Path) -> ctypes.CDLL:
         function.restype = ctypes.c_long
     floor.floor_set_redirect_records.argtypes = [ctypes.c_int, ctypes.c_long, ctypes.c_uint]
     floor.floor_set_redirect_records.restype = ctypes.c_long
+    for name in (
+        "floor_connection",
+        "floor_connection_checked",
+        "floor_connection_three_queries",
+    ):
+        function = getattr(floor, name)
+        function.argtypes = [ctypes.c_int, ctypes.c_long, ctypes.c_int, ctypes.c_uint]
+        function.restype = ctypes.c_long
     return floor
 
 

@@ -42,10 +42,10 @@ from ._errors import (
     RedirectPermissionError,
     UnsupportedError,
 )
-from ._info import RedirectInfo, query_redirect_info
+from ._info import query_redirect_info
 from ._loops import RedirectLoopError
 from ._marks import DEFAULT_LOOP_MARK, DEFAULT_MARK_MASK, LOOP_MARK, MARK_MASK
-from ._records import Datagram, RedirectRecords
+from ._records import Datagram, RedirectInfo, RedirectRecords
 from ._socket import RedirectSocket
 
 # Availability: Windows, Linux.

@@ -17,8 +17,6 @@ Each backend module has:
   datagram's original destination (``datagram_reply_socket``; Linux only);
 - ``missing_exemption(loop_mark) -> str``: what a redirect that sent an
   upstream connection back lacks;
-- ``carries_loop_mark(sock, loop_mark) -> bool``: whether an accepted
-  connection carries the loop mark (a proxy's upstream coming back);
 - ``relay_paths``: the proxy's relay paths this platform has (_relay), the
   first the one ``--relay auto`` picks;
 - ``open_splice_pipe() -> SplicePipe | None``: a pipe for the splice
@@ -38,7 +36,6 @@ from typing import TYPE_CHECKING, Protocol
 from ._core import BACKEND
 
 if TYPE_CHECKING:
-    from ._core import _HasFileno
     from ._doctor import Finding
 
 
@@ -74,7 +71,6 @@ class Backend(Protocol):
     ) -> socket.socket: ...
     def prepare_reply_socket(self, sock: socket.socket) -> None: ...
     def missing_exemption(self, loop_mark: int) -> str: ...
-    def carries_loop_mark(self, sock: _HasFileno, loop_mark: int) -> bool: ...
     def open_splice_pipe(self) -> SplicePipe | None: ...
     def workers_problem(self, workers: int) -> str: ...
     def start_worker(self, work: Callable[[], int]) -> int: ...

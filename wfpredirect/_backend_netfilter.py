@@ -15,7 +15,6 @@ from ._marks import marks_problem, resolve_marks
 
 if TYPE_CHECKING:
     from ._backend import SplicePipe
-    from ._core import _HasFileno
     from ._doctor import Finding
 
 # asm-generic/socket.h; socket.SO_MARK exists from Python 3.12.
@@ -116,19 +115,6 @@ def missing_exemption(loop_mark: int) -> str:
         f"`iptables -t nat -I OUTPUT -m mark --mark {mark}/{mark} -j RETURN` (iptables) "
         "before it"
     )
-
-
-def carries_loop_mark(sock: _HasFileno, loop_mark: int) -> bool:
-    """Whether accepted `sock` carries `loop_mark`, as a proxy's upstream
-    SYN does (an accepted socket has its SYN's mark where
-    net.ipv4.tcp_fwmark_accept=1; elsewhere its mark is 0)."""
-    if not loop_mark:
-        return False
-    try:
-        mark = sock.getsockopt(socket.SOL_SOCKET, SO_MARK)  # type: ignore[attr-defined]
-    except OSError:
-        return False
-    return bool(mark & loop_mark == loop_mark)
 
 
 class _Pipe:

@@ -19,7 +19,6 @@ from ._backend_winsock import workers_problem as workers_problem
 from ._errors import UnsupportedError
 
 if TYPE_CHECKING:
-    from ._core import _HasFileno
     from ._doctor import Finding
 
 
@@ -54,7 +53,3 @@ def prepare_reply_socket(sock: socket.socket) -> None:
 
 def missing_exemption(loop_mark: int) -> str:
     return "the redirect let the proxy's upstream connection back in"
-
-
-def carries_loop_mark(sock: _HasFileno, loop_mark: int) -> bool:
-    return False

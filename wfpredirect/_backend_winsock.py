@@ -14,7 +14,6 @@ WSAEOPNOTSUPP = 10045  # winerror.h
 
 if TYPE_CHECKING:
     from ._backend import SplicePipe
-    from ._core import _HasFileno
     from ._doctor import Finding
 
 #: The Proactor loop (Windows' default) has no add_reader, which the splice
@@ -87,10 +86,6 @@ def missing_exemption(loop_mark: int) -> str:
         "the callout driver redirected it although it carries the redirect records: "
         "the driver must let such connections pass (FwpsQueryConnectionRedirectState)"
     )
-
-
-def carries_loop_mark(sock: _HasFileno, loop_mark: int) -> bool:
-    return False
 
 
 def open_splice_pipe() -> SplicePipe | None:

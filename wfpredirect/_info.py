@@ -1,45 +1,22 @@
-"""RedirectInfo: a connection's whole redirect state as one value."""
+"""query_redirect_info: a connection's whole redirect state as one
+RedirectInfo (defined in _records, as the native core builds it)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, NamedTuple, TypeVar
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from ._addresses import Address, is_listener_address
-from ._core import original_destination, query_redirect_context, query_redirect_records
-from ._errors import NotRedirectedError, UnsupportedError
+from ._core import _query_connection_state
 from ._loops import check_not_looped
-from ._records import RedirectRecords
+from ._records import RedirectInfo
 
 if TYPE_CHECKING:
     from ._core import _Socket
 
-T = TypeVar("T")
-
-
-class RedirectInfo(NamedTuple):
-    """The redirect state of one accepted connection; each field is None
-    when absent (a connection that was not redirected has all three None).
-
-    ``records`` go unchanged to the upstream socket; ``context`` is the
-    callout driver's bytes (always None on Linux); ``original_destination``
-    is ``(host, port)`` or ``(host, port, flowinfo, scope_id)``.
-    """
-
-    records: RedirectRecords | None
-    context: bytes | None
-    original_destination: Address | None
-
 
 #: The state of a connection that was not redirected.
 NOT_REDIRECTED = RedirectInfo(None, None, None)
-
-
-def _unless_not_redirected(query: Callable[[_Socket], T], sock: _Socket) -> T | None:
-    try:
-        return query(sock)
-    except NotRedirectedError:
-        return None
 
 
 def query_redirect_info(sock: _Socket, listening_addresses: Sequence[Address] = ()) -> RedirectInfo:
@@ -54,23 +31,29 @@ def query_redirect_info(sock: _Socket, listening_addresses: Sequence[Address] = 
     destination that cannot be known (Windows without SO_ORIGINAL_DST, a
     driver whose context is not WFPSampler's) is None while the records and
     context still travel. Any other failure raises, as the single queries
-    do (RedirectError naming the call, with the OS code). A connection that
-    is one of this process's own upstream connections (create_upstream,
-    open_upstream) coming back raises RedirectLoopError, saying what the
-    redirect lacks.
+    do: RedirectError naming the query that failed (original_destination,
+    query_redirect_records or query_redirect_context), with the OS code. A
+    connection that is one of this process's own upstream connections
+    (create_upstream, open_upstream) coming back raises RedirectLoopError,
+    saying what the redirect lacks.
+
+    One native pass makes the fewest system calls the answer needs (Linux:
+    getsockname, SO_ORIGINAL_DST, getpeername and SO_MARK; Windows: each WFP
+    query once), where the three single queries would each resolve the
+    redirect again.
     """
-    check_not_looped(sock, "query_redirect_info")
-    try:
-        destination = _unless_not_redirected(original_destination, sock)
-    except UnsupportedError:
-        # Windows without SO_ORIGINAL_DST, and a driver whose context is not
-        # WFPSampler's layout: the records and context still travel.
-        destination = None
-    if destination is not None and any(
-        is_listener_address(listener, destination) for listener in listening_addresses
+    info, peer, mark, error = _query_connection_state(sock)
+    if peer is not None and not isinstance(sock, int):
+        check_not_looped(peer, mark, "query_redirect_info")
+    # A failure after the original destination was known does not count for
+    # a listener's own address: the single queries never got that far.
+    destination = info.original_destination
+    if (
+        destination is not None
+        and listening_addresses
+        and any(is_listener_address(listener, destination) for listener in listening_addresses)
     ):
         return NOT_REDIRECTED
-    records = _unless_not_redirected(query_redirect_records, sock)
-    # Without records there is no redirect, so no context either.
-    context = None if records is None else _unless_not_redirected(query_redirect_context, sock)
-    return RedirectInfo(records, context, destination)
+    if error is not None:
+        raise error
+    return info

@@ -8,7 +8,9 @@ Every upstream that create_upstream and open_upstream open is remembered by
 its local address until it closes; query_redirect_info checks each accepted
 connection's peer against them before anything else. On Linux an accepted
 connection carrying LOOP_MARK (net.ipv4.tcp_fwmark_accept=1 gives it its
-SYN's mark) is an upstream coming back too, from whichever process.
+SYN's mark) is an upstream coming back too, from whichever process. The
+peer and the mark come from query_redirect_info's one native pass, so the
+check makes no system call of its own.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from ._errors import RedirectError
 from ._marks import LOOP_MARK
 
 if TYPE_CHECKING:
-    from ._core import _HasFileno
+    from ._core import _Address, _HasFileno
 
 
 class RedirectLoopError(RedirectError):
@@ -35,9 +37,6 @@ class RedirectLoopError(RedirectError):
 
 Endpoint = tuple[str, int]
 
-# asm-generic/socket.h; socket.SO_MARK exists from Python 3.12.
-SO_MARK = 36
-
 _lock = threading.Lock()
 # Local (host, port) of each open upstream; a Counter, as two upstreams to
 # different destinations may share one.
@@ -47,10 +46,11 @@ _open: Counter[Endpoint] = Counter()
 def _endpoint(address: tuple[object, ...]) -> Endpoint:
     """(host, port), an IPv4-mapped host as IPv4 (a dual-stack listener
     reports an IPv4 upstream's address that way)."""
-    host = str(address[0]).split("%")[0]
-    ip = ipaddress.ip_address(host)
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        host = str(ip.ipv4_mapped)
+    host = str(address[0])
+    if ":" in host:  # only an IPv6 host can be IPv4-mapped or scoped
+        ip = ipaddress.IPv6Address(host.split("%")[0])
+        mapped = ip.ipv4_mapped
+        host = str(ip if mapped is None else mapped)
     return host, int(address[1])  # type: ignore[call-overload]
 
 
@@ -74,26 +74,27 @@ def missing_exemption(loop_mark: int) -> str:
     return backend.missing_exemption(loop_mark)
 
 
-def check_not_looped(sock: _HasFileno | int, function: str) -> None:
-    """RedirectLoopError naming `function` when accepted connection `sock`
-    is a proxy's upstream coming back: one this process opened and has not
-    closed (its peer is that upstream's local address), or on Linux one that
-    carries this process's loop mark."""
-    if isinstance(sock, int):
-        return
-    marked = backend.carries_loop_mark(sock, LOOP_MARK)
-    with _lock:
-        upstreams_open = bool(_open)
-    # The peer is worth asking for only while an upstream is open, or for
-    # the message.
-    if not marked and not upstreams_open:
+def check_not_looped(peer: _Address | None, mark: int | None, function: str) -> None:
+    """RedirectLoopError naming `function` when the accepted connection from
+    `peer` (None: it has none) is a proxy's upstream coming back: one this
+    process opened and has not closed (`peer` is that upstream's local
+    address), or on Linux one whose `mark` (None where there is none)
+    carries this process's loop mark (an accepted socket has its SYN's mark
+    where net.ipv4.tcp_fwmark_accept=1; elsewhere its mark is 0)."""
+    marked = bool(LOOP_MARK) and mark is not None and mark & LOOP_MARK == LOOP_MARK
+    # The peer is worth comparing only while an upstream is open, or for
+    # the message; without one the connection is not connected, and the
+    # queries say so themselves.
+    # One read of the registry's size needs no lock (it is as current as
+    # the lock's own answer would be once released).
+    if peer is None or (not marked and not _open):
         return
     try:
-        peer = _endpoint(sock.getpeername())  # type: ignore[attr-defined]
-    except (OSError, ValueError):
-        return  # not connected: the queries say so themselves
+        endpoint = _endpoint(peer)
+    except ValueError:
+        return
     with _lock:
-        ours = peer in _open
+        ours = endpoint in _open
     if ours or marked:
         whose = (
             "this process's own upstream connection"
@@ -102,6 +103,6 @@ def check_not_looped(sock: _HasFileno | int, function: str) -> None:
         )
         raise RedirectLoopError(
             errno.ELOOP,
-            f"{function}: the connection from {peer[0]} port {peer[1]} is {whose} coming "
+            f"{function}: the connection from {endpoint[0]} port {endpoint[1]} is {whose} coming "
             f"back: {missing_exemption(LOOP_MARK)}",
         )

@@ -12,6 +12,7 @@ SIGINT/SIGTERM (and Ctrl-Break, SIGBREAK, on Windows).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
@@ -23,9 +24,8 @@ from typing import Any, TypeVar
 from . import _proxy_log as log
 from . import _relay as relay
 from ._backend import backend
-from ._info import RedirectInfo
 from ._marks import LOOP_MARK
-from ._records import Datagram
+from ._records import Datagram, RedirectInfo
 from .aio import (
     DatagramFlow,
     RedirectDatagramEndpoint,
@@ -317,6 +317,18 @@ class Proxy:
                 loop.add_signal_handler(signum, stop.set)
             except NotImplementedError:
                 signal.signal(signum, request_stop)
+        try:
+            await self._serve(stop)
+        finally:
+            # Ignored from here on: a stop signal (another worker's failure
+            # makes the parent send one) that arrived while asyncio.run
+            # closes the loop would be written to its closed wakeup pipe.
+            for signum in STOP_SIGNALS:
+                with contextlib.suppress(NotImplementedError):
+                    loop.remove_signal_handler(signum)
+                signal.signal(signum, signal.SIG_IGN)
+
+    async def _serve(self, stop: asyncio.Event) -> None:
         settings = self.settings
         server: relay.Listening
         if settings.relay != "streams":

@@ -1,9 +1,12 @@
 """The values the native core returns: RedirectRecords, the opaque value one
-connection hands to the next, and Datagram."""
+connection hands to the next, RedirectInfo and Datagram."""
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    from ._addresses import Address
 
 
 class RedirectRecords(bytes):
@@ -20,6 +23,20 @@ class RedirectRecords(bytes):
 
     def __repr__(self) -> str:
         return f"RedirectRecords({bytes(self)!r})"
+
+
+class RedirectInfo(NamedTuple):
+    """The redirect state of one accepted connection; each field is None
+    when absent (a connection that was not redirected has all three None).
+
+    ``records`` go unchanged to the upstream socket; ``context`` is the
+    callout driver's bytes (always None on Linux); ``original_destination``
+    is ``(host, port)`` or ``(host, port, flowinfo, scope_id)``.
+    """
+
+    records: RedirectRecords | None
+    context: bytes | None
+    original_destination: Address | None
 
 
 class Datagram(NamedTuple):

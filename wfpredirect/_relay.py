@@ -36,8 +36,8 @@ from typing import Any, Protocol, cast
 from . import _upstream as upstream
 from ._addresses import Address
 from ._backend import SplicePipe, backend
-from ._info import RedirectInfo
 from ._loops import Endpoint, forget_upstream, remember_upstream
+from ._records import RedirectInfo
 from .aio import judge_connection, open_upstream
 
 #: Every relay path's name; ``auto`` is the backend's first (backend.relay_paths).

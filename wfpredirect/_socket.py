@@ -11,9 +11,9 @@ from ._core import recvmsg_redirect as _recvmsg_redirect
 from ._core import recvmsg_redirect_into as _recvmsg_redirect_into
 from ._core import sendmsg_redirect as _sendmsg_redirect
 from ._core import set_redirect_records as _set_redirect_records
-from ._info import RedirectInfo, query_redirect_info
+from ._info import query_redirect_info
 from ._loops import Endpoint, forget_upstream, remember_upstream
-from ._records import Datagram, RedirectRecords
+from ._records import Datagram, RedirectInfo, RedirectRecords
 
 
 class RedirectSocket(socket.socket):

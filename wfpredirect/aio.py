@@ -25,7 +25,7 @@ from ._aio_datagrams import (
     create_redirect_datagram_endpoint,
 )
 from ._errors import RedirectError
-from ._info import RedirectInfo, query_redirect_info
+from ._info import query_redirect_info
 from ._loops import (
     Endpoint,
     RedirectLoopError,
@@ -34,6 +34,7 @@ from ._loops import (
     remember_upstream,
 )
 from ._marks import LOOP_MARK
+from ._records import RedirectInfo
 
 __all__ = [
     "ClientConnectedCallback",

@@ -58,3 +58,67 @@ long floor_set_redirect_records(int fd, long iterations, unsigned int mark) {
     }
     return succeeded;
 }
+
+/* One accepted connection as a proxy's accept path needs it (issue 16): the
+ * four reads that carry its whole redirect state on the accepted socket
+ * (getsockname, SO_ORIGINAL_DST compared with the local address, getpeername
+ * for the connected-side check and the loop check, SO_MARK for the record and
+ * the loop mark), then the upstream's setsockopt(SO_MARK), after the TCP_INFO
+ * state check set_redirect_records makes when `checked`. */
+static int accepted_reads(int fd) {
+    struct sockaddr_in peer;
+    socklen_t size = sizeof peer;
+    unsigned int inbound;
+    socklen_t mark_size = sizeof inbound;
+    return original_destination_once(fd) &&
+           getpeername(fd, (struct sockaddr*)&peer, &size) == 0 &&
+           getsockopt(fd, SOL_SOCKET, SO_MARK, &inbound, &mark_size) == 0;
+}
+
+static int upstream_mark(int upstream, unsigned int mark, int checked) {
+    if (checked) {
+        unsigned char state = 0;
+        socklen_t size = sizeof state;
+        if (getsockopt(upstream, IPPROTO_TCP, TCP_INFO, &state, &size) != 0 || state != TCP_CLOSE)
+            return 0;
+    }
+    return setsockopt(upstream, SOL_SOCKET, SO_MARK, &mark, sizeof mark) == 0;
+}
+
+/* The floor: 5 calls per connection. */
+long floor_connection(int fd, long iterations, int upstream, unsigned int mark) {
+    long succeeded = 0;
+    for (long i = 0; i < iterations; ++i)
+        succeeded += accepted_reads(fd) && upstream_mark(upstream, mark, 0);
+    return succeeded;
+}
+
+/* The calls the library makes: the floor's and TCP_INFO, 6 per connection. */
+long floor_connection_checked(int fd, long iterations, int upstream, unsigned int mark) {
+    long succeeded = 0;
+    for (long i = 0; i < iterations; ++i)
+        succeeded += accepted_reads(fd) && upstream_mark(upstream, mark, 1);
+    return succeeded;
+}
+
+/* The calls query_redirect_info made before the fused call, with no upstream
+ * open (so no getpeername for the loop check): the loop check's SO_MARK, the
+ * redirect resolved by each of original_destination, query_redirect_records
+ * and query_redirect_context (getsockname, SO_ORIGINAL_DST, getpeername), the
+ * record's SO_MARK, then set_redirect_records' TCP_INFO and SO_MARK: 13. */
+long floor_connection_three_queries(int fd, long iterations, int upstream, unsigned int mark) {
+    long succeeded = 0;
+    for (long i = 0; i < iterations; ++i) {
+        unsigned int inbound;
+        socklen_t size = sizeof inbound;
+        int ok = getsockopt(fd, SOL_SOCKET, SO_MARK, &inbound, &size) == 0;
+        for (int query = 0; query < 2 && ok; ++query) {
+            struct sockaddr_in peer;
+            socklen_t peer_size = sizeof peer;
+            ok = original_destination_once(fd) &&
+                 getpeername(fd, (struct sockaddr*)&peer, &peer_size) == 0;
+        }
+        succeeded += ok && accepted_reads(fd) && upstream_mark(upstream, mark, 1);
+    }
+    return succeeded;
+}

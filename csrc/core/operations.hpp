@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "common/byte_buffer.hpp"
+#include "common/connection_state.hpp"
 #include "common/socket_address.hpp"
 #include "status.hpp"
 
@@ -65,6 +66,13 @@ Status set_redirect_records(SocketHandle socket, const std::uint8_t* records, st
                             const MarkConfig& marks);
 
 Status original_destination(SocketHandle socket, SocketAddress& out, const MarkConfig& marks);
+
+// The whole redirect state of accepted connection `socket` (original
+// destination, records, context) and the loop check's facts (peer, mark),
+// from the fewest system calls each backend needs (docs/design.md, "One pass
+// per connection"). Never fails as a whole: a failure is out.failure, named
+// after the single query above that reports it.
+void query_connection_state(SocketHandle socket, ConnectionState& out, const MarkConfig& marks);
 
 // ---- Datagrams (docs/design.md, "The operations").
 

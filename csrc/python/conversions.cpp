@@ -1,6 +1,8 @@
 #include "conversions.hpp"
 
+#include <cstring>
 #include <string>
+#include <utility>
 
 #include "errors.hpp"
 
@@ -9,6 +11,7 @@ namespace {
 
 // Strong references taken once at import and never written again.
 PyObject* redirect_records_type = nullptr; // a bytes subclass
+PyObject* redirect_info_type = nullptr;    // a NamedTuple
 PyObject* datagram_type = nullptr;         // a NamedTuple
 
 PyObject* import_class(const py::module_& module, const char* name) {
@@ -20,6 +23,7 @@ PyObject* import_class(const py::module_& module, const char* name) {
 void init_conversions() {
     const py::module_ records = py::module_::import("wfpredirect._records");
     redirect_records_type = import_class(records, "RedirectRecords");
+    redirect_info_type = import_class(records, "RedirectInfo");
     datagram_type = import_class(records, "Datagram");
 }
 
@@ -31,28 +35,64 @@ py::object to_redirect_records(const std::uint8_t* data, std::size_t size) {
     return py::reinterpret_steal<py::object>(records);
 }
 
+namespace {
+
+// An instance of NamedTuple class `type` holding `items`. A NamedTuple is a
+// tuple subclass without fields of its own: tuple's own tp_new makes it from
+// the packed items, as tuple.__new__(type, items) does, without the
+// generated Python __new__ (which costs more than the system calls of a
+// query) or a method lookup.
+template <std::size_t N> py::object to_named_tuple(PyObject* type, const py::object (&items)[N]) {
+    py::tuple packed(N);
+    for (std::size_t i = 0; i < N; ++i)
+        PyTuple_SET_ITEM(packed.ptr(), static_cast<Py_ssize_t>(i), items[i].inc_ref().ptr());
+    PyObject* arguments = PyTuple_Pack(1, packed.ptr());
+    if (arguments == nullptr)
+        throw py::error_already_set();
+    PyObject* instance =
+        PyTuple_Type.tp_new(reinterpret_cast<PyTypeObject*>(type), arguments, nullptr);
+    Py_DECREF(arguments);
+    if (instance == nullptr)
+        throw py::error_already_set();
+    return py::reinterpret_steal<py::object>(instance);
+}
+
+} // namespace
+
+py::object to_redirect_info(py::object records, py::object context,
+                            py::object original_destination) {
+    const py::object items[] = {std::move(records), std::move(context),
+                                std::move(original_destination)};
+    return to_named_tuple(redirect_info_type, items);
+}
+
 py::object to_datagram(py::object data, py::object address, py::object records, py::object context,
                        py::object original_destination) {
-    PyObject* datagram = PyTuple_Pack(5, data.ptr(), address.ptr(), records.ptr(), context.ptr(),
-                                      original_destination.ptr());
-    if (datagram == nullptr)
-        throw py::error_already_set();
-    // A NamedTuple is a tuple subclass without its own fields: re-type the
-    // packed tuple through tuple.__new__, as NamedTuple._make does.
-    py::object items = py::reinterpret_steal<py::object>(datagram);
-    PyObject* typed = PyObject_CallMethod(reinterpret_cast<PyObject*>(&PyTuple_Type), "__new__",
-                                          "OO", datagram_type, items.ptr());
-    if (typed == nullptr)
-        throw py::error_already_set();
-    return py::reinterpret_steal<py::object>(typed);
+    const py::object items[] = {std::move(data), std::move(address), std::move(records),
+                                std::move(context), std::move(original_destination)};
+    return to_named_tuple(datagram_type, items);
 }
 
 py::tuple to_address_tuple(const core::SocketAddress& address) {
     char host[core::kHostTextSize];
     core::format_host(address, host);
+    // The C API directly: pybind11's make_tuple casts each item through its
+    // type casters, which costs as much as the rest of a query.
+    const auto steal = [](PyObject* object) {
+        if (object == nullptr)
+            throw py::error_already_set();
+        return py::reinterpret_steal<py::object>(object);
+    };
+    const py::object text =
+        steal(PyUnicode_DecodeASCII(host, static_cast<Py_ssize_t>(std::strlen(host)), nullptr));
+    const py::object port = steal(PyLong_FromLong(address.port));
     if (address.version == core::IpVersion::v4)
-        return py::make_tuple(py::str(host), address.port);
-    return py::make_tuple(py::str(host), address.port, address.flowinfo, address.scope_id);
+        return py::reinterpret_steal<py::tuple>(
+            steal(PyTuple_Pack(2, text.ptr(), port.ptr())).release());
+    const py::object flowinfo = steal(PyLong_FromUnsignedLong(address.flowinfo));
+    const py::object scope_id = steal(PyLong_FromUnsignedLong(address.scope_id));
+    return py::reinterpret_steal<py::tuple>(
+        steal(PyTuple_Pack(4, text.ptr(), port.ptr(), flowinfo.ptr(), scope_id.ptr())).release());
 }
 
 core::SocketAddress to_socket_address(PyObject* address, const char* function) {

@@ -39,6 +39,10 @@ py::tuple to_address_tuple(const core::SocketAddress& address);
 // naming `function` otherwise.
 core::SocketAddress to_socket_address(PyObject* address, const char* function);
 
+// A wfpredirect.RedirectInfo(records, context, original_destination).
+py::object to_redirect_info(py::object records, py::object context,
+                            py::object original_destination);
+
 // A wfpredirect.Datagram(data, address, records, context, original_destination).
 py::object to_datagram(py::object data, py::object address, py::object records, py::object context,
                        py::object original_destination);

@@ -101,10 +101,12 @@ void throw_error(PyObject* type, const char* function, const char* message) {
     throw py::error_already_set();
 }
 
-void throw_status(const char* function, const core::Status& status, std::size_t capacity) {
-    if (status.outcome == core::Outcome::invalid_argument)
-        throw_error(PyExc_ValueError, function, status.text().c_str());
-
+py::object status_exception(const char* function, const core::Status& status,
+                            std::size_t capacity) {
+    if (status.outcome == core::Outcome::invalid_argument) {
+        const std::string message = std::string(function) + ": " + status.text();
+        return py::reinterpret_borrow<py::object>(PyExc_ValueError)(message);
+    }
     const std::string message = message_for(function, status, capacity);
     py::object exception = py::reinterpret_borrow<py::object>(class_for(status.outcome))(
         errno_for(status.code), message);
@@ -112,6 +114,13 @@ void throw_status(const char* function, const core::Status& status, std::size_t 
         exception.attr("winerror") = status.code;
     if (status.outcome == core::Outcome::buffer_too_small)
         exception.attr("required") = status.size;
+    return exception;
+}
+
+void throw_status(const char* function, const core::Status& status, std::size_t capacity) {
+    if (status.outcome == core::Outcome::invalid_argument)
+        throw_error(PyExc_ValueError, function, status.text().c_str());
+    const py::object exception = status_exception(function, status, capacity);
     PyErr_SetObject(class_for(status.outcome), exception.ptr());
     throw py::error_already_set();
 }

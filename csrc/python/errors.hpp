@@ -21,6 +21,12 @@ void init_errors(py::module_& module);
 [[noreturn]] void throw_status(const char* function, const core::Status& status,
                                std::size_t capacity = 0);
 
+// The exception throw_status raises, built and returned instead (a new
+// reference), for a caller that raises it later: ValueError for an invalid
+// argument, else the outcome's class with errno, winerror and required set.
+py::object status_exception(const char* function, const core::Status& status,
+                            std::size_t capacity = 0);
+
 // TypeError/ValueError/OverflowError naming the function.
 [[noreturn]] void throw_error(PyObject* type, const char* function, const char* message);
 

@@ -122,6 +122,64 @@ PyObject* original_destination(PyObject*, PyObject* sock) {
     });
 }
 
+// The single query a fused failure is named after (connection_state.hpp).
+const char* query_name(core::Query query) {
+    switch (query) {
+    case core::Query::redirect_records:
+        return "query_redirect_records";
+    case core::Query::redirect_context:
+        return "query_redirect_context";
+    default:
+        return "original_destination";
+    }
+}
+
+py::object optional_address(bool present, const core::SocketAddress& address) {
+    if (!present)
+        return py::none();
+    return to_address_tuple(address);
+}
+
+// (RedirectInfo(records, context, original_destination), peer, mark,
+// error): the fused call behind query_redirect_info. `error` is the exception the first
+// failure raises (named after its single query), returned rather than
+// raised so that the facade checks for a loop first.
+PyObject* query_connection_state(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+    return call_guarded([args, nargs] {
+        // Its arguments are query_redirect_info's, and so are their errors.
+        constexpr const char* kName = "query_redirect_info";
+        check_positional("_query_connection_state", static_cast<std::size_t>(nargs), 1, 1);
+        const core::SocketHandle handle = to_socket_handle(args[0], kName);
+        const core::MarkConfig& marks = configured_marks();
+        core::ConnectionState state;
+        run_core([&] { core::query_connection_state(handle, state, marks); });
+        // Each piece None unless present (plain assignments: MSVC finds a
+        // conditional between py::object and py::none ambiguous).
+        py::object records = py::none();
+        if (state.has_records)
+            records = to_redirect_records(state.records.data(), state.records_size);
+        py::object context = py::none();
+        if (state.has_context)
+            context =
+                py::bytes(reinterpret_cast<const char*>(state.context.data()), state.context_size);
+        py::object mark = py::none();
+        if (state.has_mark)
+            mark = py::int_(state.mark);
+        py::object error = py::none();
+        if (!state.failure.ok())
+            error = status_exception(query_name(state.failed_query), state.failure);
+        const py::object info = to_redirect_info(
+            records, context,
+            optional_address(state.has_original_destination, state.original_destination));
+        PyObject* result =
+            PyTuple_Pack(4, info.ptr(), optional_address(state.has_peer, state.peer).ptr(),
+                         mark.ptr(), error.ptr());
+        if (result == nullptr)
+            throw py::error_already_set();
+        return result;
+    });
+}
+
 py::tuple decode_wfpsampler_context(PyObject* context) {
     constexpr const char* kName = "decode_wfpsampler_context";
     const HeldBuffer in = HeldBuffer::readable(context, kName, "context");
@@ -178,6 +236,10 @@ PyMethodDef functions[] = {
     {"query_redirect_context_into", fastcall(&query_redirect_context_into_raw), METH_FASTCALL,
      "query_redirect_context_into($module, sock, buffer, /)\n--\n\n"
      "Write the redirect context into `buffer`; return the bytes written (0: none)."},
+    {"_query_connection_state", fastcall(&query_connection_state), METH_FASTCALL,
+     "_query_connection_state($module, sock, /)\n--\n\n"
+     "(RedirectInfo, peer, mark, error) of the accepted connection `sock` in one pass: what "
+     "query_redirect_info needs. Private: use query_redirect_info."},
     {"decode_wfpsampler_context", fastcall(&decode_wfpsampler_context_raw), METH_FASTCALL,
      "decode_wfpsampler_context($module, context, /)\n--\n\n"
      "(remote, local): the original addresses in a context stored by Microsoft's WFPSampler "

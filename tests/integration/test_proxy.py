@@ -23,7 +23,7 @@ import pytest
 from netns import run_in_netns
 from processes import messages, running
 from rules import LOOPING_RULES, redirect
-from support import require_tool, unavailable
+from support import NEUTRAL_DIRECTORY, require_tool, unavailable
 from wfpredirect import _proxy_log as proxy_log
 from wfpredirect._proxy_log import message
 
@@ -673,7 +673,12 @@ def test_a_port_in_use_is_an_error() -> None:
     def body() -> tuple[int, str, list[str]]:
         with socket.create_server(("127.0.0.1", 15001)):
             result = subprocess.run(
-                proxy_command(), capture_output=True, text=True, check=False, timeout=30
+                proxy_command(),
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=30,
+                cwd=NEUTRAL_DIRECTORY,
             )
         return result.returncode, result.stdout, sorted(set(result.stderr.splitlines()))
 

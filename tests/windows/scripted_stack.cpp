@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <string>
 
 #include "../../csrc/core/common/byte_buffer.hpp"
 #include "../../csrc/core/common/wfpsampler_context.hpp"
@@ -88,6 +89,10 @@ WinsockAnswer scripted_ioctl(void* context, std::uintptr_t socket, std::uint32_t
                              std::uint32_t out_size, void* overlapped) {
     auto& stack = *static_cast<ScriptedStack*>(context);
     stack.ioctl_calls.push_back({code, out_size});
+    stack.calls.push_back(
+        code == wfp::kSioQueryRedirectRecords   ? "records " + std::to_string(out_size)
+        : code == wfp::kSioQueryRedirectContext ? "context " + std::to_string(out_size)
+                                                : std::string("set records"));
     const char* problem =
         invalid_ioctl_argument(socket, code, in, in_size, out, out_size, overlapped);
     check_argument(stack.checks, problem, "ioctl arguments are valid");
@@ -97,6 +102,10 @@ WinsockAnswer scripted_ioctl(void* context, std::uintptr_t socket, std::uint32_t
         return *stack.forced_answer;
     if (code == wfp::kSioSetRedirectRecords)
         return answer_set(stack, in, in_size);
+    const std::uint32_t error =
+        code == wfp::kSioQueryRedirectRecords ? stack.records_error : stack.context_error;
+    if (error != 0)
+        return failed(error);
     return answer_query(stack, code, out, out_size);
 }
 
@@ -144,7 +153,10 @@ WinsockAnswer scripted_getsockopt(void* context, std::uintptr_t socket, int leve
                                   void* out, std::uint32_t out_size) {
     auto& stack = *static_cast<ScriptedStack*>(context);
     stack.getsockopt_levels.push_back(level);
-    if (level == wfp::kWindowsSolSocket || level == wfp::kWindowsIpprotoIpv6)
+    const bool datagram_option =
+        level == wfp::kWindowsSolSocket || level == wfp::kWindowsIpprotoIpv6;
+    stack.calls.push_back(datagram_option ? "getsockopt" : "SO_ORIGINAL_DST");
+    if (datagram_option)
         return answer_datagram_option(stack, socket, level, name, out, out_size);
     const bool valid = socket == kScriptedSocket && name == wfp::kWindowsSoOriginalDst &&
                        (level == wfp::kWindowsSolIp || level == wfp::kWindowsSolIpv6) &&
@@ -157,6 +169,7 @@ WinsockAnswer scripted_getsockopt(void* context, std::uintptr_t socket, int leve
 WinsockAnswer scripted_getsockname(void* context, std::uintptr_t socket, void* out,
                                    std::uint32_t out_size) {
     auto& stack = *static_cast<ScriptedStack*>(context);
+    stack.calls.push_back("getsockname");
     const bool valid =
         socket == kScriptedSocket && out != nullptr && out_size == wfp::kWindowsSockaddrStorageSize;
     check_argument(stack.checks, valid ? nullptr : "getsockname: invalid arguments",
@@ -167,6 +180,7 @@ WinsockAnswer scripted_getsockname(void* context, std::uintptr_t socket, void* o
 WinsockAnswer scripted_getpeername(void* context, std::uintptr_t socket, void* out,
                                    std::uint32_t out_size) {
     auto& stack = *static_cast<ScriptedStack*>(context);
+    stack.calls.push_back("getpeername");
     const bool valid =
         socket == kScriptedSocket && out != nullptr && out_size == wfp::kWindowsSockaddrStorageSize;
     check_argument(stack.checks, valid ? nullptr : "getpeername: invalid arguments",

@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -60,8 +61,16 @@ struct ScriptedStack {
     std::vector<std::uint8_t> original_dst;
     std::uint32_t original_dst_error = 0;
 
+    // When not 0, every records (or context) query fails with this code.
+    std::uint32_t records_error = 0;
+    std::uint32_t context_error = 0;
+
     std::vector<IoctlCall> ioctl_calls;
     std::vector<int> getsockopt_levels;
+    // Every call of the connection ops in order, as "records 1024" and
+    // "context 1024" (a query IOCTL and its output size), "set records",
+    // "getsockname", "SO_ORIGINAL_DST", "getpeername" or "getsockopt".
+    std::vector<std::string> calls;
 
     // What a set checks first: SO_ACCEPTCONN, and getpeername's answer
     // (Windows layout; empty fails with WSAENOTCONN, a new socket).

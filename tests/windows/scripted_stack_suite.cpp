@@ -501,6 +501,266 @@ void original_destination_sources(Checks& checks) {
     CHECK(checks, status.outcome == Outcome::not_redirected && status.code == kErrorNotFound);
 }
 
+// ---- query_connection_state: the fused pass -----------------------------
+
+using Calls = std::vector<std::string>;
+
+const Calls kSoOriginalDstCalls{"getsockname", "SO_ORIGINAL_DST"};
+
+Calls then(Calls first, const Calls& rest) {
+    first.insert(first.end(), rest.begin(), rest.end());
+    return first;
+}
+
+bool holds(const ByteBuffer& buffer, std::size_t size, const std::vector<std::uint8_t>& bytes) {
+    return size == bytes.size() && std::memcmp(buffer.data(), bytes.data(), size) == 0;
+}
+
+// A redirected IPv4 connection from 127.0.0.1:50000 to the proxy at
+// 127.0.0.1:15001, originally addressed to 192.0.2.80:443.
+struct FusedScene {
+    std::array<std::uint8_t, 4> origin{192, 0, 2, 80};
+    std::vector<std::uint8_t> local = windows_sockaddr_in({127, 0, 0, 1}, 15001);
+    std::vector<std::uint8_t> peer = windows_sockaddr_in({127, 0, 0, 1}, 50000);
+
+    void redirect(ScriptedStack& stack, bool original_dst_option) const {
+        stack.local_address = local;
+        stack.peer_address = peer;
+        stack.records = pattern(16);
+        stack.not_found_error = kFwpENotFound;
+        if (original_dst_option)
+            stack.original_dst = windows_sockaddr_in(origin, 443);
+        else
+            stack.original_dst_error = kWsaEinval;
+    }
+};
+
+bool is_origin(const core::ConnectionState& state, const FusedScene& scene, std::uint16_t port) {
+    return state.has_original_destination &&
+           state.original_destination.version == core::IpVersion::v4 &&
+           state.original_destination.port == port &&
+           std::memcmp(state.original_destination.address, scene.origin.data(), 4) == 0;
+}
+
+bool has_scene_peer(const core::ConnectionState& state) {
+    static constexpr std::uint8_t kLoopback[4] = {127, 0, 0, 1};
+    return state.has_peer && state.peer.port == 50000 &&
+           std::memcmp(state.peer.address, kLoopback, 4) == 0 && !state.has_mark;
+}
+
+void fused_with_so_original_dst(Checks& checks) {
+    const FusedScene scene;
+    checks.scenario = "fused: SO_ORIGINAL_DST answers, records and a WFPSampler context";
+    ScriptedStack stack(checks);
+    scene.redirect(stack, true);
+    stack.context = wfpsampler_context(windows_sockaddr_in(scene.origin, 8443), scene.local);
+    OriginalDstSupport support;
+    core::ConnectionState state;
+    query_connection_state(stack.ops(), kScriptedSocket, support, state);
+    CHECK(checks, stack.calls ==
+                      then(kSoOriginalDstCalls, {"records 1024", "context 1024", "getpeername"}));
+    CHECK(checks, state.failure.ok() && is_origin(state, scene, 443) && has_scene_peer(state));
+    CHECK(checks, state.has_records && holds(state.records, state.records_size, *stack.records));
+    CHECK(checks, state.has_context && holds(state.context, state.context_size, *stack.context));
+    CHECK(checks, support.lacking_code() == 0);
+
+    // The single calls agree, each asking again.
+    SocketAddress single;
+    CHECK(checks, original_destination(stack.ops(), kScriptedSocket, single).ok() &&
+                      single == state.original_destination);
+
+    checks.scenario = "fused: SO_ORIGINAL_DST answers, records, no context";
+    ScriptedStack bare(checks);
+    scene.redirect(bare, true);
+    core::ConnectionState plain;
+    query_connection_state(bare.ops(), kScriptedSocket, support, plain);
+    CHECK(checks,
+          bare.calls == then(kSoOriginalDstCalls, {"records 1024", "context 1024", "getpeername"}));
+    CHECK(checks, plain.failure.ok() && is_origin(plain, scene, 443) && plain.has_records &&
+                      !plain.has_context);
+}
+
+void fused_without_so_original_dst(Checks& checks) {
+    const FusedScene scene;
+    for (std::uint32_t lacking : {kWsaEinval, kWsaEnoprotoopt}) {
+        checks.scenario = "fused: SO_ORIGINAL_DST lacking (" + std::to_string(lacking) +
+                          "), asked once per process";
+        OriginalDstSupport support;
+        for (int connection = 0; connection < 3; ++connection) {
+            ScriptedStack stack(checks);
+            scene.redirect(stack, false);
+            stack.original_dst_error = lacking;
+            stack.context =
+                wfpsampler_context(windows_sockaddr_in(scene.origin, 8443), scene.local);
+            core::ConnectionState state;
+            query_connection_state(stack.ops(), kScriptedSocket, support, state);
+            const Calls queries{"context 1024", "records 1024", "getpeername"};
+            CHECK(checks,
+                  stack.calls == (connection == 0 ? then(kSoOriginalDstCalls, queries) : queries));
+            CHECK(checks,
+                  state.failure.ok() && is_origin(state, scene, 8443) && has_scene_peer(state));
+            CHECK(checks, state.has_records && state.has_context &&
+                              holds(state.context, state.context_size, *stack.context));
+            CHECK(checks, support.lacking_code() == lacking);
+        }
+        checks.scenario += ", then a context of another driver";
+        ScriptedStack other(checks);
+        scene.redirect(other, false);
+        other.context = pattern(40);
+        core::ConnectionState state;
+        query_connection_state(other.ops(), kScriptedSocket, support, state);
+        CHECK(checks, other.calls == (Calls{"context 1024", "records 1024", "getpeername"}));
+        CHECK(checks, state.failure.ok() && !state.has_original_destination && state.has_records &&
+                          state.has_context);
+    }
+
+    checks.scenario = "fused: SO_ORIGINAL_DST lacking, redirected without a context";
+    OriginalDstSupport support;
+    ScriptedStack stack(checks);
+    scene.redirect(stack, false);
+    core::ConnectionState state;
+    query_connection_state(stack.ops(), kScriptedSocket, support, state);
+    CHECK(checks, stack.calls ==
+                      then(kSoOriginalDstCalls, {"context 1024", "records 1024", "getpeername"}));
+    CHECK(checks, state.failure.ok() && !state.has_original_destination && state.has_records &&
+                      !state.has_context);
+    CHECK(checks, support.lacking_code() == kWsaEinval);
+}
+
+// Only a redirected connection shows the option missing, and only the
+// answers of a build without it count.
+void fused_keeps_asking_so_original_dst(Checks& checks) {
+    const FusedScene scene;
+    checks.scenario = "fused: not redirected, SO_ORIGINAL_DST failing";
+    OriginalDstSupport support;
+    for (int connection = 0; connection < 2; ++connection) {
+        ScriptedStack stack(checks);
+        stack.local_address = scene.local;
+        stack.peer_address = scene.peer;
+        stack.original_dst_error = kWsaEinval;
+        stack.not_found_error = kWsaEinval; // ambiguous: each query retried at the cap
+        core::ConnectionState state;
+        query_connection_state(stack.ops(), kScriptedSocket, support, state);
+        CHECK(checks, stack.calls == then(kSoOriginalDstCalls,
+                                          {"context 1024", "context 65536", "records 1024",
+                                           "records 65536", "getpeername"}));
+        CHECK(checks, state.failure.ok() && !state.has_original_destination && !state.has_records &&
+                          !state.has_context && has_scene_peer(state));
+        CHECK(checks, support.lacking_code() == 0);
+    }
+
+    checks.scenario = "fused: redirected, SO_ORIGINAL_DST failing otherwise (WSAENOTCONN)";
+    for (int connection = 0; connection < 2; ++connection) {
+        ScriptedStack stack(checks);
+        scene.redirect(stack, false);
+        stack.original_dst_error = kWsaEnotconn;
+        core::ConnectionState state;
+        query_connection_state(stack.ops(), kScriptedSocket, support, state);
+        CHECK(checks, stack.calls == then(kSoOriginalDstCalls,
+                                          {"context 1024", "records 1024", "getpeername"}));
+        CHECK(checks, support.lacking_code() == 0);
+    }
+}
+
+// The buffer rules still hold: a query grows only as the stack asks.
+void fused_too_small_answers(Checks& checks) {
+    const FusedScene scene;
+    checks.scenario = "fused: an 8 KiB record and a 4 KiB context, each refused with its size";
+    ScriptedStack stack(checks);
+    scene.redirect(stack, true);
+    stack.records = pattern(8192);
+    stack.context = pattern(4096);
+    stack.refusal = kInsufficientWithSize;
+    OriginalDstSupport support;
+    core::ConnectionState state;
+    query_connection_state(stack.ops(), kScriptedSocket, support, state);
+    CHECK(checks,
+          stack.calls == then(kSoOriginalDstCalls, {"records 1024", "records 8192", "context 1024",
+                                                    "context 4096", "getpeername"}));
+    CHECK(checks, state.failure.ok() && holds(state.records, state.records_size, *stack.records) &&
+                      holds(state.context, state.context_size, *stack.context));
+
+    checks.scenario = "fused: a 4 KiB context refused with WSAEINVAL and 0";
+    ScriptedStack ambiguous(checks);
+    scene.redirect(ambiguous, true);
+    ambiguous.context = pattern(4096);
+    ambiguous.refusal = kInvalidWithZero;
+    core::ConnectionState grown;
+    query_connection_state(ambiguous.ops(), kScriptedSocket, support, grown);
+    CHECK(checks, ambiguous.calls == then(kSoOriginalDstCalls, {"records 1024", "context 1024",
+                                                                "context 65536", "getpeername"}));
+    CHECK(checks,
+          grown.failure.ok() && holds(grown.context, grown.context_size, *ambiguous.context));
+}
+
+// A failure is named after the single query that reports it, the pieces
+// after it are not asked, and the peer is still read.
+void fused_failures_name_their_query(Checks& checks) {
+    const FusedScene scene;
+    const struct {
+        const char* scenario;
+        bool original_dst_option;
+        std::uint32_t records_error;
+        std::uint32_t context_error;
+        Calls queries;
+        core::Query failed;
+        bool has_records;
+    } cases[] = {
+        {"fused: the fallback's context query fails",
+         false,
+         0,
+         kWsaEnotsock,
+         {"context 1024"},
+         core::Query::original_destination,
+         false},
+        {"fused: the fallback's records query fails",
+         false,
+         kWsaEnotsock,
+         kFwpENotFound,
+         {"context 1024", "records 1024"},
+         core::Query::original_destination,
+         false},
+        {"fused: the records query fails",
+         true,
+         kWsaEnotsock,
+         0,
+         {"records 1024"},
+         core::Query::redirect_records,
+         false},
+        {"fused: the context query fails",
+         true,
+         0,
+         kWsaEnotsock,
+         {"records 1024", "context 1024"},
+         core::Query::redirect_context,
+         true},
+    };
+    for (const auto& c : cases) {
+        checks.scenario = c.scenario;
+        ScriptedStack stack(checks);
+        scene.redirect(stack, c.original_dst_option);
+        stack.records_error = c.records_error;
+        stack.context_error = c.context_error;
+        OriginalDstSupport support;
+        core::ConnectionState state;
+        query_connection_state(stack.ops(), kScriptedSocket, support, state);
+        CHECK(checks, stack.calls == then(then(kSoOriginalDstCalls, c.queries), {"getpeername"}));
+        CHECK(checks, state.failure.outcome == Outcome::os_error &&
+                          state.failure.code == kWsaEnotsock && state.failed_query == c.failed);
+        CHECK(checks,
+              state.has_records == c.has_records && !state.has_context && has_scene_peer(state));
+        CHECK(checks, support.lacking_code() == 0);
+    }
+
+    checks.scenario = "fused: no peer";
+    ScriptedStack lonely(checks);
+    scene.redirect(lonely, true);
+    lonely.peer_address.clear();
+    OriginalDstSupport support;
+    core::ConnectionState state;
+    query_connection_state(lonely.ops(), kScriptedSocket, support, state);
+    CHECK(checks, state.failure.ok() && state.has_records && !state.has_peer);
+}
 } // namespace
 
 void run_scripted_stack_suite(Checks& checks) {
@@ -515,6 +775,11 @@ void run_scripted_stack_suite(Checks& checks) {
     set_records(checks);
     set_records_refuses_other_sockets(checks);
     original_destination_sources(checks);
+    fused_with_so_original_dst(checks);
+    fused_without_so_original_dst(checks);
+    fused_keeps_asking_so_original_dst(checks);
+    fused_too_small_answers(checks);
+    fused_failures_name_their_query(checks);
 }
 
 } // namespace wfpredirect::tests

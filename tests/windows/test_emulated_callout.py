@@ -246,6 +246,38 @@ def test_original_destination_from_so_original_dst(
         assert wfpredirect.query_redirect_context(accepted) is None
 
 
+def test_query_redirect_info_asks_each_wfp_query_once(
+    callout: Callout, listener: wfpredirect.RedirectSocket, origin: EchoOrigin
+) -> None:
+    """Two WSAIoctl calls per redirected connection (records, context),
+    whether SO_ORIGINAL_DST answers, fails (the context then gives the
+    original destination) or is skipped once the first redirected connection
+    showed this stack lacks it (Wine answers WSAEINVAL). The three single
+    queries asked 2, 3 and 3."""
+    records = b"r" * 24
+    context = wfpsampler_context(origin.address, (LOOPBACK, 40000))
+    fused, single = [], []
+    for option in (True, False, False):
+        client, accepted = accept_redirected(
+            callout, listener, origin.address, records, context, original_dst_option=option
+        )
+        with client, accepted:
+            before = callout.wfp_ioctls
+            info = wfpredirect.query_redirect_info(accepted)
+            fused.append(callout.wfp_ioctls - before)
+            before = callout.wfp_ioctls
+            pieces = (
+                wfpredirect.query_redirect_records(accepted),
+                wfpredirect.query_redirect_context(accepted),
+                wfpredirect.original_destination(accepted),
+            )
+            single.append(callout.wfp_ioctls - before)
+            assert info == wfpredirect.RedirectInfo(records, context, origin.address)
+            assert tuple(info) == pieces
+    assert fused == [2, 2, 2]
+    assert single == [2, 3, 3]
+
+
 def test_a_context_of_another_driver_still_travels(
     callout: Callout, listener: wfpredirect.RedirectSocket, origin: EchoOrigin
 ) -> None:

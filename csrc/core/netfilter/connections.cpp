@@ -56,7 +56,23 @@ struct NatAnswer {
 struct Redirect {
     SocketAddress original_destination;
     bool transparent = false;
+    // What getpeername answered, when resolving asked it (the loop check
+    // reuses it): peer_asked, and has_peer with the address on success.
+    bool peer_asked = false;
+    bool has_peer = false;
+    SocketAddress peer;
 };
+
+// getpeername into `redirect`; false with errno set when it failed.
+bool read_peer(int fd, Redirect& redirect) {
+    sockaddr_storage storage;
+    socklen_t size = sizeof storage;
+    redirect.peer_asked = true;
+    if (getpeername(fd, reinterpret_cast<sockaddr*>(&storage), &size) != 0)
+        return false;
+    redirect.has_peer = to_socket_address(storage, redirect.peer);
+    return true;
+}
 
 // A connection with no NAT entry is still redirected when it was accepted
 // on an IP_TRANSPARENT (TPROXY) socket: its local address is the original
@@ -72,9 +88,7 @@ Status resolve_transparent(int fd, const SocketAddress& local, const NatAnswer& 
         return not_redirected(nat.error, nat.call, nat.why);
     // A listening or unconnected transparent socket has no original
     // destination.
-    sockaddr_storage peer;
-    socklen_t peer_size = sizeof peer;
-    if (getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &peer_size) != 0) {
+    if (!read_peer(fd, out)) {
         if (errno == ENOTCONN)
             return not_redirected(ENOTCONN, "getpeername", clause("the socket is not connected"));
         return os_failure(errno, "getpeername");
@@ -87,13 +101,10 @@ Status resolve_transparent(int fd, const SocketAddress& local, const NatAnswer& 
 // conntrack also answers on the socket that made a connection: its original
 // destination is simply its peer. A redirected (accepted) connection's
 // original destination is never its peer.
-Status connected_side_check(int fd, const SocketAddress& original_destination) {
-    sockaddr_storage peer_storage;
-    socklen_t peer_size = sizeof peer_storage;
-    if (getpeername(fd, reinterpret_cast<sockaddr*>(&peer_storage), &peer_size) != 0)
+Status connected_side_check(int fd, Redirect& redirect) {
+    if (!read_peer(fd, redirect))
         return os_failure(errno, "getpeername");
-    SocketAddress peer;
-    if (to_socket_address(peer_storage, peer) && same_endpoint(original_destination, peer))
+    if (redirect.has_peer && same_endpoint(redirect.original_destination, redirect.peer))
         return not_redirected(ENOENT, nullptr,
                               clause("SO_ORIGINAL_DST equals the peer address (the socket made "
                                      "the connection)"));
@@ -126,7 +137,7 @@ Status resolve_redirect(int fd, Redirect& out) {
             return Status::failure(Outcome::os_error, EAFNOSUPPORT, kOriginalDstCall,
                                    predicate("returned an unknown family"));
         if (!same_endpoint(out.original_destination, local))
-            return connected_side_check(fd, out.original_destination);
+            return connected_side_check(fd, out);
         // conntrack knows the connection but nothing rewrote it.
         return resolve_transparent(
             fd, local, {ENOENT, nullptr, clause("SO_ORIGINAL_DST equals the local address")}, out);
@@ -166,6 +177,19 @@ Status checked_redirect(int fd, const MarkConfig& marks, Redirect& redirect) {
     return resolve_redirect(fd, redirect);
 }
 
+constexpr const char* kMarkCall = "getsockopt(SO_MARK)";
+
+// The record of `redirect` with the connection's `mark`, in `out`
+// (kNetfilterRecordMaxSize bytes); returns its length.
+std::size_t encode_record(const Redirect& redirect, std::uint32_t mark, const MarkConfig& marks,
+                          std::uint8_t* out) {
+    NetfilterRecord record;
+    record.original_destination = redirect.original_destination;
+    record.mark = travelling_bits(mark, marks);
+    record.transparent = redirect.transparent;
+    return encode_netfilter_record(record, out);
+}
+
 // The redirect record of the connection on fd, built in `out`
 // (kNetfilterRecordMaxSize bytes).
 Status build_record(int fd, const MarkConfig& marks, std::uint8_t* out) {
@@ -176,12 +200,8 @@ Status build_record(int fd, const MarkConfig& marks, std::uint8_t* out) {
     std::uint32_t mark = 0;
     socklen_t size = sizeof mark;
     if (getsockopt(fd, SOL_SOCKET, SO_MARK, &mark, &size) != 0)
-        return os_failure(errno, "getsockopt(SO_MARK)");
-    NetfilterRecord record;
-    record.original_destination = redirect.original_destination;
-    record.mark = travelling_bits(mark, marks);
-    record.transparent = redirect.transparent;
-    return Status::success(encode_netfilter_record(record, out));
+        return os_failure(errno, kMarkCall);
+    return Status::success(encode_record(redirect, mark, marks, out));
 }
 
 Status context_of(int fd, const MarkConfig& marks) {
@@ -276,6 +296,40 @@ Status original_destination(SocketHandle socket, SocketAddress& out, const MarkC
     if (status.ok())
         out = redirect.original_destination;
     return status;
+}
+
+// The four calls that carry everything on a REDIRECT connection:
+// getsockname, SO_ORIGINAL_DST, getpeername (the connected-side check, and
+// the loop check's peer) and SO_MARK (the record's mark, and the loop
+// check's); IP_TRANSPARENT only when SO_ORIGINAL_DST cannot answer (TPROXY,
+// or not redirected). The peer and the mark are read whatever the redirect
+// answered, as the loop check comes before any error.
+void query_connection_state(SocketHandle socket, ConnectionState& out, const MarkConfig& marks) {
+    Redirect redirect;
+    const Status status = checked_redirect(socket, marks, redirect);
+    if (!redirect.peer_asked)
+        read_peer(socket, redirect);
+    out.has_peer = redirect.has_peer;
+    out.peer = redirect.peer;
+    std::uint32_t mark = 0;
+    socklen_t size = sizeof mark;
+    out.has_mark = getsockopt(socket, SOL_SOCKET, SO_MARK, &mark, &size) == 0;
+    const int mark_error = errno;
+    out.mark = mark;
+    if (!status.ok()) {
+        if (status.outcome != Outcome::not_redirected)
+            out.fail(status, Query::original_destination);
+        return;
+    }
+    out.has_original_destination = true;
+    out.original_destination = redirect.original_destination;
+    if (!out.has_mark) {
+        out.fail(os_failure(mark_error, kMarkCall), Query::redirect_records);
+        return;
+    }
+    out.records_size = encode_record(redirect, mark, marks, out.records.data());
+    out.has_records = true;
+    // netfilter has no driver-defined context: redirected, no context.
 }
 
 } // namespace wfpredirect::core

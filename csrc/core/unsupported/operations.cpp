@@ -42,6 +42,12 @@ Status original_destination(SocketHandle, SocketAddress&, const MarkConfig&) {
     return unsupported();
 }
 
+// As the single calls answer: an unknowable original destination (None),
+// then the records query's refusal.
+void query_connection_state(SocketHandle, ConnectionState& out, const MarkConfig&) {
+    out.fail(unsupported(), Query::redirect_records);
+}
+
 const bool kDatagramStateOnFirstOnly = false;
 
 Status enable_datagram_records(SocketHandle) { return unsupported(); }

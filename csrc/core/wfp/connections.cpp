@@ -235,6 +235,82 @@ Status set_redirect_records(const WinsockOps& ops, std::uintptr_t socket,
     return Status::success(0);
 }
 
+namespace {
+
+// The pieces of query_connection_state before the peer; see connections.hpp.
+void resolve_pieces(const WinsockOps& ops, std::uintptr_t socket, OriginalDstSupport& support,
+                    ConnectionState& out) {
+    const std::uint32_t lacking = support.lacking_code();
+    const Status direct = lacking == 0
+                              ? windows_original_dst(ops, socket, out.original_destination)
+                              : classify(lacking, WinsockCall::socket_option, kOriginalDstCall);
+    Status records;
+    bool records_asked = false;
+    Status context;
+    bool context_asked = false;
+    if (direct.ok()) {
+        out.has_original_destination = true;
+        out.original_destination = unmap_ipv4(out.original_destination);
+    } else {
+        // original_destination's fallback: the context, whose not-found the
+        // records decide.
+        context = query(ops, socket, kQueryContextIoctl, out.context);
+        context_asked = true;
+        if (context.outcome == Outcome::not_redirected) {
+            records = query(ops, socket, kQueryRecordsIoctl, out.records);
+            records_asked = true;
+            if (!records.ok() && records.outcome != Outcome::not_redirected)
+                return out.fail(records, Query::original_destination);
+        } else if (!context.ok()) {
+            return out.fail(context, Query::original_destination);
+        } else {
+            SocketAddress context_local;
+            if (decode_wfpsampler_context(out.context.data(), context.size,
+                                          out.original_destination, context_local)
+                    .ok()) {
+                out.has_original_destination = true;
+                out.original_destination = unmap_ipv4(out.original_destination);
+            }
+        }
+    }
+    if (!records_asked)
+        records = query(ops, socket, kQueryRecordsIoctl, out.records);
+    if (records.outcome == Outcome::not_redirected)
+        return; // without records there is no redirect, so no context either
+    if (!records.ok())
+        return out.fail(records, Query::redirect_records);
+    out.has_records = true;
+    out.records_size = records.size;
+    // Asked (not from `support`), failed as a build without the option
+    // answers, on a connection that was redirected.
+    if (lacking == 0 && direct.call == kOriginalDstCall && !direct.ok() &&
+        shows_no_original_dst(direct.code))
+        support.lacks(direct.code);
+    if (!context_asked)
+        context = query(ops, socket, kQueryContextIoctl, out.context);
+    if (context.ok()) {
+        out.has_context = true;
+        out.context_size = context.size;
+    } else if (context.outcome != Outcome::not_redirected) {
+        out.fail(context, Query::redirect_context);
+    }
+}
+
+} // namespace
+
+bool shows_no_original_dst(std::uint32_t error) {
+    return error == kWsaEinval || error == kWsaEnoprotoopt;
+}
+
+void query_connection_state(const WinsockOps& ops, std::uintptr_t socket,
+                            OriginalDstSupport& support, ConnectionState& out) {
+    resolve_pieces(ops, socket, support, out);
+    std::uint8_t peer[kWindowsSockaddrStorageSize] = {};
+    const WinsockAnswer named = ops.getpeername(ops.context, socket, peer, sizeof peer);
+    out.has_peer = named.rc == 0 && named.bytes <= sizeof peer &&
+                   decode_windows_sockaddr(peer, named.bytes, out.peer) == SockaddrProblem::none;
+}
+
 // An IPv4 connection on a dual-stack socket reports IPv4-mapped addresses;
 // its original destination is given as IPv4, as on Linux, so that the
 // proxy's upstream is an IPv4 socket.

@@ -4,10 +4,12 @@
 // Linux against a scripted stack, and under Wine against ws2_32.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 
 #include "../common/byte_buffer.hpp"
+#include "../common/connection_state.hpp"
 #include "../common/socket_address.hpp"
 #include "../status.hpp"
 #include "winsock_ops.hpp"
@@ -51,5 +53,37 @@ Status set_redirect_records(const WinsockOps& ops, std::uintptr_t socket,
 // known: Outcome::unsupported with SO_ORIGINAL_DST's error code. Otherwise the
 // context query's failure (which consulted the records on not-found).
 Status original_destination(const WinsockOps& ops, std::uintptr_t socket, SocketAddress& out);
+
+// Whether this build has Windows' SO_ORIGINAL_DST, as far as its answers
+// have shown. A build without it answers every connection the same way, so
+// once it has on a connection the records show redirected, the fused query
+// stops asking for the rest of the process (docs/design.md, "One pass per
+// connection"). The single original_destination always asks.
+class OriginalDstSupport {
+  public:
+    // 0 while not known to lack it; else the code that showed it.
+    std::uint32_t lacking_code() const { return lacking_.load(std::memory_order_relaxed); }
+    void lacks(std::uint32_t code) { lacking_.store(code, std::memory_order_relaxed); }
+    void forget() { lacking_.store(0, std::memory_order_relaxed); }
+
+  private:
+    std::atomic<std::uint32_t> lacking_{0};
+};
+
+// The answers by which a build shows it has no SO_ORIGINAL_DST: WSAEINVAL
+// (the level SOL_IP 0xFFFB unknown; Wine's answer) and WSAENOPROTOOPT (the
+// option unknown).
+bool shows_no_original_dst(std::uint32_t error);
+
+// The connection's whole state with each WFP query IOCTL asked at most once
+// (a query that grows its buffer asks again only as the buffer rules say):
+// SO_ORIGINAL_DST (getsockname, getsockopt) unless `support` knows the build
+// lacks it; then, as the single calls would have it, the context and the
+// records when SO_ORIGINAL_DST did not answer (the context first: the
+// original destination falls back to it), else the records, and the
+// context only when the records show a redirect; getpeername last, for the
+// loop check. A failure is named after the single query that reports it.
+void query_connection_state(const WinsockOps& ops, std::uintptr_t socket,
+                            OriginalDstSupport& support, ConnectionState& out);
 
 } // namespace wfpredirect::core::wfp

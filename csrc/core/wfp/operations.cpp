@@ -25,6 +25,17 @@ const wfp::WinsockOps& backend_ops() {
 #endif
 }
 
+// What this process has learnt of SO_ORIGINAL_DST (connections.hpp); in a
+// test build the emulated callout's, which each test resets.
+wfp::OriginalDstSupport& original_dst_support() {
+#ifdef WFPREDIRECT_EMULATED_CALLOUT
+    return emulated::original_dst_support();
+#else
+    static wfp::OriginalDstSupport process_wide;
+    return process_wide;
+#endif
+}
+
 } // namespace
 
 const char* const kBackendName = "winsock";
@@ -55,6 +66,10 @@ Status set_redirect_records(SocketHandle socket, const std::uint8_t* records, st
 
 Status original_destination(SocketHandle socket, SocketAddress& out, const MarkConfig&) {
     return wfp::original_destination(backend_ops(), socket, out);
+}
+
+void query_connection_state(SocketHandle socket, ConnectionState& out, const MarkConfig&) {
+    wfp::query_connection_state(backend_ops(), socket, original_dst_support(), out);
 }
 
 namespace {

@@ -320,6 +320,7 @@ void reset(std::uint32_t not_redirected_error) {
     s.sent.clear();
     s.enabled.clear();
     s.wfp_ioctls = 0;
+    original_dst_support().forget();
 }
 
 void add(const Redirect& redirect) {
@@ -344,6 +345,11 @@ std::uint32_t wfp_ioctl_count() {
     State& s = state();
     const Held held(s.lock);
     return s.wfp_ioctls;
+}
+
+wfp::OriginalDstSupport& original_dst_support() {
+    static wfp::OriginalDstSupport instance;
+    return instance;
 }
 
 const wfp::WinsockOps& ops() { return kEmulatedOps; }

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "../../common/socket_address.hpp"
+#include "../connections.hpp"
 #include "../winsock_ops.hpp"
 
 namespace wfpredirect::core::emulated {
@@ -51,15 +52,20 @@ struct SentRecords {
     SocketAddress destination;
 };
 
-// Forgets every redirect and every call seen. A query on a connection that
-// was not redirected answers `not_redirected_error` (WSAEINVAL, which the
-// core retries once at its cap, FWP_E_NOT_FOUND or ERROR_NOT_FOUND).
+// Forgets every redirect and every call seen, and what the fused query
+// learnt of SO_ORIGINAL_DST (so that each test starts as in a new process).
+// A query on a connection that was not redirected answers
+// `not_redirected_error` (WSAEINVAL, which the core retries once at its cap,
+// FWP_E_NOT_FOUND or ERROR_NOT_FOUND).
 void reset(std::uint32_t not_redirected_error);
 void add(const Redirect& redirect);
 std::vector<SetCall> set_calls();
 std::vector<SentRecords> sent_records();
 // How many of the three WFP IOCTLs were asked.
 std::uint32_t wfp_ioctl_count();
+
+// The backend's OriginalDstSupport in a test build (connections.hpp).
+wfp::OriginalDstSupport& original_dst_support();
 
 // The table the Windows backend uses in a test build.
 const wfp::WinsockOps& ops();
