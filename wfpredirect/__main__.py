@@ -125,6 +125,13 @@ def parser() -> argparse.ArgumentParser:
         "connections only to such a listener)",
     )
     proxy.add_argument(
+        "--keep-client-address",
+        action="store_true",
+        help="Linux: bind each upstream connection to its client's address (IP_TRANSPARENT), "
+        "so the origin sees the client; the replies must be routed back to this host "
+        "(see the documentation)",
+    )
+    proxy.add_argument(
         "--backlog",
         type=int,
         default=ProxySettings.backlog,
@@ -218,6 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 transparent=arguments.transparent,
                 log_level=LEVELS["warning" if arguments.quiet else arguments.log_level],
                 log_format=arguments.log_format,
+                keep_client_address=arguments.keep_client_address,
                 relay=arguments.relay,
                 loop=arguments.loop,
                 workers=arguments.workers,

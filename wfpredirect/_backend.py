@@ -13,6 +13,9 @@ Each backend module has:
 - ``transparent_listener(host, port, reuse_port=False) -> socket``: a TCP
   socket bound with IP_TRANSPARENT, for a TPROXY rule (``proxy
   --transparent``), with SO_REUSEPORT too for ``--workers``;
+- ``make_transparent(sock, function)``: IP_TRANSPARENT on a new upstream
+  socket before it binds a client's (non-local) address (``open_upstream(...,
+  transparent=True)``, ``proxy --keep-client-address``; Linux only);
 - ``prepare_reply_socket(sock)``: ready a new UDP socket to bind to a
   datagram's original destination (``datagram_reply_socket``; Linux only);
 - ``missing_exemption(loop_mark) -> str``: what a redirect that sent an
@@ -69,6 +72,7 @@ class Backend(Protocol):
     def transparent_listener(
         self, host: str, port: int, reuse_port: bool = False
     ) -> socket.socket: ...
+    def make_transparent(self, sock: socket.socket, function: str) -> None: ...
     def prepare_reply_socket(self, sock: socket.socket) -> None: ...
     def missing_exemption(self, loop_mark: int) -> str: ...
     def open_splice_pipe(self) -> SplicePipe | None: ...

@@ -73,10 +73,23 @@ def proxy_problem(
                 probe.setsockopt(socket.SOL_IP, IP_TRANSPARENT, 1)
         except PermissionError as error:
             return (
-                f"cannot listen for a TPROXY rule (setsockopt(IP_TRANSPARENT): "
-                f"{error.strerror}): {CAPABILITY_ADVICE}"
+                "cannot use IP_TRANSPARENT (--transparent, --keep-client-address): "
+                f"setsockopt(IP_TRANSPARENT): {error.strerror}: {CAPABILITY_ADVICE}"
             )
     return ""
+
+
+def make_transparent(sock: socket.socket, function: str) -> None:
+    """IP_TRANSPARENT on `sock` (at SOL_IP: for IPv6 sockets too), so that it
+    may bind an address this host does not have, such as a client's."""
+    try:
+        sock.setsockopt(socket.SOL_IP, IP_TRANSPARENT, 1)
+    except PermissionError as error:
+        raise RedirectPermissionError(
+            error.errno,
+            f"{function}: cannot bind a client's address: setsockopt(IP_TRANSPARENT): "
+            f"{error.strerror}: {CAPABILITY_ADVICE}",
+        ) from error
 
 
 def prepare_reply_socket(sock: socket.socket) -> None:

@@ -10,6 +10,7 @@ import sys
 from typing import TYPE_CHECKING
 
 # What only Linux has (IP_TRANSPARENT, splice, workers) is refused as on Windows.
+from ._backend_winsock import make_transparent as make_transparent
 from ._backend_winsock import open_splice_pipe as open_splice_pipe
 from ._backend_winsock import proxy_problem as proxy_problem
 from ._backend_winsock import relay_paths as relay_paths

@@ -63,8 +63,21 @@ def proxy_problem(
     loop_mark: int | None, mark_mask: int | None, udp: bool, transparent: bool
 ) -> str:
     if transparent:
-        return "--transparent is Linux's (IP_TRANSPARENT, for a TPROXY rule)"
+        return (
+            "--transparent and --keep-client-address are Linux's (IP_TRANSPARENT: a TPROXY "
+            "listener, an upstream bound to the client's address)"
+        )
     return ""
+
+
+def make_transparent(sock: socket.socket, function: str) -> None:
+    error = UnsupportedError(
+        WSAEOPNOTSUPP,
+        f"{function}: transparent=True is Linux's (IP_TRANSPARENT): Windows cannot bind "
+        "an upstream connection to an address it does not have",
+    )
+    setattr(error, "winerror", WSAEOPNOTSUPP)  # noqa: B010 - Windows-only in the stubs
+    raise error
 
 
 def prepare_reply_socket(sock: socket.socket) -> None:

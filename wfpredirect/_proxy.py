@@ -68,6 +68,8 @@ class ProxySettings:
     # What is logged (a logging level), and how: "text" or "json".
     log_level: int = logging.INFO
     log_format: str = "text"
+    # Linux: bind each upstream to the client's address (IP_TRANSPARENT).
+    keep_client_address: bool = False
     # How the bytes move (_relay.RELAY_PATHS, or "auto": the backend's first).
     relay: str = "auto"
     # Processes, each with its own SO_REUSEPORT listener (Linux; _workers).
@@ -224,12 +226,18 @@ class Proxy:
             await _within(
                 self.settings.connect_timeout,
                 connection.open_upstream(
-                    redirect, loop_mark=self.settings.loop_mark, mark_mask=self.settings.mark_mask
+                    redirect,
+                    loop_mark=self.settings.loop_mark,
+                    mark_mask=self.settings.mark_mask,
+                    # The client's address, any port: HAProxy's "usesrc clientip".
+                    source=(connection.peername()[0], 0)
+                    if self.settings.keep_client_address
+                    else None,
                 ),
             )
         except (OSError, asyncio.TimeoutError) as error:
             self.totals.failed += 1
-            say(log.FAILED.line(client=client, target=target, reason=error or "timed out"))
+            say(log.FAILED.line(client=client, target=target, reason=str(error) or "timed out"))
             connection.abort()
             return
         self.totals.open += 1
@@ -439,7 +447,7 @@ def run_proxy(settings: ProxySettings) -> int:
         settings.loop_mark,
         settings.mark_mask,
         udp=settings.udp is not None,
-        transparent=settings.transparent,
+        transparent=settings.transparent or settings.keep_client_address,
     ) or backend.workers_problem(settings.workers)
     if not problem and settings.workers > 1 and settings.port == 0:
         problem = (

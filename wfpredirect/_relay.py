@@ -73,8 +73,17 @@ class Connection(Protocol):
     def peername(self) -> Any: ...
     def abort(self) -> None: ...
     async def open_upstream(
-        self, redirect: RedirectInfo, *, loop_mark: int | None, mark_mask: int | None
-    ) -> None: ...
+        self,
+        redirect: RedirectInfo,
+        *,
+        loop_mark: int | None,
+        mark_mask: int | None,
+        source: Address | None = None,
+    ) -> None:
+        """Connect the upstream; bound to `source` with IP_TRANSPARENT when
+        given (``--keep-client-address``)."""
+        ...
+
     async def relay(self, count: Count) -> BaseException | None:
         """Both directions until each has ended (its end of stream passed
         on), then both closed: None; or the first error, with both aborted.
@@ -145,7 +154,11 @@ def make_listeners(host: str, port: int, *, reuse_port: bool = False) -> list[so
 
 
 async def connect_upstream(
-    redirect: RedirectInfo, *, loop_mark: int | None, mark_mask: int | None
+    redirect: RedirectInfo,
+    *,
+    loop_mark: int | None,
+    mark_mask: int | None,
+    source: Address | None = None,
 ) -> tuple[socket.socket, Endpoint]:
     """open_upstream's socket without streams: connected, non-blocking,
     carrying the records, remembered for the loop check (forget_upstream of
@@ -160,7 +173,8 @@ async def connect_upstream(
         loop_mark=loop_mark,
         mark_mask=mark_mask,
         timeout=0.0,
-        local_address=None,
+        local_address=source,
+        transparent=source is not None,
     )
     for sock, target in attempts:
         key: Endpoint | None = None
@@ -248,9 +262,20 @@ class StreamConnection:
             self.upstream[1].transport.abort()
 
     async def open_upstream(
-        self, redirect: RedirectInfo, *, loop_mark: int | None, mark_mask: int | None
+        self,
+        redirect: RedirectInfo,
+        *,
+        loop_mark: int | None,
+        mark_mask: int | None,
+        source: Address | None = None,
     ) -> None:
-        self.upstream = await open_upstream(redirect, loop_mark=loop_mark, mark_mask=mark_mask)
+        self.upstream = await open_upstream(
+            redirect,
+            loop_mark=loop_mark,
+            mark_mask=mark_mask,
+            local_addr=source,
+            transparent=source is not None,
+        )
 
     async def relay(self, count: Count) -> BaseException | None:
         assert self.upstream is not None
@@ -371,9 +396,16 @@ class ProtocolConnection:
         return self.client.transport.get_extra_info("peername")
 
     async def open_upstream(
-        self, redirect: RedirectInfo, *, loop_mark: int | None, mark_mask: int | None
+        self,
+        redirect: RedirectInfo,
+        *,
+        loop_mark: int | None,
+        mark_mask: int | None,
+        source: Address | None = None,
     ) -> None:
-        sock, key = await connect_upstream(redirect, loop_mark=loop_mark, mark_mask=mark_mask)
+        sock, key = await connect_upstream(
+            redirect, loop_mark=loop_mark, mark_mask=mark_mask, source=source
+        )
         try:
             await asyncio.get_running_loop().create_connection(lambda: self.upstream, sock=sock)
         except BaseException:
@@ -678,10 +710,15 @@ class SocketConnection:
         return self.peer
 
     async def open_upstream(
-        self, redirect: RedirectInfo, *, loop_mark: int | None, mark_mask: int | None
+        self,
+        redirect: RedirectInfo,
+        *,
+        loop_mark: int | None,
+        mark_mask: int | None,
+        source: Address | None = None,
     ) -> None:
         self.upstream, self.key = await connect_upstream(
-            redirect, loop_mark=loop_mark, mark_mask=mark_mask
+            redirect, loop_mark=loop_mark, mark_mask=mark_mask, source=source
         )
         self.upstream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 

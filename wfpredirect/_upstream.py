@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from typing import Any, Protocol
 
 from ._addresses import Address, is_listener_address, original_target, resolved_targets
+from ._backend import backend
 from ._core import set_redirect_records
 from ._errors import RedirectError, renamed
 
@@ -91,11 +92,13 @@ def prepare(
     mark_mask: int | None,
     timeout: float | None,
     local_address: Address | None,
+    transparent: bool = False,
 ) -> None:
     """Ready new socket `upstream` to connect: the records first (with the
     mark keywords: set_redirect_records's), then `timeout` (None leaves it;
-    0.0 makes it non-blocking), then the bind to `local_address`. A records
-    error is renamed after `function`; `upstream` is the caller's to close."""
+    0.0 makes it non-blocking), then, with `transparent`, IP_TRANSPARENT,
+    then the bind to `local_address`. A records error is renamed after
+    `function`; `upstream` is the caller's to close."""
     if records is not None:
         try:
             set_redirect_records(upstream, records, loop_mark=loop_mark, mark_mask=mark_mask)
@@ -103,8 +106,19 @@ def prepare(
             raise renamed(error, "set_redirect_records", function) from error
     if timeout is not None:
         upstream.settimeout(timeout)
+    if transparent:
+        backend.make_transparent(upstream, function)
     if local_address is not None:
-        upstream.bind(local_address)
+        upstream.bind(_in_family(upstream.family, local_address))
+
+
+def _in_family(family: int, address: Address) -> Address:
+    """`address` for a socket of `family`: an IPv4-mapped IPv6 host (a
+    client of a dual-stack listener) as IPv4 for an IPv4 socket."""
+    host = address[0]
+    if family == socket.AF_INET and host.startswith("::ffff:") and "." in host:
+        return (host.removeprefix("::ffff:"), address[1])
+    return address
 
 
 class _Connect:
@@ -133,6 +147,7 @@ class Attempts:
         mark_mask: int | None,
         timeout: float | None,
         local_address: Address | None,
+        transparent: bool = False,
         listeners: Iterable[Address] = (),
         factory: Callable[[int, int, int], socket.socket] = socket.socket,
     ) -> None:
@@ -146,6 +161,7 @@ class Attempts:
         self._mark_mask = mark_mask
         self._timeout = timeout
         self._local_address = local_address
+        self._transparent = transparent
         self._listeners = list(listeners)
         self._factory = factory
         self.failures: list[OSError] = []
@@ -167,6 +183,7 @@ class Attempts:
                     mark_mask=self._mark_mask,
                     timeout=self._timeout,
                     local_address=self._local_address,
+                    transparent=self._transparent,
                 )
             except RedirectError:
                 sock.close()

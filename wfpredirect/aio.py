@@ -200,6 +200,7 @@ async def open_upstream(
     *,
     address: Address | None = None,
     local_addr: Address | None = None,
+    transparent: bool = False,
     loop_mark: int | None = None,
     mark_mask: int | None = None,
     **kw: Any,
@@ -211,7 +212,12 @@ async def open_upstream(
     binds or connects, so the redirect lets it pass instead of sending it
     back into the proxy. It connects to `address`, or to the original
     destination (NotRedirectedError when there is neither). `local_addr` is
-    bound before connecting; `loop_mark` and `mark_mask` are
+    bound before connecting; with `transparent` (Linux) the socket gets
+    IP_TRANSPARENT first, so that `local_addr` may be an address this host
+    does not have, such as the client's, ``(host, 0)``: the origin then sees
+    the client's address (RedirectPermissionError without CAP_NET_ADMIN or
+    CAP_NET_RAW; the replies must be routed to this host: docs, "Keeping
+    the client's address"). `loop_mark` and `mark_mask` are
     ``set_redirect_records``'s. It refuses to connect to a listening address
     of this process's redirect servers (errno ELOOP), as
     ``RedirectSocket.create_upstream`` does; the other keywords (``limit``, ``ssl``,
@@ -238,6 +244,7 @@ async def open_upstream(
         mark_mask=mark_mask,
         timeout=0.0,
         local_address=local_addr,
+        transparent=transparent,
     )
     for sock, target in attempts:
         with attempts.connecting(sock) as attempt:

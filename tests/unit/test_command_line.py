@@ -202,3 +202,15 @@ def test_uvloop_when_it_is_not_installed(tmp_path: Path) -> None:
         "wfpredirect proxy: --loop uvloop: uvloop is not installed "
         "(python -m pip install uvloop)\n",
     )
+
+
+@pytest.mark.parametrize(("arguments", "keep"), [([], False), (["--keep-client-address"], True)])
+def test_keep_client_address_reaches_the_proxy_settings(
+    monkeypatch: pytest.MonkeyPatch, arguments: list[str], keep: bool
+) -> None:
+    from wfpredirect import __main__
+
+    given: list[ProxySettings] = []
+    monkeypatch.setattr(__main__, "run_proxy", lambda settings: given.append(settings) or 0)
+    assert __main__.main(["proxy", "--listen", "127.0.0.1:0", *arguments]) == 0
+    assert [settings.keep_client_address for settings in given] == [keep]

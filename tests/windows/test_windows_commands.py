@@ -113,3 +113,22 @@ def test_demo_explains_the_driver_then_runs_the_doctor() -> None:
     assert "    python -m wfpredirect proxy --listen 127.0.0.1:15001" in lines
     marker = lines.index("What this machine offers (python -m wfpredirect doctor):")
     assert lines[marker + 1 :] == ["", *doctor_lines]
+
+
+@pytest.mark.parametrize("flag", ["--transparent", "--keep-client-address"])
+def test_proxy_refuses_what_only_linux_has(flag: str) -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "wfpredirect", "proxy", "--listen", "127.0.0.1:0", flag],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=NEUTRAL_DIRECTORY,
+        timeout=120,
+    )
+    assert (completed.returncode, completed.stdout, completed.stderr) == (
+        2,
+        "",
+        "wfpredirect proxy: --transparent and --keep-client-address are Linux's "
+        "(IP_TRANSPARENT: a TPROXY listener, an upstream bound to the client's address)\n",
+    )

@@ -88,3 +88,24 @@ def test_redirect_socket_properties_are_none(
             assert error.winerror == 10045  # the transport has no WFP IOCTLs
             return
         assert destination is None
+
+
+def test_no_transparent_bind_for_an_upstream() -> None:
+    """open_upstream(transparent=True), which --keep-client-address uses,
+    is Linux's: WSAEOPNOTSUPP before anything connects."""
+    import asyncio
+
+    from wfpredirect.aio import open_upstream
+
+    redirect = wfpredirect.RedirectInfo(None, None, ("127.0.0.1", 9))
+
+    async def connect() -> None:
+        await open_upstream(redirect, local_addr=("127.0.0.1", 0), transparent=True)
+
+    with pytest.raises(wfpredirect.UnsupportedError) as caught:
+        asyncio.run(connect())
+    assert (caught.value.winerror, str(caught.value)) == (
+        10045,
+        "[WinError 10045] open_upstream: transparent=True is Linux's (IP_TRANSPARENT): "
+        "Windows cannot bind an upstream connection to an address it does not have",
+    )
