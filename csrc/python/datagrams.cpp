@@ -246,18 +246,28 @@ PyObject* prepare_datagram_reply_socket_raw(PyObject*, PyObject* const* args, Py
 PyMethodDef functions[] = {
     {"enable_datagram_records", fastcall(&enable_datagram_records_raw), METH_FASTCALL,
      "enable_datagram_records($module, sock, /)\n--\n\n"
+     "enable_datagram_records(sock: socket | int, /) -> None\n\n"
      "Ask the kernel to deliver each datagram's redirect state with it (a UDP socket, before "
      "it receives)."},
     {"recvmsg_redirect", fastcall(&recvmsg_redirect_raw), METH_FASTCALL,
      "recvmsg_redirect($module, sock, bufsize, /)\n--\n\n"
+     "recvmsg_redirect(sock: socket | int, bufsize: int, /) -> Datagram\n\n"
      "Receive one datagram: Datagram(data, address, records, context, original_destination)."},
     {"recvmsg_redirect_into", fastcall(&recvmsg_redirect_into_raw), METH_FASTCALL,
      "recvmsg_redirect_into($module, sock, buffer, /)\n--\n\n"
+     "recvmsg_redirect_into(sock: socket | int, buffer: bytearray | memoryview, "
+     "/) -> tuple[int, tuple[str, int] | tuple[str, int, int, int], "
+     "RedirectRecords | None, bytes | None, tuple[str, int] | tuple[str, int, int, "
+     "int] | None]\n\n"
      "Receive one datagram into `buffer`: (nbytes, address, records, context, "
      "original_destination)."},
     {"sendmsg_redirect", fastcall(&sendmsg_redirect_raw), METH_FASTCALL | METH_KEYWORDS,
      "sendmsg_redirect($module, sock, data, address, records=None, /, *, loop_mark=None, "
      "mark_mask=None)\n--\n\n"
+     "sendmsg_redirect(sock: socket | int, data: bytes | bytearray | memoryview, "
+     "address: tuple[str, int] | tuple[str, int, int, int], "
+     "records: bytes | bytearray | memoryview | None = None, /, *, "
+     "loop_mark: int | None = None, mark_mask: int | None = None) -> int\n\n"
      "Send one datagram to `address`, carrying `records` with it alone."},
 };
 

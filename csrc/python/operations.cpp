@@ -216,25 +216,36 @@ PyObject* decode_wfpsampler_context_raw(PyObject*, PyObject* const* args, Py_ssi
 PyMethodDef functions[] = {
     {"query_redirect_records", reinterpret_cast<PyCFunction>(&query_redirect_records), METH_O,
      "query_redirect_records($module, sock, /)\n--\n\n"
+     "query_redirect_records(sock: socket | int, /) -> RedirectRecords\n\n"
      "The redirect records of the accepted connection `sock`."},
     {"query_redirect_records_into",
      reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&query_redirect_records_into)),
      METH_FASTCALL,
      "query_redirect_records_into($module, sock, buffer, /)\n--\n\n"
+     "query_redirect_records_into(sock: socket | int, buffer: bytearray | memoryview, "
+     "/) -> int\n\n"
      "Write the redirect records into `buffer`; return the bytes written."},
     {"set_redirect_records",
      reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&set_redirect_records)),
      METH_FASTCALL | METH_KEYWORDS,
      "set_redirect_records($module, sock, records, /, *, loop_mark=None, mark_mask=None)\n--\n\n"
+     "set_redirect_records(sock: socket | int, "
+     "records: bytes | bytearray | memoryview, /, *, loop_mark: int | None = None, "
+     "mark_mask: int | None = None) -> None\n\n"
      "Attach `records` to the new socket `sock`, before bind/connect."},
     {"original_destination", reinterpret_cast<PyCFunction>(&original_destination), METH_O,
      "original_destination($module, sock, /)\n--\n\n"
+     "original_destination(sock: socket | int, /) -> tuple[str, int] | tuple[str, "
+     "int, int, int]\n\n"
      "Where the redirected connection `sock` was originally addressed."},
     {"query_redirect_context", fastcall(&query_redirect_context_raw), METH_FASTCALL,
      "query_redirect_context($module, sock, /)\n--\n\n"
+     "query_redirect_context(sock: socket | int, /) -> bytes | None\n\n"
      "The redirect context of `sock`, or None for a redirected connection without one."},
     {"query_redirect_context_into", fastcall(&query_redirect_context_into_raw), METH_FASTCALL,
      "query_redirect_context_into($module, sock, buffer, /)\n--\n\n"
+     "query_redirect_context_into(sock: socket | int, buffer: bytearray | memoryview, "
+     "/) -> int\n\n"
      "Write the redirect context into `buffer`; return the bytes written (0: none)."},
     {"_query_connection_state", fastcall(&query_connection_state), METH_FASTCALL,
      "_query_connection_state($module, sock, /)\n--\n\n"
@@ -242,6 +253,9 @@ PyMethodDef functions[] = {
      "query_redirect_info needs. Private: use query_redirect_info."},
     {"decode_wfpsampler_context", fastcall(&decode_wfpsampler_context_raw), METH_FASTCALL,
      "decode_wfpsampler_context($module, context, /)\n--\n\n"
+     "decode_wfpsampler_context(context: bytes | bytearray | memoryview, "
+     "/) -> tuple[tuple[str, int] | tuple[str, int, int, int], tuple[str, "
+     "int] | tuple[str, int, int, int]]\n\n"
      "(remote, local): the original addresses in a context stored by Microsoft's WFPSampler "
      "callout (two Windows SOCKADDR_STORAGE)."},
 };

@@ -122,3 +122,40 @@ def test_wrong_arguments_are_a_type_error(call: Callable[[], Any], message: str)
     with pytest.raises(TypeError) as caught:
         call()
     assert str(caught.value) == message
+
+
+# The stub's private aliases, as help() spells them.
+ALIASES = {
+    "_Socket": "socket | int",
+    "_WritableBuffer": "bytearray | memoryview",
+    "_ReadableBuffer": "bytes | bytearray | memoryview",
+    "_Address": "tuple[str, int] | tuple[str, int, int, int]",
+}
+
+
+def typed_signatures() -> dict[str, str]:
+    """Each native function's signature with its types, from _core.pyi as
+    installed beside the module (aliases spelled out)."""
+    import ast
+    import re
+    from pathlib import Path
+
+    stub = Path(wfpredirect._core.__file__).with_name("_core.pyi")
+    tree = ast.parse(stub.read_text(encoding="utf-8"))
+    signatures = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef) and node.name in SIGNATURES:
+            text = f"{node.name}({ast.unparse(node.args)}) -> {ast.unparse(node.returns)}"
+            for alias, spelled in ALIASES.items():
+                text = re.sub(rf"\b{alias}\b", spelled, text)
+            # ast.unparse writes an annotated default without spaces.
+            signatures[node.name] = text.replace("=None", " = None")
+    return signatures
+
+
+@pytest.mark.parametrize("name", sorted(SIGNATURES))
+def test_help_shows_the_types_of_the_stub(name: str) -> None:
+    """help() has the stub's types (inspect cannot read them from a text
+    signature): the docstring's first line is the typed signature."""
+    function = getattr(wfpredirect, name)
+    assert function.__doc__.splitlines()[0] == typed_signatures()[name]
