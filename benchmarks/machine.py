@@ -1,4 +1,4 @@
-"""The machine a benchmark ran on, for its JSON and the README."""
+"""The machine a benchmark ran on, for its JSON and the performance page."""
 
 from __future__ import annotations
 

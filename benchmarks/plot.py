@@ -1,5 +1,5 @@
 """Renders the benchmark tables (benchmarks/results/*.json) as PNG bar
-charts beside them, for the README.
+charts beside them, for the performance page (docs/performance.md).
 
 Usage: python benchmarks/plot.py [RESULTS_DIRECTORY]    (needs matplotlib)
 """

@@ -1,6 +1,6 @@
 """The examples in examples/, run as shipped with real curl and a real HTTP
 server (the transparent proxy alone and as a chain of two, the asyncio
-proxy) and a real TPROXY rule (the UDP relay); README shows each one, and
+proxy) and a real TPROXY rule (the UDP relay); the README or the documentation shows each one, and
 its copy there is the file itself."""
 
 from __future__ import annotations
@@ -29,14 +29,29 @@ def example(name: str) -> Path:
     return project_file(f"examples/{name}")
 
 
-@pytest.mark.parametrize("name", EXAMPLES)
-def test_readme_shows_the_example_as_shipped(name: str) -> None:
+def test_readme_shows_the_first_example_as_shipped() -> None:
+    """README's copy of the threaded proxy is the file the tests run."""
     text = project_file("README.md").read_text(encoding="utf-8")
+    name = "transparent_proxy.py"
     marker = f"<!-- example: examples/{name} (run by tests/integration/test_examples.py) -->"
     assert marker in text, f"README does not show examples/{name}"
     match = re.search(r"```python\n(.*?)```", text[text.index(marker) :], re.DOTALL)
     assert match is not None
     assert match.group(1) == example(name).read_text(encoding="utf-8")
+
+
+def test_the_documentation_includes_every_example() -> None:
+    """Each of the other examples is on a documentation page as the file
+    itself (literalinclude), so no copy can drift."""
+    included = {
+        name
+        for page in project_file("docs/index.md").parent.glob("*.md")
+        for name in re.findall(
+            r"```\{literalinclude\} \.\./examples/(\S+)\n", page.read_text(encoding="utf-8")
+        )
+    }
+    assert set(EXAMPLES) - {"transparent_proxy.py"} <= included
+    assert included <= {path.name for path in example("namespace.sh").parent.iterdir()}
 
 
 # The proxy closes a connection that was not redirected: curl reports an
@@ -217,16 +232,16 @@ def test_asyncio_proxy_relays_with_curl(site: tuple[Path, Path]) -> None:
 
 
 def test_tproxy_proxy_relays_with_curl(site: tuple[Path, Path]) -> None:
-    """The TPROXY proxy as shipped, behind README's rule and routing, which
-    the test applies as README shows them."""
+    """The TPROXY proxy as shipped, behind the rule and routing of the Linux
+    page (docs/linux.md), which the test applies as the page shows them."""
     from test_tproxy import TPROXY_RULES
 
-    readme = project_file("README.md").read_text(encoding="utf-8")
+    page = project_file("docs/linux.md").read_text(encoding="utf-8")
     routing = [
         "ip rule add fwmark 1 lookup 100",
         "ip route add local 0.0.0.0/0 dev lo table 100",
     ]
-    assert f"{routing[0]}\n{routing[1]}\nnft -f - <<'NFT'\n{TPROXY_RULES}NFT\n" in readme
+    assert f"{routing[0]}\n{routing[1]}\nnft -f - <<'NFT'\n{TPROXY_RULES}NFT\n" in page
     directory, _ = site
     proxy = [sys.executable, str(example("tproxy_proxy.py"))]
     result = run_in_netns(

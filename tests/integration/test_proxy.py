@@ -457,7 +457,7 @@ def test_a_rule_without_the_loop_exemption_is_named_and_the_loop_ends(proxy_way:
         }
 
     # Workers recognise each other's upstreams by the loop mark, which an
-    # accepted connection shows only with tcp_fwmark_accept (README).
+    # accepted connection shows only with tcp_fwmark_accept (docs/linux.md).
     sysctls = {"net.ipv4.tcp_fwmark_accept": "1"} if proxy_way == "workers" else {}
     result = run_in_netns(body, nft_rules=LOOPING_RULES, sysctls=sysctls)
     relayed = result.pop("relayed")

@@ -1,5 +1,5 @@
-"""The README's API reference names every public name, each with where it
-works."""
+"""The API reference's table (docs/api.md) names every public name, each
+with where it works."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ AVAILABILITY = {"everywhere", "Windows, Linux", "Linux"}
 
 def api_reference_rows() -> list[tuple[str, str]]:
     """(first cell, last cell) of each row of the API reference table."""
-    text = project_file("README.md").read_text(encoding="utf-8")
-    assert "\n## API reference\n" in text, "the README lost its API reference"
-    section = text.split("\n## API reference\n", 1)[1].split("\n#", 1)[0]
+    text = project_file("docs/api.md").read_text(encoding="utf-8")
+    assert "\n## Where each name works\n" in text, "docs/api.md lost its table"
+    section = text.split("\n## Where each name works\n", 1)[1].split("\n#", 1)[0]
     rows = []
     for line in section.splitlines():
         if line.startswith("| `"):

@@ -2,7 +2,7 @@
 the official Windows CPython (3.11 and 3.13) under Wine, installed into a
 fresh copy of that interpreter, and the Windows suite run there.
 
-What it proves and what it cannot is in README ("Windows"); how it is
+What it proves and what it cannot is on the Windows page (docs/windows.md); how it is
 prepared is in windows_lane.py. Run it alone with
 `pytest tests/windows/test_windows_lane.py` (WFPREDIRECT_SDIST names the
 sdist to build; without it the checkout's own is made first).

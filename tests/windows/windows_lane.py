@@ -17,7 +17,7 @@ A run builds the wheel as a Windows user does (Windows CPython runs
 `pip wheel` on the sdist, setuptools finds MSVC) and installs it into a
 fresh copy of the interpreter, where the tests run. One Wine prefix per run.
 
-Run it alone: `pytest tests/windows/test_windows_lane.py` (see README).
+Run it alone: `pytest tests/windows/test_windows_lane.py` (see README, "Tests").
 """
 
 from __future__ import annotations
