@@ -56,6 +56,15 @@ def main() -> None:
         client_environment = {
             name: value for name, value in os.environ.items() if name not in SANITIZER_VARIABLES
         }
+        # The client needs only the system's curl or python3. Nothing in the
+        # checkout (the sanitizer pass's tool wrappers come first on PATH):
+        # an unprivileged client (--exempt owner) cannot enter a 0700 one.
+        checkout = Path(__file__).resolve().parents[2]
+        client_environment["PATH"] = os.pathsep.join(
+            folder
+            for folder in os.environ.get("PATH", os.defpath).split(os.pathsep)
+            if not Path(folder).resolve().is_relative_to(checkout)
+        )
         client = subprocess.run(
             [
                 "nsenter",
