@@ -27,7 +27,11 @@ Each backend module has:
 - ``workers_problem(workers) -> str``: why ``proxy --workers`` cannot run
   that many processes here ("" when it can);
 - ``start_worker(work) -> int``: a new process (its pid) that runs
-  ``work()`` and exits with its status (``--workers``).
+  ``work()`` and exits with its status (``--workers``);
+- ``hold_signals(signums, held)``: block (`held`) or unblock the signals
+  `signums` in this thread, a blocked one staying pending (``--workers``
+  holds the stop signals from before the first fork until each process
+  has its handlers; nothing where there are no workers).
 """
 
 from __future__ import annotations
@@ -78,6 +82,7 @@ class Backend(Protocol):
     def open_splice_pipe(self) -> SplicePipe | None: ...
     def workers_problem(self, workers: int) -> str: ...
     def start_worker(self, work: Callable[[], int]) -> int: ...
+    def hold_signals(self, signums: tuple[int, ...], held: bool) -> None: ...
 
 
 def _chosen() -> Backend:

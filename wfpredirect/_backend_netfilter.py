@@ -173,6 +173,13 @@ def workers_problem(workers: int) -> str:
     return ""
 
 
+def hold_signals(signums: tuple[int, ...], held: bool) -> None:
+    if sys.platform == "linux":  # always here; says so to the type checker
+        import signal
+
+        signal.pthread_sigmask(signal.SIG_BLOCK if held else signal.SIG_UNBLOCK, signums)
+
+
 def start_worker(work: Callable[[], int]) -> int:
     """A forked child running `work()`; it exits with its status (1, after
     the traceback, when it raises), never returning into the parent's code."""

@@ -9,6 +9,8 @@ import socket
 import sys
 from typing import TYPE_CHECKING
 
+from ._backend_winsock import hold_signals as hold_signals
+
 # What only Linux has (IP_TRANSPARENT, splice, workers) is refused as on Windows.
 from ._backend_winsock import make_transparent as make_transparent
 from ._backend_winsock import open_splice_pipe as open_splice_pipe

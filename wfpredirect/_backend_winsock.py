@@ -114,5 +114,9 @@ def workers_problem(workers: int) -> str:
     return ""
 
 
+def hold_signals(signums: tuple[int, ...], held: bool) -> None:
+    """Nothing: Windows has no workers."""
+
+
 def start_worker(work: Callable[[], int]) -> int:
     raise UnsupportedError(errno.EOPNOTSUPP, "start_worker: --workers is Linux's")

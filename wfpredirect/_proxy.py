@@ -325,6 +325,9 @@ class Proxy:
                 loop.add_signal_handler(signum, stop.set)
             except NotImplementedError:
                 signal.signal(signum, request_stop)
+        # A --workers worker starts with them held (_workers): one sent
+        # meanwhile is a stop request now.
+        backend.hold_signals(STOP_SIGNALS, False)
         try:
             await self._serve(stop)
         finally:
@@ -431,6 +434,9 @@ def _runner(loop: str) -> Callable[[Coroutine[Any, Any, None]], None]:
 
 def _run_one(settings: ProxySettings) -> int:
     """One proxy process until a stop signal: the exit status."""
+    # The stop signals' handlers as they were: Proxy.run ignores the signals
+    # once it stops serving, and they come back once its loop has closed.
+    previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
     try:
         _runner(settings.loop)(Proxy(settings).run())
     except OSError as error:
@@ -438,6 +444,10 @@ def _run_one(settings: ProxySettings) -> int:
         sys.stderr.write(f"wfpredirect proxy: {error}\n")
         sys.stderr.flush()
         return 1
+    finally:
+        for signum, handler in previous.items():
+            if handler is not None:
+                signal.signal(signum, handler)
     return 0
 
 

@@ -421,16 +421,18 @@ class ProtocolConnection:
         if self.problem is not None:
             self.finished.set_result(self.problem)
         self.count = count
+        # Reading resumes before the early data is written, so that a peer
+        # whose buffer that data fills pauses this side's reading again.
+        for side in (self.client, self.upstream):
+            if self.early_size[side] > CHUNK_SIZE and not side.ended:
+                assert side.transport is not None
+                side.transport.resume_reading()
         early, self.early = self.early, []
         for side, data in early:
             transport = side.peer.transport
             assert transport is not None
             transport.write(data)
             count(side.name, len(data))
-        for side in (self.client, self.upstream):
-            if self.early_size[side] > CHUNK_SIZE and not side.ended:
-                assert side.transport is not None
-                side.transport.resume_reading()
         for side in (self.client, self.upstream):
             if side.ended:
                 side.ended = False  # passed on now
@@ -453,6 +455,8 @@ class ProtocolConnection:
             return
         transport = side.peer.transport
         assert transport is not None
+        if transport.is_closing():
+            return  # the peer is gone (lost() has the outcome): nothing to pass on
         transport.write(data)
         count(side.name, len(data))
 
@@ -464,7 +468,7 @@ class ProtocolConnection:
             return  # passed on when relaying starts
         transport = side.peer.transport
         assert transport is not None
-        if transport.can_write_eof():
+        if not transport.is_closing() and transport.can_write_eof():
             transport.write_eof()
         if side.peer.ended and self.finished is not None and not self.finished.done():
             self.finished.set_result(None)
@@ -540,9 +544,14 @@ SPARE_PIPES = 64
 
 
 def _take_pipe() -> SplicePipe | None:
+    """A spare pipe, or a new one; None (the plain copy) when none can be
+    made (EMFILE, ENFILE)."""
     if _spare_pipes:
         return _spare_pipes.pop()
-    return backend.open_splice_pipe()
+    try:
+        return backend.open_splice_pipe()
+    except OSError:
+        return None
 
 
 def _give_back(pipe: SplicePipe, empty: bool) -> None:

@@ -71,6 +71,10 @@ def run_workers(settings: ProxySettings, run_one: Callable[[ProxySettings], int]
     have all stopped; the exit status."""
     pids: list[int] = []
     channels: list[int] = []
+    # Held from here until each process (every worker, and this one) has its
+    # handlers: a stop signal meanwhile waits for them instead of killing a
+    # worker that has not started, or this process with its workers left.
+    backend.hold_signals(_proxy.STOP_SIGNALS, True)
     for number in range(settings.workers):
         read_end, write_end = os.pipe()
         worker = dataclasses.replace(settings, udp=settings.udp if number == 0 else None)
@@ -84,10 +88,15 @@ def run_workers(settings: ProxySettings, run_one: Callable[[ProxySettings], int]
     parent = _Parent(settings, pids)
     try:
         failed = asyncio.run(parent.run(channels))
+    except BaseException:
+        parent.forward_stop()  # no worker outlives this process
+        raise
     finally:
         statuses = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in pids]
     if failed or any(statuses):
-        return next((status for status in statuses if status), 1)
+        # A worker ended by a signal (a negative status) exits as a shell says it.
+        status = next((status for status in statuses if status), 1)
+        return 128 - status if status < 0 else status
     return 0
 
 
@@ -122,6 +131,7 @@ class _Parent:
         events: asyncio.Queue[tuple[int, str | None]] = asyncio.Queue()
         for signum in _proxy.STOP_SIGNALS:
             loop.add_signal_handler(signum, events.put_nowait, (-1, None))
+        backend.hold_signals(_proxy.STOP_SIGNALS, False)  # a pending one arrives now
         readers = [
             asyncio.create_task(self.read(loop, number, fd, events))
             for number, fd in enumerate(channels)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import importlib.util
+import os
 import random
 import signal
 import socket
@@ -130,6 +131,26 @@ def test_through_pipes() -> None:
 def test_through_a_buffer_where_there_is_no_pipe(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_relay, "_take_pipe", lambda: None)
     assert run_in_netns(relay_once) == EXPECTED
+
+
+def test_through_a_buffer_when_no_pipe_can_be_made(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pipe2 answering EMFILE (no descriptor left for a pipe): the plain
+    copy, and no descriptor kept."""
+    calls: list[int] = []
+
+    def no_descriptor_left(flags: int) -> tuple[int, int]:
+        calls.append(flags)
+        raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+
+    monkeypatch.setattr(os, "pipe2", no_descriptor_left)
+
+    def body() -> dict[str, object]:
+        result = relay_once()
+        result["pipe2 calls"] = len(calls)
+        result["spare pipes"] = len(_relay._spare_pipes)
+        return result
+
+    assert run_in_netns(body) == {**EXPECTED, "pipe2 calls": 2, "spare pipes": 0}
 
 
 def test_through_a_buffer_when_splice_answers_einval(monkeypatch: pytest.MonkeyPatch) -> None:
