@@ -17,16 +17,18 @@ from ._errors import NotRedirectedError
 Address = tuple[str, int] | tuple[str, int, int, int]
 
 
-def _same_host(listener_host: str, host: str) -> bool:
-    listener_ip = ipaddress.ip_address(listener_host.split("%")[0])
+def host_ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """The address of `host` without its scope, an IPv4-mapped IPv6 host
+    (a dual-stack socket's IPv4 peer, ::ffff:a.b.c.d) as the IPv4 address."""
     ip = ipaddress.ip_address(host.split("%")[0])
-    if listener_ip.is_unspecified:
-        return True
-    if isinstance(listener_ip, ipaddress.IPv6Address) and listener_ip.ipv4_mapped:
-        listener_ip = listener_ip.ipv4_mapped
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
-    return listener_ip == ip
+        return ip.ipv4_mapped
+    return ip
+
+
+def _same_host(listener_host: str, host: str) -> bool:
+    listener_ip = host_ip(listener_host)
+    return listener_ip.is_unspecified or listener_ip == host_ip(host)
 
 
 def is_listener_address(listener: Address | None, address: Address) -> bool:

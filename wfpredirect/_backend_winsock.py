@@ -71,23 +71,24 @@ def proxy_problem(
 
 
 def make_transparent(sock: socket.socket, function: str) -> None:
-    error = UnsupportedError(
-        WSAEOPNOTSUPP,
+    raise _unsupported(
         f"{function}: transparent=True is Linux's (IP_TRANSPARENT): Windows cannot bind "
-        "an upstream connection to an address it does not have",
+        "an upstream connection to an address it does not have"
     )
+
+
+def _unsupported(message: str) -> UnsupportedError:
+    """UnsupportedError with WSAEOPNOTSUPP, as the native calls raise it."""
+    error = UnsupportedError(WSAEOPNOTSUPP, message)
     setattr(error, "winerror", WSAEOPNOTSUPP)  # noqa: B010 - Windows-only in the stubs
-    raise error
+    return error
 
 
 def prepare_reply_socket(sock: socket.socket) -> None:
-    error = UnsupportedError(
-        WSAEOPNOTSUPP,
+    raise _unsupported(
         "datagram_reply_socket: Windows has no transparent bind (IP_TRANSPARENT): answer a "
-        "redirected flow from the socket that received it",
+        "redirected flow from the socket that received it"
     )
-    setattr(error, "winerror", WSAEOPNOTSUPP)  # noqa: B010 - Windows-only in the stubs
-    raise error
 
 
 def transparent_listener(host: str, port: int, reuse_port: bool = False) -> socket.socket:

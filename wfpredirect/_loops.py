@@ -16,11 +16,11 @@ check makes no system call of its own.
 from __future__ import annotations
 
 import errno
-import ipaddress
 import threading
 from collections import Counter
 from typing import TYPE_CHECKING
 
+from ._addresses import host_ip
 from ._backend import backend
 from ._errors import RedirectError
 from ._marks import LOOP_MARK
@@ -48,9 +48,7 @@ def _endpoint(address: tuple[object, ...]) -> Endpoint:
     reports an IPv4 upstream's address that way)."""
     host = str(address[0])
     if ":" in host:  # only an IPv6 host can be IPv4-mapped or scoped
-        ip = ipaddress.IPv6Address(host.split("%")[0])
-        mapped = ip.ipv4_mapped
-        host = str(ip if mapped is None else mapped)
+        host = str(host_ip(host))
     return host, int(address[1])  # type: ignore[call-overload]
 
 

@@ -92,8 +92,12 @@ class LogLine:
     def line(self, **fields: Any) -> LogText:
         text = LogText(self.template.format(**fields))
         text.kind = self
-        text.fields = {name: _FIELDS[name][1](fields[name]) for name in self.fields}
+        text.fields = fields  # typed by typed_fields, for a JSON line only
         return text
+
+    def typed_fields(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """`fields` as a JSON line has them: each of this kind's, its type."""
+        return {name: _FIELDS[name][1](fields[name]) for name in self.fields}
 
 
 #: Every kind of line, by event name.
@@ -165,7 +169,9 @@ class JsonFormatter(logging.Formatter):
             "event": getattr(record, "event", "library"),
             "message": record.getMessage(),
         }
-        entry.update(getattr(record, "fields", {}))
+        kind = EVENTS.get(entry["event"])
+        if kind is not None:
+            entry.update(kind.typed_fields(getattr(record, "fields", {})))
         return json.dumps(entry, ensure_ascii=False)
 
 

@@ -20,7 +20,13 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Protocol
 
-from ._addresses import Address, is_listener_address, original_target, resolved_targets
+from ._addresses import (
+    Address,
+    host_ip,
+    is_listener_address,
+    original_target,
+    resolved_targets,
+)
 from ._backend import backend
 from ._core import set_redirect_records
 from ._errors import RedirectError, renamed
@@ -115,9 +121,8 @@ def prepare(
 def _in_family(family: int, address: Address) -> Address:
     """`address` for a socket of `family`: an IPv4-mapped IPv6 host (a
     client of a dual-stack listener) as IPv4 for an IPv4 socket."""
-    host = address[0]
-    if family == socket.AF_INET and host.startswith("::ffff:") and "." in host:
-        return (host.removeprefix("::ffff:"), address[1])
+    if family == socket.AF_INET and ":" in address[0]:
+        return (str(host_ip(address[0])), address[1])
     return address
 
 
