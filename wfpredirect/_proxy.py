@@ -259,7 +259,7 @@ class Proxy:
                 outcome = f"ended by {ended_by!r}"
         except asyncio.CancelledError:
             outcome = "cut at shutdown"
-            connection.abort()
+            connection.reset()
             raise
         finally:
             self.totals.open -= 1
