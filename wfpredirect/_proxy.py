@@ -398,6 +398,9 @@ class Proxy:
             reporter = asyncio.create_task(self.report_periodically(stop))
         await stop.wait()
         server.close()
+        # Connections accepted in the turn the stop came in have their tasks
+        # queued but not started: one turn lets each count itself as open.
+        await asyncio.sleep(0)
         if endpoint is not None:
             endpoint.close()  # each open flow gets its line
         say(log.STOPPING.line(open=len(self.connections), grace=settings.grace))
