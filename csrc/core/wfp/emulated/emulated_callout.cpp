@@ -36,6 +36,7 @@ struct State {
     std::vector<SentRecords> sent;
     std::vector<EnabledSocket> enabled;
     std::uint32_t wfp_ioctls = 0;
+    CallCounts calls;
 };
 
 class Held {
@@ -156,6 +157,12 @@ wfp::WinsockAnswer emulated_ioctl(void* context, std::uintptr_t socket, std::uin
         State& s = state();
         const Held held(s.lock);
         ++s.wfp_ioctls;
+        if (code == wfp::kSioQueryRedirectRecords)
+            ++s.calls.records_queries;
+        else if (code == wfp::kSioQueryRedirectContext)
+            ++s.calls.context_queries;
+        else
+            ++s.calls.sets;
     }
     if (code == wfp::kSioSetRedirectRecords)
         return set(socket, in, in_size);
@@ -169,6 +176,11 @@ wfp::WinsockAnswer emulated_getsockopt(void* context, std::uintptr_t socket, int
                                        void* out, std::uint32_t out_size) {
     if (name == wfp::kWindowsSoOriginalDst &&
         (level == wfp::kWindowsSolIp || level == wfp::kWindowsSolIpv6)) {
+        {
+            State& s = state();
+            const Held held(s.lock);
+            ++s.calls.original_dst_options;
+        }
         SocketAddress peer;
         std::uint32_t error = 0;
         if (peer_of(socket, peer, error)) {
@@ -320,6 +332,7 @@ void reset(std::uint32_t not_redirected_error) {
     s.sent.clear();
     s.enabled.clear();
     s.wfp_ioctls = 0;
+    s.calls = CallCounts{};
     original_dst_support().forget();
 }
 
@@ -345,6 +358,12 @@ std::uint32_t wfp_ioctl_count() {
     State& s = state();
     const Held held(s.lock);
     return s.wfp_ioctls;
+}
+
+CallCounts call_counts() {
+    State& s = state();
+    const Held held(s.lock);
+    return s.calls;
 }
 
 wfp::OriginalDstSupport& original_dst_support() {

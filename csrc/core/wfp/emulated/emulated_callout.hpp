@@ -64,6 +64,18 @@ std::vector<SentRecords> sent_records();
 // How many of the three WFP IOCTLs were asked.
 std::uint32_t wfp_ioctl_count();
 
+// The stack's calls a connection's redirect state takes, each code on its
+// own, since the last reset: the two query IOCTLs, the set IOCTL, and
+// getsockopt(SO_ORIGINAL_DST) at either level, answered here or forwarded
+// (benchmarks/bench_windows_calls.py counts them per connection).
+struct CallCounts {
+    std::uint32_t records_queries = 0;
+    std::uint32_t context_queries = 0;
+    std::uint32_t sets = 0;
+    std::uint32_t original_dst_options = 0;
+};
+CallCounts call_counts();
+
 // The backend's OriginalDstSupport in a test build (connections.hpp).
 wfp::OriginalDstSupport& original_dst_support();
 
