@@ -21,9 +21,17 @@ ones are shown apart) and one whose SO_ORIGINAL_DST answers (recent Windows
 builds, played by the emulated driver). Every call's result is checked
 against the redirect the driver was given.
 
+Counted per connection, through the backend's table of Winsock calls: each
+WSAIoctl code (records query, context query, set), getsockopt(SO_ORIGINAL_DST),
+getsockname, getpeername and every other call (set_redirect_records checks
+the new socket with getsockopt SO_PROTOCOL_INFOW and SO_ACCEPTCONN, and
+getpeername).
+
 The time is the calls' own (perf_counter_ns around them, the connection's
 setup outside it), one sample per connection: under Wine it is Wine's cost,
-an emulation, not Windows'.
+an emulation, not Windows'; and the emulated driver finds each connection
+with a getpeername of its own inside each WFP IOCTL and SO_ORIGINAL_DST it
+answers, which a real driver does not.
 
 Prints a table, saves it as JSON and text under benchmarks/results/, exits
 0; exits 2 without a test build on Windows.
@@ -61,9 +69,29 @@ TIMEOUT = 10
 
 FUSED = "query_redirect_info + set_redirect_records"
 SINGLES = "three single queries + set_redirect_records"
-#: The calls counted, in the table's order: each WSAIoctl code, then
-#: getsockopt(SO_ORIGINAL_DST).
-COUNTED = ("records_query", "context_query", "set", "so_original_dst")
+#: The calls counted, as _emulated_callout_calls names them: each WSAIoctl
+#: code, getsockopt(SO_ORIGINAL_DST), then the backend's other Winsock calls.
+COUNTED = (
+    "records_query",
+    "context_query",
+    "set",
+    "so_original_dst",
+    "getsockname",
+    "getpeername",
+    "other",
+)
+#: The table's count columns: (heading, width, the counts it sums); "queries"
+#: is the two query IOCTLs together.
+COLUMNS = (
+    ("records query", 14, ("records_query",)),
+    ("context query", 15, ("context_query",)),
+    ("queries", 9, ("records_query", "context_query")),
+    ("set", 5, ("set",)),
+    ("SO_ORIGINAL_DST", 17, ("so_original_dst",)),
+    ("getsockname", 13, ("getsockname",)),
+    ("getpeername", 13, ("getpeername",)),
+    ("other", 7, ("other",)),
+)
 STACKS = {
     "lacks": "a stack without SO_ORIGINAL_DST (getsockopt answers WSAEINVAL, as Wine's does)",
     "answers": "a stack whose SO_ORIGINAL_DST answers (recent Windows builds; emulated)",
@@ -204,6 +232,16 @@ def run_stack(core: Any, stack: str, connections: int) -> dict[str, Any]:
     return {"description": STACKS[stack], "candidates": rows, "fused_vs_singles": round(ratio, 2)}
 
 
+def summed(counts: dict[str, int | str], names: tuple[str, ...]) -> int | str:
+    """The counts of `names` added up; "-" when one of them differed between
+    the connections (a range)."""
+    values = [counts[name] for name in names]
+    if len(values) == 1:
+        return values[0]
+    numbers = [v for v in values if isinstance(v, int)]
+    return sum(numbers) if len(numbers) == len(values) else "-"
+
+
 def render(result: dict[str, Any]) -> str:
     where = result["where"]
     lines = [
@@ -219,11 +257,9 @@ def render(result: dict[str, Any]) -> str:
         "sample; later: median and IQR",
         "",
     ]
-    groups = f"{'':<13}{'WSAIoctl, by code, and in all':^44}{'getsockopt':>17}"
-    header = (
-        f"{'connection':<13}{'records query':>14}{'context query':>15}{'set':>5}"
-        f"{'in all':>10}{'SO_ORIGINAL_DST':>17}{'us':>10}{'IQR':>14}"
-    )
+    groups = f"{'':<13}{'WSAIoctl':^43}{'getsockopt':>17}{'other Winsock calls':^33}"
+    header = f"{'connection':<13}" + "".join(f"{h:>{w}}" for h, w, _ in COLUMNS)
+    header += f"{'us':>8}{'IQR':>12}"
     for stack in result["stacks"].values():
         lines.append(stack["description"])
         for name, row in stack["candidates"].items():
@@ -232,15 +268,13 @@ def render(result: dict[str, Any]) -> str:
             lines.append(f"    {header}")
             for which in ("first", "later"):
                 entry = row[which]
-                counts = entry["counts"]
-                codes = [counts[n] for n in COUNTED[:3]]
-                ioctls = sum(codes) if all(isinstance(c, int) for c in codes) else "-"
                 label = which if which == "first" else f"later ({entry['connections']})"
+                cells = "".join(
+                    f"{summed(entry['counts'], names)!s:>{width}}" for _, width, names in COLUMNS
+                )
                 quartile_range = f"{entry['q1']:.0f}-{entry['q3']:.0f}" if "q1" in entry else ""
                 lines.append(
-                    f"    {label:<13}{counts['records_query']!s:>14}{counts['context_query']!s:>15}"
-                    f"{counts['set']!s:>5}{ioctls!s:>10}{counts['so_original_dst']!s:>17}"
-                    f"{entry['us']:>10.0f}{quartile_range:>14}".rstrip()
+                    f"    {label:<13}{cells}{entry['us']:>8.0f}{quartile_range:>12}".rstrip()
                 )
         lines.append(
             f"  the one pass's time: {stack['fused_vs_singles']:.2f}x the single queries' "

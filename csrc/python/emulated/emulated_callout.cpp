@@ -62,6 +62,9 @@ py::dict call_counts() {
     out["context_query"] = counts.context_queries;
     out["set"] = counts.sets;
     out["so_original_dst"] = counts.original_dst_options;
+    out["getsockname"] = counts.getsocknames;
+    out["getpeername"] = counts.getpeernames;
+    out["other"] = counts.others;
     return out;
 }
 
@@ -86,8 +89,9 @@ void init_emulated_callout(py::module_& module) {
                "Test builds only: how many of the three WFP IOCTLs were asked.");
     module.def("_emulated_callout_calls", &call_counts,
                "Test builds only: {'records_query', 'context_query', 'set', "
-               "'so_original_dst'}: how many of each the stack was asked since the last reset "
-               "(SO_ORIGINAL_DST at either level, answered or not).");
+               "'so_original_dst', 'getsockname', 'getpeername', 'other'}: how many of each "
+               "the backend asked the stack since the last reset (SO_ORIGINAL_DST at either "
+               "level, answered or not; 'other': every other call forwarded to ws2_32).");
 }
 
 } // namespace wfpredirect::python

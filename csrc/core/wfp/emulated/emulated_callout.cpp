@@ -98,6 +98,12 @@ bool has_peer(std::uintptr_t socket) {
     return peer_of(socket, ignored, error);
 }
 
+void count(std::uint32_t CallCounts::* counter) {
+    State& s = state();
+    const Held held(s.lock);
+    ++(s.calls.*counter);
+}
+
 Entry* find(State& s, const SocketAddress& peer) {
     for (Entry& entry : s.entries)
         if (same_endpoint(entry.redirect.peer, peer))
@@ -150,9 +156,11 @@ wfp::WinsockAnswer emulated_ioctl(void* context, std::uintptr_t socket, std::uin
     const bool wfp_code = code == wfp::kSioQueryRedirectRecords ||
                           code == wfp::kSioQueryRedirectContext ||
                           code == wfp::kSioSetRedirectRecords;
-    if (!wfp_code)
+    if (!wfp_code) {
+        count(&CallCounts::others);
         return real_winsock_ops().ioctl(context, socket, code, in, in_size, out, out_size,
                                         overlapped);
+    }
     {
         State& s = state();
         const Held held(s.lock);
@@ -176,11 +184,7 @@ wfp::WinsockAnswer emulated_getsockopt(void* context, std::uintptr_t socket, int
                                        void* out, std::uint32_t out_size) {
     if (name == wfp::kWindowsSoOriginalDst &&
         (level == wfp::kWindowsSolIp || level == wfp::kWindowsSolIpv6)) {
-        {
-            State& s = state();
-            const Held held(s.lock);
-            ++s.calls.original_dst_options;
-        }
+        count(&CallCounts::original_dst_options);
         SocketAddress peer;
         std::uint32_t error = 0;
         if (peer_of(socket, peer, error)) {
@@ -205,17 +209,21 @@ wfp::WinsockAnswer emulated_getsockopt(void* context, std::uintptr_t socket, int
                 return {0, 0, static_cast<std::uint32_t>(size)};
             }
         }
+    } else {
+        count(&CallCounts::others);
     }
     return real_winsock_ops().getsockopt(context, socket, level, name, out, out_size);
 }
 
 wfp::WinsockAnswer emulated_getsockname(void* context, std::uintptr_t socket, void* out,
                                         std::uint32_t out_size) {
+    count(&CallCounts::getsocknames);
     return real_winsock_ops().getsockname(context, socket, out, out_size);
 }
 
 wfp::WinsockAnswer emulated_getpeername(void* context, std::uintptr_t socket, void* out,
                                         std::uint32_t out_size) {
+    count(&CallCounts::getpeernames);
     return real_winsock_ops().getpeername(context, socket, out, out_size);
 }
 
@@ -226,8 +234,10 @@ wfp::WinsockAnswer emulated_setsockopt(void* context, std::uintptr_t socket, int
     const bool wfp_option =
         (level == wfp::kWindowsIpprotoIp || level == wfp::kWindowsIpprotoIpv6) &&
         (name == wfp::kIpWfpRedirectRecords || name == wfp::kIpWfpRedirectContext);
-    if (!wfp_option)
+    if (!wfp_option) {
+        count(&CallCounts::others);
         return real_winsock_ops().setsockopt(context, socket, level, name, value, size);
+    }
     if (value == nullptr || size < sizeof(DWORD))
         return failed(wfp::kWsaEfault);
     State& s = state();
@@ -248,6 +258,7 @@ bool datagram_state_enabled(const State& s, std::uintptr_t socket) {
 // datagram's IP version, as the real stack delivers them.
 wfp::WinsockAnswer emulated_recvmsg(void* context, std::uintptr_t socket,
                                     wfp::MessageBuffers& message) {
+    count(&CallCounts::others);
     const std::uint32_t control_capacity = message.control_size;
     const wfp::WinsockAnswer answer = real_winsock_ops().recvmsg(context, socket, message);
     // A first datagram too long for the buffer takes the flow's state with
@@ -289,6 +300,7 @@ wfp::WinsockAnswer emulated_recvmsg(void* context, std::uintptr_t socket,
 // Notes each IP_WFP_REDIRECT_RECORDS control message, then sends for real.
 wfp::WinsockAnswer emulated_sendmsg(void* context, std::uintptr_t socket,
                                     const wfp::MessageBuffers& message) {
+    count(&CallCounts::others);
     SocketAddress destination;
     if (message.name != nullptr)
         (void)wfp::decode_windows_sockaddr(static_cast<const std::uint8_t*>(message.name),
