@@ -34,9 +34,9 @@ with a getpeername of its own inside each WFP IOCTL and SO_ORIGINAL_DST it
 answers, which a real driver does not.
 
 Prints a table, saves it as JSON and text under benchmarks/results/, exits
-0; exits 2 without a test build on Windows.
+0; with a release build, or off Windows, says what it needs and exits 2.
 
-Usage: python benchmarks/bench_windows_calls.py [--connections N]
+Usage: python benchmarks/bench_windows_calls.py [--connections N] [--output DIR]
 """
 
 from __future__ import annotations
