@@ -39,6 +39,15 @@ py::tuple to_address_tuple(const core::SocketAddress& address);
 // naming `function` otherwise.
 core::SocketAddress to_socket_address(PyObject* address, const char* function);
 
+// The RedirectInfo of a connection that was not redirected
+// (wfpredirect._records.NOT_REDIRECTED).
+py::object not_redirected();
+
+// Whether `address` (an address tuple, on `port`) is where one of
+// `listening_addresses` accepts: wfpredirect._addresses.is_listener_address
+// for each, with listeners on another port passed over here.
+bool is_listener_address(PyObject* listening_addresses, PyObject* address, std::uint16_t port);
+
 // A wfpredirect.RedirectInfo(records, context, original_destination).
 py::object to_redirect_info(py::object records, py::object context,
                             py::object original_destination);
