@@ -50,6 +50,11 @@ void init_conversions() {
 #define WFPREDIRECT_DIRECT_SUBTYPES 1
 #endif
 
+bool is_plain_bytes(PyObject* object) {
+    return PyBytes_CheckExact(object) ||
+           Py_TYPE(object) == reinterpret_cast<PyTypeObject*>(redirect_records_type);
+}
+
 py::object to_redirect_records(const std::uint8_t* data, std::size_t size) {
     auto* type = reinterpret_cast<PyTypeObject*>(redirect_records_type);
 #ifdef WFPREDIRECT_DIRECT_SUBTYPES

@@ -27,6 +27,10 @@ template <typename Operation> auto run_core(Operation&& operation) {
 // Takes the Python classes the conversions build (from wfpredirect._records).
 void init_conversions();
 
+// Whether `object` is a bytes or a RedirectRecords (not another subclass,
+// which may define its own buffer): its contents are its buffer.
+bool is_plain_bytes(PyObject* object);
+
 // A wfpredirect.RedirectRecords holding a copy of [data, data + size).
 py::object to_redirect_records(const std::uint8_t* data, std::size_t size);
 

@@ -1,5 +1,6 @@
 #include "operations.hpp"
 
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -88,15 +89,27 @@ std::size_t query_redirect_context_into(PyObject* sock, PyObject* buffer) {
 void attach_records(PyObject* sock, PyObject* records, const core::MarkConfig& marks, bool check) {
     constexpr const char* kName = "set_redirect_records";
     const core::SocketHandle handle = to_socket_handle(sock, kName);
-    const HeldBuffer in = HeldBuffer::readable(records, kName, "records");
-    if (in.size() == 0 || in.size() > core::kMaxQuerySize) {
+    // Records as query_redirect_info returns them (RedirectRecords, or
+    // bytes) are read directly; anything else through the buffer protocol.
+    std::optional<HeldBuffer> held;
+    const std::uint8_t* data = nullptr;
+    std::size_t size = 0;
+    if (is_plain_bytes(records)) {
+        data = reinterpret_cast<const std::uint8_t*>(PyBytes_AS_STRING(records));
+        size = static_cast<std::size_t>(PyBytes_GET_SIZE(records));
+    } else {
+        held.emplace(HeldBuffer::readable(records, kName, "records"));
+        data = held->data();
+        size = held->size();
+    }
+    if (size == 0 || size > core::kMaxQuerySize) {
         const std::string text = "records must be 1 to " + std::to_string(core::kMaxQuerySize) +
-                                 " bytes, not " + std::to_string(in.size());
+                                 " bytes, not " + std::to_string(size);
         throw_error(PyExc_ValueError, kName, text.c_str());
     }
     const core::Status status = run_core([&] {
-        return check ? core::set_redirect_records(handle, in.data(), in.size(), marks)
-                     : core::set_upstream_records(handle, in.data(), in.size(), marks);
+        return check ? core::set_redirect_records(handle, data, size, marks)
+                     : core::set_upstream_records(handle, data, size, marks);
     });
     if (!status.ok())
         throw_status(kName, status);
@@ -129,8 +142,11 @@ PyObject* set_upstream_records(PyObject*, PyObject* const* args, Py_ssize_t narg
     return call_guarded([args, nargs] {
         constexpr const char* kName = "set_redirect_records";
         check_positional("_set_upstream_records", static_cast<std::size_t>(nargs), 4, 4);
+        // No override (the common case): the configured marks, as is.
         std::string error_storage;
-        const core::MarkConfig marks = marks_for_call(args[2], args[3], kName, error_storage);
+        const core::MarkConfig marks = args[2] == Py_None && args[3] == Py_None
+                                           ? configured_marks()
+                                           : marks_for_call(args[2], args[3], kName, error_storage);
         attach_records(args[0], args[1], marks, false);
         return py::none().release().ptr();
     });
