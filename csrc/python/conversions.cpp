@@ -128,7 +128,15 @@ py::object not_redirected() { return py::reinterpret_borrow<py::object>(not_redi
 bool is_listener_address(PyObject* listening_addresses, PyObject* address, std::uint16_t port) {
     // Anything but a list or tuple of plain tuples with int ports is asked of
     // the Python rule itself; so is a listener on `port` (its host decides).
-    if (!PyList_CheckExact(listening_addresses) && !PyTuple_CheckExact(listening_addresses)) {
+    // Without the GIL another thread may change a list while it is read: a
+    // list goes to the Python rule there.
+#ifdef Py_GIL_DISABLED
+    const bool native = PyTuple_CheckExact(listening_addresses);
+#else
+    const bool native =
+        PyList_CheckExact(listening_addresses) || PyTuple_CheckExact(listening_addresses);
+#endif
+    if (!native) {
         const py::object answer = steal(PyObject_CallFunctionObjArgs(
             any_listener_function, listening_addresses, address, nullptr));
         const int truth = PyObject_IsTrue(answer.ptr());

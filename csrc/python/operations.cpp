@@ -1,5 +1,6 @@
 #include "operations.hpp"
 
+#include <atomic>
 #include <optional>
 #include <string>
 #include <utility>
@@ -245,11 +246,18 @@ void check_not_looped(const core::ConnectionState& state, const char* function) 
     const bool ours = is_open_upstream(state.peer);
     if (!ours && !marked)
         return;
-    // Imported on first use: _loops imports this module.
-    static PyObject* loop_error = nullptr;
+    // Imported on first use (_loops imports this module), and kept: two
+    // threads that both import it keep one of the two references.
+    static std::atomic<PyObject*> loop_error_function{nullptr};
+    PyObject* loop_error = loop_error_function.load();
     if (loop_error == nullptr) {
         const py::module_ loops = py::module_::import("wfpredirect._loops");
         loop_error = py::object(loops.attr("loop_error")).release().ptr();
+        PyObject* expected = nullptr;
+        if (!loop_error_function.compare_exchange_strong(expected, loop_error)) {
+            Py_DECREF(loop_error);
+            loop_error = expected;
+        }
     }
     const py::object peer = to_address_tuple(state.peer);
     const py::object exception = py::reinterpret_steal<py::object>(
