@@ -84,10 +84,12 @@ std::size_t query_redirect_context_into(PyObject* sock, PyObject* buffer) {
         .size;
 }
 
-// set_redirect_records' body, once `sock`, `records` and the marks are known;
+// set_redirect_records' body, in its order: the handle, the records, then
+// the marks (`loop_mark` and `mark_mask`: None keeps the configured value);
 // `check`: whether the socket's state is asked first (the public call) or
 // known (the library's own new upstream).
-void attach_records(PyObject* sock, PyObject* records, const core::MarkConfig& marks, bool check) {
+void attach_records(PyObject* sock, PyObject* records, PyObject* loop_mark, PyObject* mark_mask,
+                    bool check) {
     constexpr const char* kName = "set_redirect_records";
     const core::SocketHandle handle = to_socket_handle(sock, kName);
     // Records as query_redirect_info returns them (RedirectRecords, or
@@ -108,6 +110,12 @@ void attach_records(PyObject* sock, PyObject* records, const core::MarkConfig& m
                                  " bytes, not " + std::to_string(size);
         throw_error(PyExc_ValueError, kName, text.c_str());
     }
+    // Without an override (the common case) the configured marks hold, with
+    // no per-call configuration built.
+    std::string error_storage;
+    const core::MarkConfig marks = loop_mark == Py_None && mark_mask == Py_None
+                                       ? configured_marks()
+                                       : marks_for_call(loop_mark, mark_mask, kName, error_storage);
     const core::Status status = run_core([&] {
         return check ? core::set_redirect_records(handle, data, size, marks)
                      : core::set_upstream_records(handle, data, size, marks);
@@ -125,13 +133,7 @@ PyObject* set_redirect_records(PyObject*, PyObject* const* args, Py_ssize_t narg
         check_positional(kName, positional, 2, 2);
         PyObject* keywords[] = {Py_None, Py_None};
         bind_keywords(kName, args, positional, kwnames, kKeywords, keywords, 2);
-        // Without keywords the configured marks hold; the common case skips
-        // building a per-call configuration.
-        std::string error_storage;
-        const core::MarkConfig marks =
-            kwnames == nullptr ? configured_marks()
-                               : marks_for_call(keywords[0], keywords[1], kName, error_storage);
-        attach_records(args[0], args[1], marks, true);
+        attach_records(args[0], args[1], keywords[0], keywords[1], true);
         return py::none().release().ptr();
     });
 }
@@ -141,14 +143,8 @@ PyObject* set_redirect_records(PyObject*, PyObject* const* args, Py_ssize_t narg
 // arguments, errors and names, without the check of the socket's state.
 PyObject* set_upstream_records(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
     return call_guarded([args, nargs] {
-        constexpr const char* kName = "set_redirect_records";
         check_positional("_set_upstream_records", static_cast<std::size_t>(nargs), 4, 4);
-        // No override (the common case): the configured marks, as is.
-        std::string error_storage;
-        const core::MarkConfig marks = args[2] == Py_None && args[3] == Py_None
-                                           ? configured_marks()
-                                           : marks_for_call(args[2], args[3], kName, error_storage);
-        attach_records(args[0], args[1], marks, false);
+        attach_records(args[0], args[1], args[2], args[3], false);
         return py::none().release().ptr();
     });
 }
