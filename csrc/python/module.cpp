@@ -5,6 +5,7 @@
 #include "conversions.hpp"
 #include "datagrams.hpp"
 #include "errors.hpp"
+#include "loops.hpp"
 #include "marks.hpp"
 #include "operations.hpp"
 #ifdef WFPREDIRECT_EMULATED_CALLOUT
@@ -20,6 +21,7 @@ PYBIND11_MODULE(_core, module, py::mod_gil_not_used()) {
     wfpredirect::python::init_constants(module);
     wfpredirect::python::init_marks(module);
     wfpredirect::python::init_operations(module);
+    wfpredirect::python::init_loops(module);
     wfpredirect::python::init_datagrams(module);
 #ifdef WFPREDIRECT_EMULATED_CALLOUT
     wfpredirect::python::init_emulated_callout(module);
