@@ -111,18 +111,19 @@ def test_no_transparent_bind_for_an_upstream() -> None:
     )
 
 
-def test_reset_on_close_makes_the_close_a_reset(
+def test_reset_on_close_sets_windows_linger_struct(
     connected_pair: tuple[socket.socket, socket.socket],
 ) -> None:
-    """Windows' struct linger (two u_shorts) with a zero timeout: the
-    proxy's way of passing a broken connection on. A socket already closed
-    is left alone."""
+    """Windows' struct linger (two u_shorts) on, with a zero timeout: the
+    abortive close by which the proxy passes a broken connection on. (Wine
+    keeps the option but closes gracefully: docs/design.md, "What Wine 8
+    answers"; on Linux the reset itself is tested through the proxy.) A
+    socket already closed is left alone."""
     from wfpredirect._backend import backend
 
-    accepted, client = connected_pair
+    accepted, _ = connected_pair
+    assert accepted.getsockopt(socket.SOL_SOCKET, socket.SO_LINGER, 4) == b"\x00\x00\x00\x00"
     backend.reset_on_close(accepted)
     assert accepted.getsockopt(socket.SOL_SOCKET, socket.SO_LINGER, 4) == b"\x01\x00\x00\x00"
     accepted.close()
-    with pytest.raises(ConnectionResetError):
-        client.recv(100)
     backend.reset_on_close(accepted)  # closed: nothing, no error
