@@ -7,6 +7,7 @@
 #include "errors.hpp"
 #include "marks.hpp"
 #include "operations.hpp"
+#include "relay_engine.hpp"
 #ifdef WFPREDIRECT_EMULATED_CALLOUT
 #include "emulated/emulated_callout.hpp"
 #endif
@@ -21,6 +22,9 @@ PYBIND11_MODULE(_core, module, py::mod_gil_not_used()) {
     wfpredirect::python::init_marks(module);
     wfpredirect::python::init_operations(module);
     wfpredirect::python::init_datagrams(module);
+#if defined(__linux__)
+    wfpredirect::python::init_relay_engine(module);
+#endif
 #ifdef WFPREDIRECT_EMULATED_CALLOUT
     wfpredirect::python::init_emulated_callout(module);
 #endif
