@@ -134,9 +134,10 @@ int pump(Pump& pump, int source, int destination, bool& source_readable,
                 pump.offset = pump.pending > 0 ? pump.offset + static_cast<std::size_t>(size) : 0;
                 pump.moved += static_cast<std::uint64_t>(size);
                 progress = true;
-            } else if (errno == EAGAIN || errno == EINTR) {
-                if (errno == EAGAIN)
-                    destination_writable = false;
+            } else if (errno == EAGAIN) {
+                destination_writable = false;
+            } else if (errno == EINTR) {
+                progress = true; // again
             } else {
                 return errno;
             }
