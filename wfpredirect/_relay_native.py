@@ -136,6 +136,8 @@ class NativeServer:
 
     def close(self) -> None:
         self.engine.close_listeners()
+        # What has happened so far is said before the stopping line.
+        self.handle_events()
 
     async def stop(self, grace: float) -> None:
         """Let the open connections finish for `grace` seconds, cut the rest,

@@ -33,6 +33,10 @@ constexpr std::size_t kCopySize = 65536;
 // pauses for kAcceptPauseSeconds (asyncio's selector loop does the same).
 constexpr double kAcceptPauseSeconds = 1.0;
 constexpr int kEpollBatch = 256;
+// How long events may wait for Python: waking its loop for each connection
+// would cost more than the connection itself when they come one at a time,
+// and a log line a millisecond late costs nothing.
+constexpr double kEventDelaySeconds = 0.001;
 constexpr unsigned kSocketEvents = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
 constexpr unsigned kSpliceFlags = SPLICE_F_MOVE | SPLICE_F_NONBLOCK;
 
@@ -308,21 +312,26 @@ void RelayEngine::take_events(std::vector<RelayEvent>& out) {
     events_.clear();
 }
 
-void RelayEngine::publish() {
-    if (round_events_.empty())
-        return;
+void RelayEngine::emit(const RelayEvent& event) {
+    // Queued before the socket it tells of is closed, so that its line can
+    // come before anything the peer does next (the other paths log first).
     bool was_empty;
     {
         std::lock_guard<std::mutex> lock(events_mutex_);
         was_empty = events_.empty();
-        if (was_empty)
-            events_.swap(round_events_);
-        else
-            events_.insert(events_.end(), round_events_.begin(), round_events_.end());
+        events_.push_back(event);
     }
-    round_events_.clear();
-    if (was_empty)
+    // The first of a batch: Python hears of it kEventDelaySeconds later,
+    // with whatever came meanwhile.
+    if (was_empty && notify_at_ == 0)
+        notify_at_ = now_ + kEventDelaySeconds;
+}
+
+void RelayEngine::notify(bool at_once) {
+    if (notify_at_ > 0 && (at_once || now_ >= notify_at_)) {
+        notify_at_ = 0;
         wake(events_fd_);
+    }
 }
 
 void RelayEngine::close_listener_fds() {
@@ -389,6 +398,7 @@ int RelayEngine::wait_milliseconds(double now) const {
     if (connecting_first_ != nullptr)
         sooner(connecting_first_->deadline);
     sooner(resume_at_);
+    sooner(notify_at_);
     if (stopping_)
         sooner(stop_deadline_);
     if (until < 0)
@@ -409,8 +419,9 @@ Status RelayEngine::run() {
     for (;;) {
         double now = monotonic();
         if (stopping_ && (first_ == nullptr || now >= stop_deadline_)) {
+            now_ = now;
             cut_all(now);
-            publish();
+            notify(true);
             return Status::success(0);
         }
         const int count = epoll_wait(epoll_fd_, ready, kEpollBatch, wait_milliseconds(now));
@@ -420,6 +431,7 @@ Status RelayEngine::run() {
             return classify(errno, SystemCall::socket_option, "epoll_wait");
         }
         now = monotonic();
+        now_ = now;
         for (int i = 0; i < count; ++i) {
             const std::uint64_t data = ready[i].data.u64;
             const std::uint64_t tag = data & kTagMask;
@@ -461,7 +473,7 @@ Status RelayEngine::run() {
             stop_deadline_ = now + grace_.load();
         }
         timers(now);
-        publish();
+        notify(false);
         for (Connection* connection : ended_)
             delete connection;
         ended_.clear();
@@ -517,7 +529,7 @@ void RelayEngine::accept_from(std::size_t index, double now) {
             event.has_client = true;
             event.client = listener.address;
             event.code = error;
-            round_events_.push_back(event);
+            emit(event);
             epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, listener.fd, nullptr);
             listener.paused = true;
             resume_at_ = now + kAcceptPauseSeconds;
@@ -549,14 +561,14 @@ void RelayEngine::judge(int fd, const SocketAddress& client, double now) {
         const bool ours = !upstreams_.empty() && upstreams_.count(key_of(state.peer)) != 0;
         if (marked || ours) {
             event.kind = RelayEventKind::loop;
-            round_events_.push_back(event);
+            emit(event);
             close(fd);
             return;
         }
     }
     if (state.has_original_destination && is_listener_address(state.original_destination)) {
         event.kind = RelayEventKind::refused;
-        round_events_.push_back(event);
+        emit(event);
         close(fd);
         return;
     }
@@ -564,13 +576,13 @@ void RelayEngine::judge(int fd, const SocketAddress& client, double now) {
         event.kind = RelayEventKind::unreadable;
         event.status = state.failure;
         event.query = state.failed_query;
-        round_events_.push_back(event);
+        emit(event);
         close(fd);
         return;
     }
     if (!state.has_original_destination) {
         event.kind = RelayEventKind::refused;
-        round_events_.push_back(event);
+        emit(event);
         close(fd);
         return;
     }
@@ -588,7 +600,7 @@ void RelayEngine::open_upstream(int fd, const SocketAddress& client, const Socke
         event.kind = RelayEventKind::failed_call;
         event.code = error;
         event.status = Status::failure(Outcome::os_error, static_cast<std::uint32_t>(error), call);
-        round_events_.push_back(event);
+        emit(event);
     };
     const int family = target.version == IpVersion::v4 ? AF_INET : AF_INET6;
     const int upstream = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
@@ -607,7 +619,7 @@ void RelayEngine::open_upstream(int fd, const SocketAddress& client, const Socke
         if (!status.ok()) {
             event.kind = RelayEventKind::failed_records;
             event.status = status;
-            round_events_.push_back(event);
+            emit(event);
             give_up();
             return;
         }
@@ -647,7 +659,7 @@ void RelayEngine::open_upstream(int fd, const SocketAddress& client, const Socke
         errno != EINPROGRESS && errno != EINTR && errno != EAGAIN) {
         event.kind = RelayEventKind::failed;
         event.code = errno;
-        round_events_.push_back(event);
+        emit(event);
         give_up();
         return;
     }
@@ -750,7 +762,7 @@ void RelayEngine::finish(Connection& connection, int code, double now) {
     event.down = connection.down.moved;
     event.seconds = now - connection.started;
     event.code = code;
-    round_events_.push_back(event);
+    emit(event);
     relaying_.fetch_sub(1, std::memory_order_relaxed);
     discard(connection);
 }
@@ -759,7 +771,7 @@ void RelayEngine::fail(Connection& connection, RelayEvent event) {
     event.has_client = true;
     event.client = connection.client;
     event.target = connection.target;
-    round_events_.push_back(event);
+    emit(event);
     discard(connection);
 }
 
