@@ -28,6 +28,10 @@ Each backend module has:
   that many processes here ("" when it can);
 - ``start_worker(work) -> int``: a new process (its pid) that runs
   ``work()`` and exits with its status (``--workers``);
+- ``reset_on_close(sock)``: SO_LINGER with a zero timeout on `sock` (a
+  socket, or an asyncio transport's), so that closing it sends a reset
+  instead of an end of stream; nothing when the socket is gone (the proxy
+  passes a broken or cut connection on this way);
 - ``hold_signals(signums, held)``: block (`held`) or unblock the signals
   `signums` in this thread, a blocked one staying pending (``--workers``
   holds the stop signals from before the first fork until each process
@@ -38,7 +42,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ._core import BACKEND
 
@@ -83,6 +87,7 @@ class Backend(Protocol):
     def workers_problem(self, workers: int) -> str: ...
     def start_worker(self, work: Callable[[], int]) -> int: ...
     def hold_signals(self, signums: tuple[int, ...], held: bool) -> None: ...
+    def reset_on_close(self, sock: Any) -> None: ...
 
 
 def _chosen() -> Backend:

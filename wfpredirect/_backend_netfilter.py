@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import struct
 import sys
 import traceback
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ._core import enable_datagram_records
 from ._errors import CAPABILITY_ADVICE, RedirectPermissionError
@@ -25,6 +27,8 @@ IP_TRANSPARENT = 19
 #: What a splice pipe is raised to (F_SETPIPE_SZ): the default maximum of
 #: /proc/sys/fs/pipe-max-size, where an unprivileged process may go.
 PIPE_SIZE = 1 << 20
+#: struct linger {int l_onoff; int l_linger;}: on, zero seconds.
+_LINGER_NOW = struct.pack("ii", 1, 0)
 
 #: The splice path first: zero copies for bulk, and as lean as the protocol
 #: path for small transfers (bench_proxy.py measures each); then the native
@@ -208,6 +212,11 @@ def start_worker(work: Callable[[], int]) -> int:
             sys.stderr.flush()
             os._exit(status)
     raise AssertionError(sys.platform)
+
+
+def reset_on_close(sock: Any) -> None:
+    with contextlib.suppress(OSError, ValueError):  # gone (uvloop: ValueError)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_NOW)
 
 
 def open_relay_engine(

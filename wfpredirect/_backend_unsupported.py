@@ -3,11 +3,13 @@ _backend. Every redirect call raises UnsupportedError."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import platform
 import socket
+import struct
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ._backend_winsock import hold_signals as hold_signals
 
@@ -56,3 +58,9 @@ def prepare_reply_socket(sock: socket.socket) -> None:
 
 def missing_exemption(loop_mark: int) -> str:
     return "the redirect let the proxy's upstream connection back in"
+
+
+def reset_on_close(sock: Any) -> None:
+    """POSIX's struct linger {int l_onoff; int l_linger;}: on, zero seconds."""
+    with contextlib.suppress(OSError, ValueError):  # gone (uvloop: ValueError)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))

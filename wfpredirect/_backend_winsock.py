@@ -3,14 +3,18 @@ The marks are netfilter's; this backend ignores them."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import socket
+import struct
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ._errors import UnsupportedError
 
 WSAEOPNOTSUPP = 10045  # winerror.h
+#: struct linger {u_short l_onoff; u_short l_linger;} (winsock2.h): on, zero seconds.
+_LINGER_NOW = struct.pack("HH", 1, 0)
 
 if TYPE_CHECKING:
     from ._backend import SplicePipe
@@ -121,3 +125,8 @@ def hold_signals(signums: tuple[int, ...], held: bool) -> None:
 
 def start_worker(work: Callable[[], int]) -> int:
     raise UnsupportedError(errno.EOPNOTSUPP, "start_worker: --workers is Linux's")
+
+
+def reset_on_close(sock: Any) -> None:
+    with contextlib.suppress(OSError, ValueError):  # gone (uvloop: ValueError)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_NOW)

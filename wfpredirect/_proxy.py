@@ -265,7 +265,7 @@ class Proxy:
                 outcome = f"ended by {ended_by!r}"
         except asyncio.CancelledError:
             outcome = "cut at shutdown"
-            connection.abort()
+            connection.reset()
             raise
         finally:
             self.totals.open -= 1
@@ -419,6 +419,9 @@ class Proxy:
             reporter = asyncio.create_task(self.report_periodically(stop))
         await stop.wait()
         server.close()
+        # Connections accepted in the turn the stop came in have their tasks
+        # queued but not started: one turn lets each count itself as open.
+        await asyncio.sleep(0)
         if endpoint is not None:
             endpoint.close()  # each open flow gets its line
         native = self.native

@@ -19,7 +19,9 @@ Which paths this platform has, and which ``auto`` picks, is the backend's
 ``relay_paths``. Every path keeps the same behaviour: back-pressure (a slow
 reader slows its writer), a half-close passed on (shutdown of one direction
 reaches the other end while the other direction goes on), the exact byte
-counts of the log line, and abort() for a connection cut at shutdown. The
+counts of the log line, and a reset passed on: a connection that breaks
+(an error on either side) or is cut at shutdown is closed with RST on both
+sides, never with the end of stream a finished one gets. The
 proxy around them (timeouts, log lines, the graceful stop) is path-blind:
 see ``Connection``.
 """
@@ -73,6 +75,12 @@ class Connection(Protocol):
 
     def peername(self) -> Any: ...
     def abort(self) -> None: ...
+    def reset(self) -> None:
+        """abort(), each socket closed with a reset (RST) rather than an end
+        of stream, so that its peer learns the connection broke or was cut
+        instead of taking what it got for the whole."""
+        ...
+
     async def open_upstream(
         self,
         redirect: RedirectInfo,
@@ -87,8 +95,8 @@ class Connection(Protocol):
 
     async def relay(self, count: Count) -> BaseException | None:
         """Both directions until each has ended (its end of stream passed
-        on), then both closed: None; or the first error, with both aborted.
-        Cancelled: the caller aborts."""
+        on), then both closed: None; or the first error, with both reset.
+        Cancelled: the caller resets."""
         ...
 
 
@@ -229,6 +237,14 @@ async def _connect(
     return key
 
 
+def _reset_on_close(transports: Any) -> None:
+    """SO_LINGER 0 on each asyncio transport's socket (gone: nothing)."""
+    for transport in transports:
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            backend.reset_on_close(sock)
+
+
 # -- streams ----------------------------------------------------------------
 
 
@@ -262,6 +278,11 @@ class StreamConnection:
         if self.upstream is not None:
             self.upstream[1].transport.abort()
 
+    def reset(self) -> None:
+        writers = [self.writer] if self.upstream is None else [self.writer, self.upstream[1]]
+        _reset_on_close(writer.transport for writer in writers)
+        self.abort()
+
     async def open_upstream(
         self,
         redirect: RedirectInfo,
@@ -288,7 +309,7 @@ class StreamConnection:
             try:
                 await _copy(source, destination, lambda size: count(name, size))
             except OSError:
-                self.abort()  # the other direction ends too
+                self.reset()  # the other direction ends too
                 raise
 
         results = await asyncio.gather(
@@ -443,7 +464,7 @@ class ProtocolConnection:
             client.close()  # close(), not abort(): the buffers get sent first
             upstream.close()
         else:
-            self.abort()
+            self.reset()
         return error
 
     def received(self, side: _Side, data: bytes) -> None:
@@ -492,6 +513,12 @@ class ProtocolConnection:
         for side in (self.client, self.upstream):
             if side.transport is not None:
                 side.transport.abort()
+
+    def reset(self) -> None:
+        _reset_on_close(
+            side.transport for side in (self.client, self.upstream) if side.transport is not None
+        )
+        self.abort()
 
 
 async def serve_protocol(
@@ -752,12 +779,19 @@ class SocketConnection:
         if self.finished.done():
             return
         if error is not None:
-            self.abort()  # the other direction ends too
+            self.reset()  # the other direction ends too
             self.finished.set_result(error)
             return
         self.running -= 1
         if not self.running:
             self.finished.set_result(None)
+
+    def reset(self) -> None:
+        if not self.closed:
+            backend.reset_on_close(self.client)
+            if self.upstream is not None:
+                backend.reset_on_close(self.upstream)
+        self.abort()
 
     def abort(self) -> None:
         if self.closed:

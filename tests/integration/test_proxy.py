@@ -11,6 +11,7 @@ import re
 import select
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -299,6 +300,84 @@ def read_all(connection: socket.socket) -> bytes:
     return b"".join(chunks)
 
 
+def read_to_the_end(connection: socket.socket) -> tuple[bytes, str]:
+    """What arrives until the peer closes, and how it closed: "end" (an
+    end of stream) or "reset"."""
+    chunks = []
+    try:
+        while chunk := connection.recv(65536):
+            chunks.append(chunk)
+    except ConnectionResetError:
+        return b"".join(chunks), "reset"
+    return b"".join(chunks), "end"
+
+
+LINGER_NOW = struct.pack("ii", 1, 0)
+
+
+def test_a_reset_is_passed_on_as_a_reset() -> None:
+    """A side that resets its connection (close with SO_LINGER 0) mid-way:
+    the other side gets a reset too, not an end of stream that would pass
+    for a complete transfer; the line says which error ended it."""
+
+    def body() -> dict[str, object]:
+        seen: dict[str, tuple[bytes, str]] = {}
+        with running(proxy_command(), ready=PROXY_READY) as proxy:
+            listener = origin_listener()
+            heard = threading.Event()
+
+            def origin_reads(connection: socket.socket) -> None:
+                first = connection.recv(65536)
+                heard.set()
+                data, how = read_to_the_end(connection)
+                seen["origin, client reset"] = (first + data, how)
+
+            origin = serve_once(listener, origin_reads)
+            client = socket.create_connection(("127.0.0.2", 8080), timeout=10)
+            client.sendall(b"half a request")
+            assert heard.wait(10)
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_NOW)
+            client.close()
+            origin.join()
+
+            answered = threading.Event()
+
+            def origin_resets(connection: socket.socket) -> None:
+                connection.recv(65536)
+                connection.sendall(b"half an answer")
+                assert answered.wait(10)
+                connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_NOW)
+
+            origin = serve_once(listener, origin_resets)
+            client = socket.create_connection(("127.0.0.2", 8080), timeout=10)
+            client.sendall(b"a request")
+            first = client.recv(65536)
+            answered.set()
+            data, how = read_to_the_end(client)
+            seen["client, origin reset"] = (first + data, how)
+            origin.join()
+            client.close()
+            listener.close()
+            status, output = stop(proxy)
+        return {
+            "seen": seen,
+            "relayed": [
+                (line["up"], line["down"], line["outcome"]) for line in relay_lines(output)
+            ],
+            "exit": status,
+        }
+
+    reset = "ended by ConnectionResetError(104, 'Connection reset by peer')"
+    assert run_in_netns(body, nft_rules=RULES) == {
+        "seen": {
+            "origin, client reset": (b"half a request", "reset"),
+            "client, origin reset": (b"half an answer", "reset"),
+        },
+        "relayed": [("14", "0", reset), ("9", "14", reset)],
+        "exit": 0,
+    }
+
+
 def test_half_close_in_each_direction() -> None:
     """Client first: the origin answers only after the client's end of
     stream, so the proxy must pass the half-close on. Origin first: the
@@ -367,13 +446,14 @@ def test_sigterm_stops_cleanly_within_the_grace_period() -> None:
         ) as proxy:
             assert proxy.stdout is not None
             listener = origin_listener()
-            origin_saw: dict[str, bytes] = {}
+            origin_saw: dict[str, tuple[bytes, str]] = {}
             relaying = threading.Event()
 
             def hold(connection: socket.socket) -> None:
                 first = connection.recv(65536)
                 relaying.set()
-                origin_saw["data"] = first + read_all(connection)  # until the proxy closes
+                data, how = read_to_the_end(connection)  # until the proxy cuts it
+                origin_saw["data"] = (first + data, how)
 
             origin = serve_once(listener, hold)
             client = socket.create_connection(("127.0.0.2", 8080), timeout=10)
@@ -390,7 +470,7 @@ def test_sigterm_stops_cleanly_within_the_grace_period() -> None:
             time.sleep(1.0)
             pid = proxy.pid
             status, output = stop(proxy)
-            client_saw = read_all(client)
+            client_saw = read_to_the_end(client)
             origin.join()
             client.close()
             listener.close()
@@ -426,8 +506,9 @@ def test_sigterm_stops_cleanly_within_the_grace_period() -> None:
         "relayed": [("15", "0", "cut at shutdown")],
         "final": "stopped after N s: 0 open, 1 relayed, 0 refused, 0 failed, "
         "15 bytes up, 0 bytes down",
-        "client_saw": b"",
-        "origin_saw": b"partial request",
+        # A cut connection is reset on both sides: neither takes it for complete.
+        "client_saw": (b"", "reset"),
+        "origin_saw": (b"partial request", "reset"),
         "process_gone": True,
         "listening_after": 7,  # curl: could not connect
     }

@@ -157,3 +157,49 @@ def test_the_documented_events_are_the_events() -> None:
     assert documented == {
         event: (logging.getLevelName(kind.level), kind.fields) for event, kind in log.EVENTS.items()
     }
+
+
+@pytest.mark.parametrize("form", log.FORMATS)
+def test_say_writes_what_logging_writes(
+    stream: io.StringIO, form: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """say() writes a line itself while the loggers are as configure() left
+    them: the same text as logging's own path, to the time."""
+    monkeypatch.setattr(log.time, "time", lambda: CREATED)
+    log.configure(logging.INFO, form, stream)
+    handler = log._direct
+    assert handler is not None
+    texts = (relayed(), log.REFUSED.line(client="127.0.0.1:1"))
+    assert [handler.direct(text) for text in texts] == [True, True]
+    assert stream.getvalue().splitlines() == [
+        formatted(handler.configured, text, text.kind.level) for text in texts
+    ]
+
+
+def test_say_leaves_a_changed_logging_setup_to_logging(stream: io.StringIO) -> None:
+    """A filter, another handler or a level set after configure() is obeyed:
+    say() then goes through logging."""
+    log.configure(logging.INFO, "text", stream)
+    proxy = logging.getLogger("wfpredirect.proxy")
+
+    def no_refusals(record: logging.LogRecord) -> bool:
+        return getattr(record, "event", "") != "refused"
+
+    seen = io.StringIO()
+    extra = logging.StreamHandler(seen)
+    proxy.addFilter(no_refusals)
+    proxy.addHandler(extra)
+    try:
+        assert log._direct is not None and not log._direct.direct(relayed())
+        log.say(log.REFUSED.line(client="127.0.0.1:1"))
+        log.say(log.STOPPING.line(open=0, grace=5.0))
+    finally:
+        proxy.removeFilter(no_refusals)
+        proxy.removeHandler(extra)
+    assert [log.message(line) for line in stream.getvalue().splitlines()] == [
+        "stopping: 0 open connections get 5 s"
+    ]
+    assert seen.getvalue() == "stopping: 0 open connections get 5 s\n"
+    logging.getLogger("wfpredirect").setLevel(logging.ERROR)
+    log.say(log.REFUSED.line(client="127.0.0.1:2"))  # WARNING: below the level now
+    assert len(stream.getvalue().splitlines()) == 1

@@ -31,6 +31,7 @@ from pathlib import Path
 import pytest
 
 import wfpredirect
+from support import project_file
 from wfpredirect import _core
 from wfpredirect._proxy_log import message
 from wfpredirect.aio import (
@@ -779,3 +780,75 @@ def test_an_upstream_coming_back_is_recognised_by_its_address(
         "although it carries the redirect records: the driver must let such connections pass "
         "(FwpsQueryConnectionRedirectState)"
     )
+
+
+# ---- The benchmark of calls per connection ------------------------------------
+
+# A row: the connections it sums, eight counts (each a number, or a range
+# when the connections differed), the median us and maybe its IQR.
+BENCHMARK_ROW = re.compile(
+    r"    (first|later) (?:\((\d+)\) )?\s*((?:\s*(?:\d+-\d+|\d+|-)){8})\s+\d+(?:\s+\d+-\d+)?"
+)
+
+
+def test_bench_windows_calls_counts_each_code_per_connection(tmp_path: Path) -> None:
+    """benchmarks/bench_windows_calls.py as shipped, in this interpreter:
+    per connection, the one pass asks each WSAIoctl code once (the 2 queries
+    and the upstream's set) and SO_ORIGINAL_DST only until the stack has
+    shown it lacks it; the single queries ask the context twice when
+    SO_ORIGINAL_DST fails (original_destination falls back to it). The one
+    pass's extra getpeername is its loop check."""
+    script = project_file("benchmarks/bench_windows_calls.py")
+    result = subprocess.run(
+        [sys.executable, str(script), "--connections", "5", "--output", str(tmp_path)],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    table: dict[str, dict[str, dict[str, tuple[str, ...]]]] = {}
+    stack = candidate = ""
+    for line in result.stdout.splitlines():
+        row = BENCHMARK_ROW.fullmatch(line)
+        if row:
+            which, connections, counts = row.groups()
+            assert connections in (None, "4"), line
+            table[stack][candidate][which] = tuple(counts.split())
+        elif line.startswith("  ") and not line.startswith("   ") and "+" in line:
+            candidate = line.strip()
+            table[stack][candidate] = {}
+        elif line.startswith("a stack "):
+            stack = line.split(" (")[0]
+            table[stack] = {}
+    fused = "query_redirect_info + set_redirect_records"
+    singles = "three single queries + set_redirect_records"
+    # WSAIoctl: records query, context query, the two, set; getsockopt
+    # SO_ORIGINAL_DST; getsockname, getpeername and every other Winsock call
+    # (set_redirect_records' checks of the new socket).
+    both = {"first", "later"}
+    assert table == {
+        "a stack without SO_ORIGINAL_DST": {
+            fused: {
+                "first": ("1", "1", "2", "1", "1", "1", "2", "2"),
+                "later": ("1", "1", "2", "1", "0", "0", "2", "2"),
+            },
+            singles: dict.fromkeys(both, ("1", "2", "3", "1", "1", "1", "1", "2")),
+        },
+        "a stack whose SO_ORIGINAL_DST answers": {
+            fused: dict.fromkeys(both, ("1", "1", "2", "1", "1", "1", "2", "2")),
+            singles: dict.fromkeys(both, ("1", "1", "2", "1", "1", "1", "1", "2")),
+        },
+    }, result.stdout
+    assert "under Wine" in result.stdout and "(an emulation, not Windows)" in result.stdout
+    written = json.loads((tmp_path / "bench_windows_calls-wine.json").read_text())
+    assert written["stacks"]["lacks"]["candidates"][fused]["later"]["counts"] == {
+        "records_query": 1,
+        "context_query": 1,
+        "set": 1,
+        "so_original_dst": 0,
+        "getsockname": 0,
+        "getpeername": 2,
+        "other": 2,
+    }

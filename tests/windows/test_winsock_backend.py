@@ -109,3 +109,20 @@ def test_no_transparent_bind_for_an_upstream() -> None:
         "[WinError 10045] open_upstream: transparent=True is Linux's (IP_TRANSPARENT): "
         "Windows cannot bind an upstream connection to an address it does not have",
     )
+
+
+def test_reset_on_close_makes_the_close_a_reset(
+    connected_pair: tuple[socket.socket, socket.socket],
+) -> None:
+    """Windows' struct linger (two u_shorts) with a zero timeout: the
+    proxy's way of passing a broken connection on. A socket already closed
+    is left alone."""
+    from wfpredirect._backend import backend
+
+    accepted, client = connected_pair
+    backend.reset_on_close(accepted)
+    assert accepted.getsockopt(socket.SOL_SOCKET, socket.SO_LINGER, 4) == b"\x01\x00\x00\x00"
+    accepted.close()
+    with pytest.raises(ConnectionResetError):
+        client.recv(100)
+    backend.reset_on_close(accepted)  # closed: nothing, no error

@@ -33,10 +33,6 @@ constexpr std::size_t kCopySize = 65536;
 // pauses for kAcceptPauseSeconds (asyncio's selector loop does the same).
 constexpr double kAcceptPauseSeconds = 1.0;
 constexpr int kEpollBatch = 256;
-// How long events may wait for Python: waking its loop for each connection
-// would cost more than the connection itself when they come one at a time,
-// and a log line a millisecond late costs nothing.
-constexpr double kEventDelaySeconds = 0.001;
 constexpr unsigned kSocketEvents = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
 constexpr unsigned kSpliceFlags = SPLICE_F_MOVE | SPLICE_F_NONBLOCK;
 
@@ -321,17 +317,11 @@ void RelayEngine::emit(const RelayEvent& event) {
         was_empty = events_.empty();
         events_.push_back(event);
     }
-    // The first of a batch: Python hears of it kEventDelaySeconds later,
-    // with whatever came meanwhile.
-    if (was_empty && notify_at_ == 0)
-        notify_at_ = now_ + kEventDelaySeconds;
-}
-
-void RelayEngine::notify(bool at_once) {
-    if (notify_at_ > 0 && (at_once || now_ >= notify_at_)) {
-        notify_at_ = 0;
+    // One wake-up per batch: while Python has not taken them, later events
+    // join the first's. (Delaying the wake-up to gather more would let the
+    // lines of connections handled by different workers come out of order.)
+    if (was_empty)
         wake(events_fd_);
-    }
 }
 
 void RelayEngine::close_listener_fds() {
@@ -398,7 +388,6 @@ int RelayEngine::wait_milliseconds(double now) const {
     if (connecting_first_ != nullptr)
         sooner(connecting_first_->deadline);
     sooner(resume_at_);
-    sooner(notify_at_);
     if (stopping_)
         sooner(stop_deadline_);
     if (until < 0)
@@ -419,9 +408,7 @@ Status RelayEngine::run() {
     for (;;) {
         double now = monotonic();
         if (stopping_ && (first_ == nullptr || now >= stop_deadline_)) {
-            now_ = now;
             cut_all(now);
-            notify(true);
             return Status::success(0);
         }
         const int count = epoll_wait(epoll_fd_, ready, kEpollBatch, wait_milliseconds(now));
@@ -431,7 +418,6 @@ Status RelayEngine::run() {
             return classify(errno, SystemCall::socket_option, "epoll_wait");
         }
         now = monotonic();
-        now_ = now;
         for (int i = 0; i < count; ++i) {
             const std::uint64_t data = ready[i].data.u64;
             const std::uint64_t tag = data & kTagMask;
@@ -473,7 +459,6 @@ Status RelayEngine::run() {
             stop_deadline_ = now + grace_.load();
         }
         timers(now);
-        notify(false);
         for (Connection* connection : ended_)
             delete connection;
         ended_.clear();
@@ -763,6 +748,13 @@ void RelayEngine::finish(Connection& connection, int code, double now) {
     event.seconds = now - connection.started;
     event.code = code;
     emit(event);
+    if (code != 0) {
+        // Broken or cut: both sides get a reset, not an end of stream that
+        // would pass for a complete transfer (backend.reset_on_close).
+        const linger reset{1, 0};
+        setsockopt(connection.client_fd, SOL_SOCKET, SO_LINGER, &reset, sizeof reset);
+        setsockopt(connection.upstream_fd, SOL_SOCKET, SO_LINGER, &reset, sizeof reset);
+    }
     relaying_.fetch_sub(1, std::memory_order_relaxed);
     discard(connection);
 }

@@ -139,11 +139,8 @@ class RelayEngine {
     void cut_all(double now);
     void stop_waiting(Connection& connection);
     void close_listener_fds();
-    // Queues `event` for take_events.
+    // Queues `event` for take_events, waking Python for the first of a batch.
     void emit(const RelayEvent& event);
-    // Wakes Python once the oldest waiting event is kEventDelaySeconds old
-    // (`at_once`: now).
-    void notify(bool at_once);
     bool is_listener_address(const SocketAddress& address) const;
     static EndpointKey key_of(const SocketAddress& address);
     bool take_pipe(Pipe& pipe);
@@ -157,7 +154,6 @@ class RelayEngine {
     std::vector<Listener> listeners_;
     std::vector<SocketAddress> listening_addresses_; // kept after the close
     double resume_at_ = 0; // when paused listeners accept again (0: none paused)
-    double notify_at_ = 0; // when Python hears of the waiting events (0: none wait)
 
     // Every open connection, oldest first: the connecting ones' deadlines
     // come in this order too (one timeout for all).
@@ -177,7 +173,6 @@ class RelayEngine {
     bool stopping_ = false;
     double stop_deadline_ = 0;
 
-    double now_ = 0; // this round's time (monotonic seconds)
     std::mutex events_mutex_;
     std::vector<RelayEvent> events_; // published, for take_events
 

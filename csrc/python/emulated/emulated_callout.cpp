@@ -55,6 +55,19 @@ py::list sent_records() {
     return out;
 }
 
+py::dict call_counts() {
+    const emulated::CallCounts counts = emulated::call_counts();
+    py::dict out;
+    out["records_query"] = counts.records_queries;
+    out["context_query"] = counts.context_queries;
+    out["set"] = counts.sets;
+    out["so_original_dst"] = counts.original_dst_options;
+    out["getsockname"] = counts.getsocknames;
+    out["getpeername"] = counts.getpeernames;
+    out["other"] = counts.others;
+    return out;
+}
+
 } // namespace
 
 void init_emulated_callout(py::module_& module) {
@@ -74,6 +87,11 @@ void init_emulated_callout(py::module_& module) {
                "IP_WFP_REDIRECT_RECORDS control message sent.");
     module.def("_emulated_callout_wfp_ioctls", &emulated::wfp_ioctl_count,
                "Test builds only: how many of the three WFP IOCTLs were asked.");
+    module.def("_emulated_callout_calls", &call_counts,
+               "Test builds only: {'records_query', 'context_query', 'set', "
+               "'so_original_dst', 'getsockname', 'getpeername', 'other'}: how many of each "
+               "the backend asked the stack since the last reset (SO_ORIGINAL_DST at either "
+               "level, answered or not; 'other': every other call forwarded to ws2_32).");
 }
 
 } // namespace wfpredirect::python

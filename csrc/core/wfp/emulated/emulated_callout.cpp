@@ -36,6 +36,7 @@ struct State {
     std::vector<SentRecords> sent;
     std::vector<EnabledSocket> enabled;
     std::uint32_t wfp_ioctls = 0;
+    CallCounts calls;
 };
 
 class Held {
@@ -97,6 +98,12 @@ bool has_peer(std::uintptr_t socket) {
     return peer_of(socket, ignored, error);
 }
 
+void count(std::uint32_t CallCounts::* counter) {
+    State& s = state();
+    const Held held(s.lock);
+    ++(s.calls.*counter);
+}
+
 Entry* find(State& s, const SocketAddress& peer) {
     for (Entry& entry : s.entries)
         if (same_endpoint(entry.redirect.peer, peer))
@@ -149,13 +156,21 @@ wfp::WinsockAnswer emulated_ioctl(void* context, std::uintptr_t socket, std::uin
     const bool wfp_code = code == wfp::kSioQueryRedirectRecords ||
                           code == wfp::kSioQueryRedirectContext ||
                           code == wfp::kSioSetRedirectRecords;
-    if (!wfp_code)
+    if (!wfp_code) {
+        count(&CallCounts::others);
         return real_winsock_ops().ioctl(context, socket, code, in, in_size, out, out_size,
                                         overlapped);
+    }
     {
         State& s = state();
         const Held held(s.lock);
         ++s.wfp_ioctls;
+        if (code == wfp::kSioQueryRedirectRecords)
+            ++s.calls.records_queries;
+        else if (code == wfp::kSioQueryRedirectContext)
+            ++s.calls.context_queries;
+        else
+            ++s.calls.sets;
     }
     if (code == wfp::kSioSetRedirectRecords)
         return set(socket, in, in_size);
@@ -169,6 +184,7 @@ wfp::WinsockAnswer emulated_getsockopt(void* context, std::uintptr_t socket, int
                                        void* out, std::uint32_t out_size) {
     if (name == wfp::kWindowsSoOriginalDst &&
         (level == wfp::kWindowsSolIp || level == wfp::kWindowsSolIpv6)) {
+        count(&CallCounts::original_dst_options);
         SocketAddress peer;
         std::uint32_t error = 0;
         if (peer_of(socket, peer, error)) {
@@ -193,17 +209,21 @@ wfp::WinsockAnswer emulated_getsockopt(void* context, std::uintptr_t socket, int
                 return {0, 0, static_cast<std::uint32_t>(size)};
             }
         }
+    } else {
+        count(&CallCounts::others);
     }
     return real_winsock_ops().getsockopt(context, socket, level, name, out, out_size);
 }
 
 wfp::WinsockAnswer emulated_getsockname(void* context, std::uintptr_t socket, void* out,
                                         std::uint32_t out_size) {
+    count(&CallCounts::getsocknames);
     return real_winsock_ops().getsockname(context, socket, out, out_size);
 }
 
 wfp::WinsockAnswer emulated_getpeername(void* context, std::uintptr_t socket, void* out,
                                         std::uint32_t out_size) {
+    count(&CallCounts::getpeernames);
     return real_winsock_ops().getpeername(context, socket, out, out_size);
 }
 
@@ -214,8 +234,10 @@ wfp::WinsockAnswer emulated_setsockopt(void* context, std::uintptr_t socket, int
     const bool wfp_option =
         (level == wfp::kWindowsIpprotoIp || level == wfp::kWindowsIpprotoIpv6) &&
         (name == wfp::kIpWfpRedirectRecords || name == wfp::kIpWfpRedirectContext);
-    if (!wfp_option)
+    if (!wfp_option) {
+        count(&CallCounts::others);
         return real_winsock_ops().setsockopt(context, socket, level, name, value, size);
+    }
     if (value == nullptr || size < sizeof(DWORD))
         return failed(wfp::kWsaEfault);
     State& s = state();
@@ -236,6 +258,7 @@ bool datagram_state_enabled(const State& s, std::uintptr_t socket) {
 // datagram's IP version, as the real stack delivers them.
 wfp::WinsockAnswer emulated_recvmsg(void* context, std::uintptr_t socket,
                                     wfp::MessageBuffers& message) {
+    count(&CallCounts::others);
     const std::uint32_t control_capacity = message.control_size;
     const wfp::WinsockAnswer answer = real_winsock_ops().recvmsg(context, socket, message);
     // A first datagram too long for the buffer takes the flow's state with
@@ -277,6 +300,7 @@ wfp::WinsockAnswer emulated_recvmsg(void* context, std::uintptr_t socket,
 // Notes each IP_WFP_REDIRECT_RECORDS control message, then sends for real.
 wfp::WinsockAnswer emulated_sendmsg(void* context, std::uintptr_t socket,
                                     const wfp::MessageBuffers& message) {
+    count(&CallCounts::others);
     SocketAddress destination;
     if (message.name != nullptr)
         (void)wfp::decode_windows_sockaddr(static_cast<const std::uint8_t*>(message.name),
@@ -320,6 +344,7 @@ void reset(std::uint32_t not_redirected_error) {
     s.sent.clear();
     s.enabled.clear();
     s.wfp_ioctls = 0;
+    s.calls = CallCounts{};
     original_dst_support().forget();
 }
 
@@ -345,6 +370,12 @@ std::uint32_t wfp_ioctl_count() {
     State& s = state();
     const Held held(s.lock);
     return s.wfp_ioctls;
+}
+
+CallCounts call_counts() {
+    State& s = state();
+    const Held held(s.lock);
+    return s.calls;
 }
 
 wfp::OriginalDstSupport& original_dst_support() {

@@ -64,6 +64,23 @@ std::vector<SentRecords> sent_records();
 // How many of the three WFP IOCTLs were asked.
 std::uint32_t wfp_ioctl_count();
 
+// The calls the backend made through this table since the last reset, each
+// WFP code on its own: the two query IOCTLs, the set IOCTL,
+// getsockopt(SO_ORIGINAL_DST) at either level (answered here or forwarded),
+// getsockname, getpeername, and every other call forwarded to ws2_32
+// (benchmarks/bench_windows_calls.py counts them per connection). The
+// driver's own lookups of a connection's peer are not counted.
+struct CallCounts {
+    std::uint32_t records_queries = 0;
+    std::uint32_t context_queries = 0;
+    std::uint32_t sets = 0;
+    std::uint32_t original_dst_options = 0;
+    std::uint32_t getsocknames = 0;
+    std::uint32_t getpeernames = 0;
+    std::uint32_t others = 0;
+};
+CallCounts call_counts();
+
 // The backend's OriginalDstSupport in a test build (connections.hpp).
 wfp::OriginalDstSupport& original_dst_support();
 
