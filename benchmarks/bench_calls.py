@@ -8,9 +8,11 @@ Linux: on a redirected connection in the benchmark's own network namespace
       same calls and building the same results (native/capi_reference.c),
   (c) ctypes getsockopt/setsockopt, (d) socket.getsockopt and struct;
 and one whole connection as a proxy handles it (query_redirect_info, then
-set_redirect_records; issue 16): the library's fused pass against the
-three single calls it replaced and C loops making the minimal calls, the
-library's calls and the old calls (connection_candidates.py).
+the records on the upstream; issue 16): the proxy's own path (its own new
+upstream, 5 system calls) and the public calls (set_redirect_records on a
+caller's socket, 6) against the three single calls they replaced and C
+loops making the minimal calls, the public calls' and the old calls
+(connection_candidates.py).
 Windows: on the real stack, where without a WFP callout driver only the
 error paths exist; the library against ctypes WSAIoctl/getsockopt and the
 stdlib getsockopt. The C references are Linux-only.
@@ -121,12 +123,21 @@ def targets(rows: dict[str, Any]) -> dict[str, Any]:
     library = rows[LIBRARY]
     found: dict[str, Any] = {}
     if "ratio_vs_reference" not in library and "ratio_vs_floor" in library:
-        ratio = library["ratio_vs_floor"]
-        found["ratio_vs_floor"] = {
-            "value": ratio,
-            "limit": MAX_CONNECTION_RATIO_VS_FLOOR,
-            "met": ratio <= MAX_CONNECTION_RATIO_VS_FLOOR,
-        }
+        # Per connection: the proxy's own path (when measured) and the
+        # public calls, each against the floor.
+        import connection_candidates
+
+        for key, name in (
+            ("ratio_vs_floor_as_the_proxy", connection_candidates.AS_THE_PROXY),
+            ("ratio_vs_floor", LIBRARY),
+        ):
+            if name in rows:
+                ratio = rows[name]["ratio_vs_floor"]
+                found[key] = {
+                    "value": ratio,
+                    "limit": MAX_CONNECTION_RATIO_VS_FLOOR,
+                    "met": ratio <= MAX_CONNECTION_RATIO_VS_FLOOR,
+                }
         return found
     if "ratio_vs_reference" in library:
         ratio = library["ratio_vs_reference"]

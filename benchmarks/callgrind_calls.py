@@ -9,8 +9,10 @@ LONG - SHORT is the cost of one call, start-up and set-up cancelling out.
 Only user-space instructions are counted: the kernel's share of a system
 call is not, so the floor is the libc wrappers and the C loop. One
 connection as a proxy handles it ("per connection", issue 16:
-query_redirect_info then set_redirect_records) is counted too, against the
-three single calls it replaced and the C floor; it has no C-API reference.
+query_redirect_info, then the records on the library's own upstream as the
+proxy sets them, or set_redirect_records on a caller's socket) is counted
+too, against the three single calls they replaced and the C floor; it has
+no C-API reference.
 
 Usage: python benchmarks/callgrind_calls.py [--all]   (Linux, as root, valgrind installed)
 """
@@ -140,7 +142,12 @@ def main() -> int:
 
     enter_redirect_namespace()
     names = [LIBRARY, REFERENCE, FLOOR] + (["stdlib", "ctypes"] if options.all else [])
-    connection_names = [LIBRARY, connection_candidates.THREE_QUERIES, FLOOR]
+    connection_names = [
+        connection_candidates.AS_THE_PROXY,
+        LIBRARY,
+        connection_candidates.THREE_QUERIES,
+        FLOOR,
+    ]
     with tempfile.TemporaryDirectory(prefix="wfpredirect-callgrind-") as scratch:
         native_directory = Path(scratch)
         native.build(native_directory)

@@ -39,6 +39,12 @@ def is_listener_address(listener: Address | None, address: Address) -> bool:
     return listener[1] == address[1] and _same_host(listener[0], address[0])
 
 
+def any_listener_address(listeners: Sequence[Address | None], address: Address) -> bool:
+    """Whether `address` is where one of `listeners` accepts (the rule
+    query_redirect_info applies to its `listening_addresses`)."""
+    return bool(listeners) and any(is_listener_address(listener, address) for listener in listeners)
+
+
 def original_target(destination: Address | None, function: str) -> tuple[int, Address]:
     """(family, address) of an upstream to the original destination;
     NotRedirectedError naming `function` when there is none."""

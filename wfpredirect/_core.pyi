@@ -42,9 +42,21 @@ def set_redirect_records(
     mark_mask: int | None = None,
 ) -> None: ...
 def original_destination(sock: _Socket, /) -> _Address: ...
+def query_redirect_info(
+    sock: _Socket, listening_addresses: Sequence[_Address] = ()
+) -> RedirectInfo: ...
 
-# query_redirect_info's one pass: (info, peer, mark, error); `error` is
-# raised by the caller, after its loop check.
+# set_redirect_records on a socket the library has just made (no state check).
+def _set_upstream_records(
+    sock: _Socket, records: _ReadableBuffer, loop_mark: int | None, mark_mask: int | None, /
+) -> None: ...
+
+# The loop registry (wfpredirect/_loops.py): keys are (host, port).
+def _remember_upstream(key: tuple[str, int], /) -> None: ...
+def _forget_upstream(key: tuple[str, int], /) -> None: ...
+
+# query_redirect_info's one pass with every fact it read: (info, peer, mark,
+# error); `error` is the exception query_redirect_info would raise.
 def _query_connection_state(
     sock: _Socket, /
 ) -> tuple[RedirectInfo, _Address | None, int | None, Exception | None]: ...

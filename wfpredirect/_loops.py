@@ -5,23 +5,23 @@ let it pass (Linux: a rule without the loop-mark exemption; Windows: a
 callout driver that ignores the records).
 
 Every upstream that create_upstream and open_upstream open is remembered by
-its local address until it closes; query_redirect_info checks each accepted
-connection's peer against them before anything else. On Linux an accepted
+its local address until it closes, in the native registry
+(csrc/python/loops.cpp); query_redirect_info checks each accepted
+connection's peer against it before anything else. On Linux an accepted
 connection carrying LOOP_MARK (net.ipv4.tcp_fwmark_accept=1 gives it its
 SYN's mark) is an upstream coming back too, from whichever process. The
 peer and the mark come from query_redirect_info's one native pass, so the
-check makes no system call of its own.
+check makes no system call of its own; this module words the error.
 """
 
 from __future__ import annotations
 
 import errno
-import threading
-from collections import Counter
 from typing import TYPE_CHECKING
 
 from ._addresses import host_ip
 from ._backend import backend
+from ._core import _forget_upstream, _remember_upstream
 from ._errors import RedirectError
 from ._marks import LOOP_MARK
 
@@ -37,11 +37,6 @@ class RedirectLoopError(RedirectError):
 
 Endpoint = tuple[str, int]
 
-_lock = threading.Lock()
-# Local (host, port) of each open upstream; a Counter, as two upstreams to
-# different destinations may share one.
-_open: Counter[Endpoint] = Counter()
-
 
 def _endpoint(address: tuple[object, ...]) -> Endpoint:
     """(host, port), an IPv4-mapped host as IPv4 (a dual-stack listener
@@ -55,16 +50,12 @@ def _endpoint(address: tuple[object, ...]) -> Endpoint:
 def remember_upstream(sock: _HasFileno) -> Endpoint:
     """Remember connected upstream `sock` until forget_upstream(its key)."""
     key = _endpoint(sock.getsockname())  # type: ignore[attr-defined]
-    with _lock:
-        _open[key] += 1
+    _remember_upstream(key)
     return key
 
 
 def forget_upstream(key: Endpoint) -> None:
-    with _lock:
-        _open[key] -= 1
-        if _open[key] <= 0:
-            del _open[key]
+    _forget_upstream(key)
 
 
 def missing_exemption(loop_mark: int) -> str:
@@ -72,35 +63,21 @@ def missing_exemption(loop_mark: int) -> str:
     return backend.missing_exemption(loop_mark)
 
 
-def check_not_looped(peer: _Address | None, mark: int | None, function: str) -> None:
-    """RedirectLoopError naming `function` when the accepted connection from
-    `peer` (None: it has none) is a proxy's upstream coming back: one this
-    process opened and has not closed (`peer` is that upstream's local
-    address), or on Linux one whose `mark` (None where there is none)
-    carries this process's loop mark (an accepted socket has its SYN's mark
-    where net.ipv4.tcp_fwmark_accept=1; elsewhere its mark is 0)."""
-    marked = bool(LOOP_MARK) and mark is not None and mark & LOOP_MARK == LOOP_MARK
-    # The peer is worth comparing only while an upstream is open, or for
-    # the message; without one the connection is not connected, and the
-    # queries say so themselves.
-    # One read of the registry's size needs no lock (it is as current as
-    # the lock's own answer would be once released).
-    if peer is None or (not marked and not _open):
-        return
-    try:
-        endpoint = _endpoint(peer)
-    except ValueError:
-        return
-    with _lock:
-        ours = endpoint in _open
-    if ours or marked:
-        whose = (
-            "this process's own upstream connection"
-            if ours
-            else f"a proxy's upstream connection (it carries the loop mark {LOOP_MARK:#x})"
-        )
-        raise RedirectLoopError(
-            errno.ELOOP,
-            f"{function}: the connection from {endpoint[0]} port {endpoint[1]} is {whose} coming "
-            f"back: {missing_exemption(LOOP_MARK)}",
-        )
+def loop_error(peer: _Address, ours: bool, function: str) -> RedirectLoopError:
+    """The RedirectLoopError naming `function` for an accepted connection
+    from `peer` that is a proxy's upstream coming back: one this process
+    opened and has not closed (`ours`: `peer` is that upstream's local
+    address), or else one that carries this process's loop mark (Linux: an
+    accepted socket has its SYN's mark where net.ipv4.tcp_fwmark_accept=1).
+    query_redirect_info decides; this words it."""
+    endpoint = _endpoint(peer)
+    whose = (
+        "this process's own upstream connection"
+        if ours
+        else f"a proxy's upstream connection (it carries the loop mark {LOOP_MARK:#x})"
+    )
+    return RedirectLoopError(
+        errno.ELOOP,
+        f"{function}: the connection from {endpoint[0]} port {endpoint[1]} is {whose} coming "
+        f"back: {missing_exemption(LOOP_MARK)}",
+    )

@@ -39,6 +39,11 @@ class RedirectInfo(NamedTuple):
     original_destination: Address | None
 
 
+#: The state of a connection that was not redirected (query_redirect_info's
+#: answer for a connection to one of its listening addresses).
+NOT_REDIRECTED = RedirectInfo(None, None, None)
+
+
 class Datagram(NamedTuple):
     """One received datagram and its redirect state
     (:func:`wfpredirect.recvmsg_redirect`).

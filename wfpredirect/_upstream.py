@@ -28,7 +28,7 @@ from ._addresses import (
     resolved_targets,
 )
 from ._backend import backend
-from ._core import set_redirect_records
+from ._core import _set_upstream_records
 from ._errors import RedirectError, renamed
 
 
@@ -104,10 +104,13 @@ def prepare(
     mark keywords: set_redirect_records's), then `timeout` (None leaves it;
     0.0 makes it non-blocking), then, with `transparent`, IP_TRANSPARENT,
     then the bind to `local_address`. A records error is renamed after
-    `function`; `upstream` is the caller's to close."""
+    `function`; `upstream` is the caller's to close. `upstream` is one the
+    library has just made (Attempts), never bound or connected, so its state
+    is not asked again (set_redirect_records' check: on Linux one system
+    call fewer)."""
     if records is not None:
         try:
-            set_redirect_records(upstream, records, loop_mark=loop_mark, mark_mask=mark_mask)
+            _set_upstream_records(upstream, records, loop_mark, mark_mask)
         except RedirectError as error:
             raise renamed(error, "set_redirect_records", function) from error
     if timeout is not None:

@@ -65,6 +65,13 @@ Status query_redirect_context_into(SocketHandle socket, std::uint8_t* buffer, st
 Status set_redirect_records(SocketHandle socket, const std::uint8_t* records, std::size_t size,
                             const MarkConfig& marks);
 
+// set_redirect_records on a socket the library itself has just made (its own
+// upstream: a new IPv4 or IPv6 TCP socket, never bound or connected), which
+// needs no check of its state: netfilter skips the TCP_INFO call; the other
+// backends do exactly what set_redirect_records does.
+Status set_upstream_records(SocketHandle socket, const std::uint8_t* records, std::size_t size,
+                            const MarkConfig& marks);
+
 Status original_destination(SocketHandle socket, SocketAddress& out, const MarkConfig& marks);
 
 // The whole redirect state of accepted connection `socket` (original

@@ -52,17 +52,27 @@ core::SocketHandle to_socket_handle(PyObject* sock, const char* function) {
     static PyObject* const fileno_name = PyUnicode_InternFromString("fileno");
     if (fileno_name == nullptr)
         throw py::error_already_set();
-    PyObject* fileno = PyObject_GetAttr(sock, fileno_name);
-    if (fileno == nullptr) {
+    // A method call: the method is looked up and called without the bound
+    // method object an attribute lookup makes.
+    PyObject* call[] = {sock};
+    py::object number = py::reinterpret_steal<py::object>(
+        PyObject_VectorcallMethod(fileno_name, call, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, nullptr));
+    if (!number) {
         if (!PyErr_ExceptionMatches(PyExc_AttributeError))
             throw py::error_already_set();
-        PyErr_Clear();
-        throw_type_error(function, "sock must be a socket or an integer handle", sock);
+        // No fileno at all is a TypeError; an AttributeError that fileno()
+        // itself raised stays that error.
+        const py::error_already_set raised;
+        PyObject* method = PyObject_GetAttr(sock, fileno_name);
+        if (method == nullptr) {
+            if (!PyErr_ExceptionMatches(PyExc_AttributeError))
+                throw py::error_already_set();
+            PyErr_Clear();
+            throw_type_error(function, "sock must be a socket or an integer handle", sock);
+        }
+        Py_DECREF(method);
+        throw raised;
     }
-    py::object number = py::reinterpret_steal<py::object>(PyObject_CallNoArgs(fileno));
-    Py_DECREF(fileno);
-    if (!number)
-        throw py::error_already_set();
     if (!PyLong_Check(number.ptr()) || PyBool_Check(number.ptr()))
         throw_type_error(function, "sock.fileno() must return an integer", number.ptr());
     return handle_from_integer(number.ptr(), function);

@@ -27,6 +27,10 @@ template <typename Operation> auto run_core(Operation&& operation) {
 // Takes the Python classes the conversions build (from wfpredirect._records).
 void init_conversions();
 
+// Whether `object` is a bytes or a RedirectRecords (not another subclass,
+// which may define its own buffer): its contents are its buffer.
+bool is_plain_bytes(PyObject* object);
+
 // A wfpredirect.RedirectRecords holding a copy of [data, data + size).
 py::object to_redirect_records(const std::uint8_t* data, std::size_t size);
 
@@ -38,6 +42,15 @@ py::tuple to_address_tuple(const core::SocketAddress& address);
 // (host, port, flowinfo, scope_id). TypeError, ValueError or OverflowError
 // naming `function` otherwise.
 core::SocketAddress to_socket_address(PyObject* address, const char* function);
+
+// The RedirectInfo of a connection that was not redirected
+// (wfpredirect._records.NOT_REDIRECTED).
+py::object not_redirected();
+
+// Whether `address` (an address tuple, on `port`) is where one of
+// `listening_addresses` accepts: wfpredirect._addresses.is_listener_address
+// for each, with listeners on another port passed over here.
+bool is_listener_address(PyObject* listening_addresses, PyObject* address, std::uint16_t port);
 
 // A wfpredirect.RedirectInfo(records, context, original_destination).
 py::object to_redirect_info(py::object records, py::object context,

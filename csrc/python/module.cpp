@@ -5,6 +5,7 @@
 #include "conversions.hpp"
 #include "datagrams.hpp"
 #include "errors.hpp"
+#include "loops.hpp"
 #include "marks.hpp"
 #include "operations.hpp"
 #include "relay_engine.hpp"
@@ -21,6 +22,7 @@ PYBIND11_MODULE(_core, module, py::mod_gil_not_used()) {
     wfpredirect::python::init_constants(module);
     wfpredirect::python::init_marks(module);
     wfpredirect::python::init_operations(module);
+    wfpredirect::python::init_loops(module);
     wfpredirect::python::init_datagrams(module);
 #if defined(__linux__)
     wfpredirect::python::init_relay_engine(module);

@@ -44,4 +44,42 @@ void bind_keywords(const char* function, PyObject* const* args, std::size_t narg
     }
 }
 
+void bind_arguments(const char* function, PyObject* const* args, std::size_t nargs,
+                    PyObject* kwnames, const char* const* names, PyObject** values,
+                    std::size_t count, std::size_t required) {
+    if (nargs > count) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s() takes from %zu to %zu positional arguments but %zu were given", function,
+                     required, count, nargs);
+        throw py::error_already_set();
+    }
+    for (std::size_t i = 0; i < nargs; ++i)
+        values[i] = args[i];
+    const Py_ssize_t given = kwnames == nullptr ? 0 : PyTuple_GET_SIZE(kwnames);
+    for (Py_ssize_t i = 0; i < given; ++i) {
+        PyObject* keyword = PyTuple_GET_ITEM(kwnames, i);
+        std::size_t which = 0;
+        while (which < count && PyUnicode_CompareWithASCIIString(keyword, names[which]) != 0)
+            ++which;
+        if (which == count) {
+            PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%U'", function,
+                         keyword);
+            throw py::error_already_set();
+        }
+        if (values[which] != nullptr) {
+            PyErr_Format(PyExc_TypeError, "%s() got multiple values for argument '%s'", function,
+                         names[which]);
+            throw py::error_already_set();
+        }
+        values[which] = args[nargs + static_cast<std::size_t>(i)];
+    }
+    for (std::size_t i = 0; i < required; ++i) {
+        if (values[i] == nullptr) {
+            PyErr_Format(PyExc_TypeError, "%s() missing 1 required positional argument: '%s'",
+                         function, names[i]);
+            throw py::error_already_set();
+        }
+    }
+}
+
 } // namespace wfpredirect::python

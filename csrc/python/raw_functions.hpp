@@ -48,6 +48,15 @@ void bind_keywords(const char* function, PyObject* const* args, std::size_t narg
                    PyObject* kwnames, const char* const* names, PyObject** values,
                    std::size_t count);
 
+// Binds the arguments of a METH_FASTCALL | METH_KEYWORDS call to a function
+// whose `count` parameters `names` may each be given by position or by
+// keyword, the first `required` of them required: values[i] is the value
+// for names[i], left unchanged when absent. The TypeErrors are worded as
+// CPython words them for a Python function.
+void bind_arguments(const char* function, PyObject* const* args, std::size_t nargs,
+                    PyObject* kwnames, const char* const* names, PyObject** values,
+                    std::size_t count, std::size_t required);
+
 // A METH_FASTCALL body for a function of `minimum` to `maximum` positional
 // arguments: `body(args, nargs)` returns a py::object (or py::none()).
 template <typename Body>

@@ -2,10 +2,13 @@
 to run under strace inside its namespace: sets up the connection the
 scenario names, then, between two getsockname calls on a marker socket,
 makes exactly what a proxy makes per connection (query_redirect_info, then
-set_redirect_records on a new upstream socket when there are records).
-Prints the descriptors: accepted, upstream, marker.
+the records on a new upstream socket when there are any): with `public`,
+set_redirect_records on the caller's socket; with `library`, the library's
+own upstream (wfpredirect._upstream.Attempts, as create_upstream,
+open_upstream and the proxy make it). Prints the descriptors: accepted,
+upstream, marker.
 
-Usage: python syscall_probe.py redirect-ipv4|redirect-ipv6|tproxy|direct
+Usage: python syscall_probe.py redirect-ipv4|redirect-ipv6|tproxy|direct [public|library]
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import socket
 import sys
 
 import wfpredirect
+from wfpredirect._upstream import Attempts
 
 LISTEN_PORT = 15001
 #: Where the scenarios' clients connect (the rules send it to LISTEN_PORT).
@@ -25,7 +29,7 @@ TARGETS = {
 }
 
 
-def main(scenario: str) -> None:
+def main(scenario: str, upstream_kind: str) -> None:
     family, host, target = TARGETS[scenario]
     listener = socket.socket(family, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -40,9 +44,25 @@ def main(scenario: str) -> None:
 
     marker.getsockname()
     info = wfpredirect.query_redirect_info(accepted)
-    if info.records is not None:
+    if info.records is not None and upstream_kind == "library":
+        attempts = Attempts(
+            "open_upstream",
+            info.original_destination,
+            None,
+            None,
+            lambda: info.records,
+            loop_mark=None,
+            mark_mask=None,
+            timeout=None,
+            local_address=None,
+        )
+        own, _ = next(iter(attempts))
+    elif info.records is not None:
         wfpredirect.set_redirect_records(upstream, info.records)
     marker.getsockname()
+    if info.records is not None and upstream_kind == "library":
+        upstream.close()
+        upstream = own
 
     print(accepted.fileno(), upstream.fileno(), marker.fileno())
     for sock in (marker, upstream, accepted, client, listener):
@@ -50,4 +70,4 @@ def main(scenario: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "public")

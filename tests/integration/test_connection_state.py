@@ -302,9 +302,11 @@ CALL = re.compile(r"^(\w+)\((\d+)(?:, (\w+), (\w+|0x[0-9a-f]+))?")
 UNNAMED = {"0x50": "SO_ORIGINAL_DST"}
 
 
-def traced_calls(scenario: str, rules: str) -> list[tuple[str, ...]]:
+def traced_calls(scenario: str, rules: str, upstream: str = "public") -> list[tuple[str, ...]]:
     """The socket calls syscall_probe.py makes for one connection of
-    `scenario`: (call, "accepted" or "upstream"[, level, option]) each."""
+    `scenario`, with the records on a caller's socket (`upstream` "public":
+    set_redirect_records) or on the library's own upstream ("library"):
+    (call, "accepted" or "upstream"[, level, option]) each."""
     strace = require_tool("strace")
 
     def body() -> tuple[str, str]:
@@ -323,6 +325,7 @@ def traced_calls(scenario: str, rules: str) -> list[tuple[str, ...]]:
                     sys.executable,
                     str(PROBE),
                     scenario,
+                    upstream,
                 ],
                 capture_output=True,
                 text=True,
@@ -379,6 +382,30 @@ def test_tproxy_adds_ip_transparent_only() -> None:
         ("getsockopt", "accepted", "SOL_IP", "SO_ORIGINAL_DST"),
         ("getsockopt", "accepted", "SOL_IP", "IP_TRANSPARENT"),
         *REDIRECT_CALLS[2:],
+    ]
+
+
+#: The library's own upstream (create_upstream, open_upstream, the proxy) is
+#: a socket it has just made, so it skips set_redirect_records' TCP_INFO check.
+LIBRARY_UPSTREAM_CALLS = [call for call in REDIRECT_CALLS if call[-1] != "TCP_INFO"]
+
+
+def test_the_library_s_own_upstream_takes_four_reads_then_one_call() -> None:
+    assert LIBRARY_UPSTREAM_CALLS == [
+        ("getsockname", "accepted"),
+        ("getsockopt", "accepted", "SOL_IP", "SO_ORIGINAL_DST"),
+        ("getpeername", "accepted"),
+        ("getsockopt", "accepted", "SOL_SOCKET", "SO_MARK"),
+        ("setsockopt", "upstream", "SOL_SOCKET", "SO_MARK"),
+    ]
+    assert traced_calls("redirect-ipv4", IPV4_RULES, "library") == LIBRARY_UPSTREAM_CALLS
+
+
+def test_the_library_s_own_ipv6_upstream_skips_the_state_check_too() -> None:
+    assert traced_calls("redirect-ipv6", IPV6_RULES, "library") == [
+        ("getsockname", "accepted"),
+        ("getsockopt", "accepted", "SOL_IPV6", "SO_ORIGINAL_DST"),
+        *LIBRARY_UPSTREAM_CALLS[2:],
     ]
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import array
 import socket
+from collections.abc import Callable
+from functools import partial
 
 import wfpredirect
 from netns import run_in_netns
@@ -212,3 +214,82 @@ def test_create_upstream_takes_the_mark_keywords() -> None:
         "upstream_mark": 0x80,
         "origin": [b"marked\n"],
     }
+
+
+def test_the_library_s_own_upstream_gets_the_public_call_s_marks_and_errors() -> None:
+    """_core._set_upstream_records, which create_upstream, open_upstream and
+    the proxy use on the socket they have just made, marks it as
+    set_redirect_records does, with the same errors (named after it); it
+    only skips the check of the socket's state."""
+    from wfpredirect import _core
+
+    def outcome(call: Callable[[], None]) -> str:
+        try:
+            call()
+        except (OSError, ValueError, TypeError) as error:
+            return f"{type(error).__name__}: {error}"
+        return "nothing"
+
+    def body() -> tuple[object, ...]:
+        listener = listen(socket.AF_INET, ("127.0.0.1", 15001))
+        client = socket.socket()
+        client.setsockopt(socket.SOL_SOCKET, 36, 0x0F23)
+        client.settimeout(5)
+        client.connect(("127.0.0.2", 8080))
+        conn, _ = listener.accept()
+        records = wfpredirect.query_redirect_records(conn)
+        marks = []
+        for loop_mark, mark_mask in ((None, None), (0x100, 0xFF0), (0x80, None)):
+            public, own = socket.socket(), socket.socket()
+            wfpredirect.set_redirect_records(
+                public, records, loop_mark=loop_mark, mark_mask=mark_mask
+            )
+            _core._set_upstream_records(own, bytearray(records), loop_mark, mark_mask)
+            marks.append((socket_mark(public), socket_mark(own)))
+        errors = []
+        for value, loop_mark, mark_mask in (
+            (b"", None, None),
+            (b"WFPR", None, None),
+            (records, 1 << 32, None),
+            ("text", None, None),
+        ):
+            public, own = socket.socket(), socket.socket()
+            errors.append(
+                (
+                    outcome(
+                        partial(
+                            wfpredirect.set_redirect_records,
+                            public,
+                            value,
+                            loop_mark=loop_mark,
+                            mark_mask=mark_mask,
+                        )
+                    ),
+                    outcome(partial(_core._set_upstream_records, own, value, loop_mark, mark_mask)),
+                )
+            )
+        # The one difference: the state of a connected socket is not asked.
+        connected = (
+            outcome(lambda: wfpredirect.set_redirect_records(client, records)),
+            outcome(lambda: _core._set_upstream_records(client, records, None, None)),
+        )
+        return marks, errors, connected
+
+    marks, errors, connected = run_in_netns(
+        body, nft_rules=redirect("ip", "127.0.0.2", 8080, 15001), sysctls=FWMARK_ACCEPT
+    )
+    assert marks == [(0x60, 0x60), (0x120, 0x120), (0xA0, 0xA0)]
+    expected = [
+        "ValueError: set_redirect_records: records must be 1 to 65536 bytes, not 0",
+        "ValueError: set_redirect_records: records are too short to be a netfilter record "
+        "(truncated or foreign)",
+        "ValueError: set_redirect_records: loop_mark must be between 0 and 0xffffffff",
+        "TypeError: set_redirect_records: records must be a bytes-like object, not str",
+    ]
+    assert errors == [(text, text) for text in expected]
+    assert connected == (
+        "RedirectError: [Errno 106] set_redirect_records: the socket is already connected: set "
+        "records before connect (this connection was made without them) (Transport endpoint is "
+        "already connected)",
+        "nothing",
+    )

@@ -22,6 +22,7 @@ SIGNATURES = {
     "query_redirect_context": "(sock, /)",
     "query_redirect_context_into": "(sock, buffer, /)",
     "decode_wfpsampler_context": "(context, /)",
+    "query_redirect_info": "(sock, listening_addresses=())",
     "enable_datagram_records": "(sock, /)",
     "recvmsg_redirect": "(sock, bufsize, /)",
     "recvmsg_redirect_into": "(sock, buffer, /)",
@@ -148,8 +149,9 @@ def typed_signatures() -> dict[str, str]:
             text = f"{node.name}({ast.unparse(node.args)}) -> {ast.unparse(node.returns)}"
             for alias, spelled in ALIASES.items():
                 text = re.sub(rf"\b{alias}\b", spelled, text)
-            # ast.unparse writes an annotated default without spaces.
-            signatures[node.name] = text.replace("=None", " = None")
+            # ast.unparse writes an annotated default without spaces (every
+            # parameter of the stub is annotated).
+            signatures[node.name] = text.replace("=", " = ")
     return signatures
 
 

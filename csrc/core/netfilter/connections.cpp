@@ -276,18 +276,36 @@ Status check_upstream_socket(SocketHandle socket) {
 
 } // namespace
 
-Status set_redirect_records(SocketHandle socket, const std::uint8_t* records, std::size_t size,
-                            const MarkConfig& marks) {
+namespace {
+
+// The upstream's mark from `records`, then (with `check`) the socket's state,
+// then SO_MARK.
+Status mark_upstream(SocketHandle socket, const std::uint8_t* records, std::size_t size,
+                     const MarkConfig& marks, bool check) {
     std::uint32_t mark = 0;
     Status status = upstream_mark(records, size, marks, mark);
     if (!status.ok())
         return status;
-    status = check_upstream_socket(socket);
-    if (!status.ok())
-        return status;
+    if (check) {
+        status = check_upstream_socket(socket);
+        if (!status.ok())
+            return status;
+    }
     if (setsockopt(socket, SOL_SOCKET, SO_MARK, &mark, sizeof mark) != 0)
         return os_failure(errno, "setsockopt(SO_MARK)", netfilter::kNeedsCapability);
     return Status::success(0);
+}
+
+} // namespace
+
+Status set_redirect_records(SocketHandle socket, const std::uint8_t* records, std::size_t size,
+                            const MarkConfig& marks) {
+    return mark_upstream(socket, records, size, marks, true);
+}
+
+Status set_upstream_records(SocketHandle socket, const std::uint8_t* records, std::size_t size,
+                            const MarkConfig& marks) {
+    return mark_upstream(socket, records, size, marks, false);
 }
 
 Status original_destination(SocketHandle socket, SocketAddress& out, const MarkConfig& marks) {

@@ -599,8 +599,9 @@ void RelayEngine::open_upstream(int fd, const SocketAddress& client, const Socke
         close(fd);
     };
     if (records != nullptr) {
+        // The engine's own new socket: no check of its state needed.
         const Status status =
-            set_redirect_records(upstream, records, records_size, settings_.upstream_marks);
+            set_upstream_records(upstream, records, records_size, settings_.upstream_marks);
         if (!status.ok()) {
             event.kind = RelayEventKind::failed_records;
             event.status = status;

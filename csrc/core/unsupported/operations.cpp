@@ -38,6 +38,10 @@ Status set_redirect_records(SocketHandle, const std::uint8_t*, std::size_t, cons
     return unsupported();
 }
 
+Status set_upstream_records(SocketHandle, const std::uint8_t*, std::size_t, const MarkConfig&) {
+    return unsupported();
+}
+
 Status original_destination(SocketHandle, SocketAddress&, const MarkConfig&) {
     return unsupported();
 }

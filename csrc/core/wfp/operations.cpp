@@ -64,6 +64,12 @@ Status set_redirect_records(SocketHandle socket, const std::uint8_t* records, st
     return wfp::set_redirect_records(backend_ops(), socket, records, size);
 }
 
+// The same calls as set_redirect_records: Windows keeps its checks.
+Status set_upstream_records(SocketHandle socket, const std::uint8_t* records, std::size_t size,
+                            const MarkConfig& marks) {
+    return set_redirect_records(socket, records, size, marks);
+}
+
 Status original_destination(SocketHandle socket, SocketAddress& out, const MarkConfig&) {
     return wfp::original_destination(backend_ops(), socket, out);
 }
