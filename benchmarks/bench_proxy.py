@@ -82,6 +82,8 @@ PROXY_VARIANTS: list[tuple[str, list[str]]] = [
     ("wfpredirect --relay protocol --loop uvloop", ["--relay", "protocol", "--loop", "uvloop"]),
     ("wfpredirect --workers 2", ["--workers", "2"]),
     ("wfpredirect --relay splice --workers 2", ["--relay", "splice", "--workers", "2"]),
+    ("wfpredirect --relay native", ["--relay", "native"]),
+    ("wfpredirect --relay native --workers 2", ["--relay", "native", "--workers", "2"]),
 ]
 #: HAProxy's: (name, splicing, nbthread). Splicing "auto" is `option
 #: splice-auto`, whose heuristics (HAProxy 2.6) may never choose to splice on

@@ -18,6 +18,7 @@ from ._marks import marks_problem, resolve_marks
 if TYPE_CHECKING:
     from ._backend import SplicePipe
     from ._doctor import Finding
+    from ._relay_native import RelayEngine
 
 # asm-generic/socket.h; socket.SO_MARK exists from Python 3.12.
 SO_MARK = 36
@@ -30,8 +31,9 @@ PIPE_SIZE = 1 << 20
 _LINGER_NOW = struct.pack("ii", 1, 0)
 
 #: The splice path first: zero copies for bulk, and as lean as the protocol
-#: path for small transfers (bench_proxy.py measures each).
-relay_paths: tuple[str, ...] = ("splice", "protocol", "streams")
+#: path for small transfers (bench_proxy.py measures each); then the native
+#: relay, the whole connection in the core (_relay_native).
+relay_paths: tuple[str, ...] = ("splice", "protocol", "streams", "native")
 
 
 def doctor_checks() -> list[Finding]:
@@ -88,12 +90,19 @@ def make_transparent(sock: socket.socket, function: str) -> None:
     may bind an address this host does not have, such as a client's."""
     try:
         sock.setsockopt(socket.SOL_IP, IP_TRANSPARENT, 1)
-    except PermissionError as error:
-        raise RedirectPermissionError(
+    except OSError as error:
+        raise transparent_error(error, function) from error
+
+
+def transparent_error(error: OSError, function: str) -> OSError:
+    """What make_transparent raises for setsockopt(IP_TRANSPARENT)'s `error`."""
+    if isinstance(error, PermissionError):
+        return RedirectPermissionError(
             error.errno,
             f"{function}: cannot bind a client's address: setsockopt(IP_TRANSPARENT): "
             f"{error.strerror}: {CAPABILITY_ADVICE}",
-        ) from error
+        )
+    return error
 
 
 def prepare_reply_socket(sock: socket.socket) -> None:
@@ -208,3 +217,30 @@ def start_worker(work: Callable[[], int]) -> int:
 def reset_on_close(sock: Any) -> None:
     with contextlib.suppress(OSError, ValueError):  # gone (uvloop: ValueError)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_NOW)
+
+
+def open_relay_engine(
+    listeners: list[int],
+    *,
+    connect_timeout: float,
+    keep_client_address: bool,
+    loop_mark: int | None,
+    mark_mask: int | None,
+    backlog: int,
+    splice: bool = True,
+) -> RelayEngine:
+    """The native relay's engine on listening descriptors `listeners`
+    (owned by it from here on): _core.RelayEngine."""
+    if sys.platform == "linux":  # always here; says so to the type checker
+        from ._core import RelayEngine
+
+        return RelayEngine(
+            listeners,
+            connect_timeout=connect_timeout,
+            keep_client_address=keep_client_address,
+            loop_mark=loop_mark,
+            mark_mask=mark_mask,
+            backlog=backlog,
+            splice=splice,
+        )
+    raise AssertionError(sys.platform)

@@ -2,7 +2,7 @@
 
 import sys
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from ._records import Datagram, RedirectInfo, RedirectRecords
 
@@ -86,6 +86,29 @@ def sendmsg_redirect(
 if sys.platform == "linux":
     # Availability: Linux (the netfilter backend's own operation).
     def _prepare_datagram_reply_socket(sock: _Socket, /) -> None: ...
+
+    # Availability: Linux: the native relay (wfpredirect/_relay_native.py).
+    class RelayEngine:
+        def __init__(
+            self,
+            listeners: Sequence[int],
+            /,
+            *,
+            connect_timeout: float,
+            keep_client_address: bool = False,
+            loop_mark: int | None = None,
+            mark_mask: int | None = None,
+            backlog: int = 1024,
+            splice: bool = True,
+        ) -> None: ...
+        @property
+        def event_fd(self) -> int: ...
+        def run(self) -> None: ...
+        def close_listeners(self) -> None: ...
+        def stop(self, grace: float, /) -> None: ...
+        def events(self) -> list[tuple[Any, ...]]: ...
+        def open_count(self) -> int: ...
+        def counters(self) -> tuple[int, int, int]: ...
 
 def _configure_marks(loop_text: str | None, mask_text: str | None) -> None: ...
 def _resolve_marks(

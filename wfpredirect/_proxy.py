@@ -19,7 +19,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _proxy_log as log
 from . import _relay as relay
@@ -33,6 +33,9 @@ from .aio import (
     create_redirect_datagram_endpoint,
     start_redirect_server,
 )
+
+if TYPE_CHECKING:
+    from ._relay_native import NativeServer
 
 T = TypeVar("T")
 
@@ -197,6 +200,9 @@ class Proxy:
         self.settings = settings
         self.totals = Totals()
         self.connections: set[asyncio.Task[Any]] = set()
+        # The native path's server (_relay_native), whose engine keeps the
+        # live totals.
+        self.native: NativeServer | None = None
 
     async def handle(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, redirect: RedirectInfo
@@ -277,6 +283,8 @@ class Proxy:
 
     def summary(self) -> dict[str, int]:
         """The totals, as the summary and the stop line name them."""
+        if self.native is not None:
+            self.native.refresh()
         totals = self.totals
         return {
             "open": totals.open,
@@ -342,7 +350,20 @@ class Proxy:
     async def _serve(self, stop: asyncio.Event) -> None:
         settings = self.settings
         server: relay.Listening
-        if settings.relay != "streams":
+        if settings.relay == "native":
+            from ._relay_native import serve_native
+
+            server = self.native = await serve_native(
+                settings,
+                self.totals,
+                listener=backend.transparent_listener(
+                    settings.host, settings.port, settings.workers > 1
+                )
+                if settings.transparent
+                else None,
+                loop_mark=LOOP_MARK if settings.loop_mark is None else settings.loop_mark,
+            )
+        elif settings.relay != "streams":
             server = await relay.SERVERS[settings.relay](
                 self.handle_connection,
                 settings.host,
@@ -403,7 +424,11 @@ class Proxy:
         await asyncio.sleep(0)
         if endpoint is not None:
             endpoint.close()  # each open flow gets its line
-        say(log.STOPPING.line(open=len(self.connections), grace=settings.grace))
+        native = self.native
+        open_connections = len(self.connections) + (native.open_count() if native else 0)
+        say(log.STOPPING.line(open=open_connections, grace=settings.grace))
+        if native is not None:
+            await native.stop(settings.grace)
         if self.connections:
             await asyncio.wait(set(self.connections), timeout=settings.grace)
         for task in set(self.connections):

@@ -43,7 +43,8 @@ from ._records import RedirectInfo
 from .aio import judge_connection, open_upstream
 
 #: Every relay path's name; ``auto`` is the backend's first (backend.relay_paths).
-RELAY_PATHS = ("splice", "protocol", "streams")
+#: ``native`` (Linux) is _relay_native's: the whole connection in the core.
+RELAY_PATHS = ("splice", "protocol", "streams", "native")
 
 #: Bytes read per step (streams), and the plain copy's buffer.
 CHUNK_SIZE = 65536

@@ -8,6 +8,7 @@
 #include "loops.hpp"
 #include "marks.hpp"
 #include "operations.hpp"
+#include "relay_engine.hpp"
 #ifdef WFPREDIRECT_EMULATED_CALLOUT
 #include "emulated/emulated_callout.hpp"
 #endif
@@ -23,6 +24,9 @@ PYBIND11_MODULE(_core, module, py::mod_gil_not_used()) {
     wfpredirect::python::init_operations(module);
     wfpredirect::python::init_loops(module);
     wfpredirect::python::init_datagrams(module);
+#if defined(__linux__)
+    wfpredirect::python::init_relay_engine(module);
+#endif
 #ifdef WFPREDIRECT_EMULATED_CALLOUT
     wfpredirect::python::init_emulated_callout(module);
 #endif

@@ -159,18 +159,6 @@ PyObject* original_destination(PyObject*, PyObject* sock) {
     });
 }
 
-// The single query a fused failure is named after (connection_state.hpp).
-const char* query_name(core::Query query) {
-    switch (query) {
-    case core::Query::redirect_records:
-        return "query_redirect_records";
-    case core::Query::redirect_context:
-        return "query_redirect_context";
-    default:
-        return "original_destination";
-    }
-}
-
 py::object optional_address(bool present, const core::SocketAddress& address) {
     if (!present)
         return py::none();
@@ -404,6 +392,17 @@ PyMethodDef functions[] = {
 };
 
 } // namespace
+
+const char* query_name(core::Query query) {
+    switch (query) {
+    case core::Query::redirect_records:
+        return "query_redirect_records";
+    case core::Query::redirect_context:
+        return "query_redirect_context";
+    default:
+        return "original_destination";
+    }
+}
 
 void init_operations(py::module_& module) {
     for (PyMethodDef& definition : functions)

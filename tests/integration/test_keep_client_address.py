@@ -87,9 +87,10 @@ def namespace(name: str, link: str, peer: str, address: str, gateway: str) -> It
         ["--keep-client-address"],
         ["--keep-client-address", "--relay", "protocol"],
         ["--keep-client-address", "--relay", "streams"],
+        ["--keep-client-address", "--relay", "native"],
         [],
     ],
-    ids=["splice", "protocol", "streams", "without"],
+    ids=["splice", "protocol", "streams", "native", "without"],
 )
 def test_the_origin_sees_the_client(arguments: list[str]) -> None:
     keep = "--keep-client-address" in arguments
@@ -102,12 +103,15 @@ def test_the_origin_sees_the_client(arguments: list[str]) -> None:
     }
 
 
-def test_without_the_routing_the_replies_miss_the_proxy() -> None:
+@pytest.mark.parametrize("relay", ["splice", "native"])
+def test_without_the_routing_the_replies_miss_the_proxy(relay: str) -> None:
     """The origin's replies to the client's address, not routed to the
     proxy's socket, go on to the client, which knows nothing of them: the
     upstream never connects."""
     result = through_the_gateway(
-        ["--keep-client-address", "--connect-timeout", "1"], routed=False, wait=5
+        ["--keep-client-address", "--connect-timeout", "1", "--relay", relay],
+        routed=False,
+        wait=5,
     )
     # The proxy closes the client's connection: an empty reply, or a reset.
     fetched = result.pop("fetched")

@@ -156,9 +156,9 @@ def test_an_unknown_relay_path_is_a_usage_error() -> None:
     # Newer argparse (the 3.13 of the Windows lane) lists the choices unquoted.
     assert result.stderr.splitlines()[-1] in {
         "wfpredirect proxy: error: argument --relay: invalid choice: 'sendfile' "
-        "(choose from 'auto', 'splice', 'protocol', 'streams')",
+        "(choose from 'auto', 'splice', 'protocol', 'streams', 'native')",
         "wfpredirect proxy: error: argument --relay: invalid choice: 'sendfile' "
-        "(choose from auto, splice, protocol, streams)",
+        "(choose from auto, splice, protocol, streams, native)",
     }
 
 

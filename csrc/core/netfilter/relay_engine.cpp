@@ -1,0 +1,826 @@
+// The native relay's loop (relay_engine.hpp). Each connection's steps are
+// those of the splice path in wfpredirect/_relay.py (_Acceptor, _Pump,
+// SocketConnection), so that both give the same lines: see that file for
+// why each step is as it is.
+#include "relay_engine.hpp"
+
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "addresses.hpp"
+#include "errors.hpp"
+
+namespace wfpredirect::core::netfilter {
+namespace {
+
+// What a splice pipe is raised to (F_SETPIPE_SZ): the default maximum of
+// /proc/sys/fs/pipe-max-size (PIPE_SIZE in _backend_netfilter.py).
+constexpr int kPipeSize = 1 << 20;
+// Empty pipes kept for the next connections (SPARE_PIPES in _relay.py).
+constexpr std::size_t kSparePipes = 64;
+// The plain copy's buffer (CHUNK_SIZE in _relay.py).
+constexpr std::size_t kCopySize = 65536;
+// accept(2) errors that say the system is out of a resource: accepting
+// pauses for kAcceptPauseSeconds (asyncio's selector loop does the same).
+constexpr double kAcceptPauseSeconds = 1.0;
+constexpr int kEpollBatch = 256;
+constexpr unsigned kSocketEvents = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+constexpr unsigned kSpliceFlags = SPLICE_F_MOVE | SPLICE_F_NONBLOCK;
+
+// epoll's u64 of each descriptor: a Connection's address (8-aligned) with
+// the side in bit 0, or a listener's index shifted past the tag, or the
+// wake-up descriptor.
+constexpr std::uint64_t kTagMask = 3;
+constexpr std::uint64_t kClientTag = 0;
+constexpr std::uint64_t kUpstreamTag = 1;
+constexpr std::uint64_t kListenerTag = 2;
+constexpr std::uint64_t kWakeTag = 3;
+
+double monotonic() {
+    timespec now{};
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return static_cast<double>(now.tv_sec) + static_cast<double>(now.tv_nsec) / 1e9;
+}
+
+void wake(int fd) {
+    const std::uint64_t one = 1;
+    // A full counter (never, at 2^64 - 2) still wakes the reader.
+    [[maybe_unused]] const ssize_t written = write(fd, &one, sizeof one);
+}
+
+void drain_eventfd(int fd) {
+    std::uint64_t count = 0;
+    [[maybe_unused]] const ssize_t read_size = read(fd, &count, sizeof count);
+}
+
+bool is_unspecified(const SocketAddress& address) {
+    for (std::size_t i = 0; i < address.address_size(); ++i)
+        if (address.address[i] != 0)
+            return false;
+    return true;
+}
+
+} // namespace
+
+// One direction of a connection: from its source to its destination
+// through a pipe (splice) or, where splice is not possible, a buffer.
+struct Pump {
+    int pipe_read = -1;
+    int pipe_write = -1;
+    std::size_t capacity = 0;
+    std::unique_ptr<std::uint8_t[]> buffer; // the plain copy's
+    std::size_t pending = 0;                // read, not yet written
+    std::size_t offset = 0;                 // where they start in the buffer
+    bool eof = false;                       // the source's end of stream read
+    bool done = false;                      // ... and passed on (SHUT_WR)
+    bool spliced = false;                   // splice has moved bytes (no fallback then)
+    // The pipe of a pump that fell back to the copy: empty, given back at
+    // the end.
+    int unused_read = -1;
+    int unused_write = -1;
+    std::uint64_t moved = 0;
+};
+
+struct Connection {
+    Connection* previous = nullptr; // every open connection
+    Connection* next = nullptr;
+    Connection* waiting_previous = nullptr; // the connecting ones
+    Connection* waiting_next = nullptr;
+    int client_fd = -1;
+    int upstream_fd = -1;
+    bool client_readable = false;
+    bool client_writable = false;
+    bool upstream_readable = false;
+    bool upstream_writable = false;
+    bool relaying = false;
+    bool ended = false;
+    bool has_key = false;
+    double deadline = 0; // of the connect
+    double started = 0;  // of the relay
+    SocketAddress client;
+    SocketAddress target;
+    SocketAddress upstream_local;
+    Pump up;   // client to upstream
+    Pump down; // upstream to client
+};
+
+namespace {
+
+// Whether one direction still has something to do; the error (errno) that
+// ends the connection, or 0.
+int pump(Pump& pump, int source, int destination, bool& source_readable,
+         bool& destination_writable) {
+    while (!pump.done) {
+        bool progress = false;
+        if (pump.pending > 0 && destination_writable) {
+            ssize_t size;
+            if (pump.pipe_read >= 0)
+                size = splice(pump.pipe_read, nullptr, destination, nullptr, pump.pending,
+                              kSpliceFlags);
+            else
+                size =
+                    send(destination, pump.buffer.get() + pump.offset, pump.pending, MSG_NOSIGNAL);
+            if (size > 0) {
+                pump.pending -= static_cast<std::size_t>(size);
+                pump.offset = pump.pending > 0 ? pump.offset + static_cast<std::size_t>(size) : 0;
+                pump.moved += static_cast<std::uint64_t>(size);
+                progress = true;
+            } else if (errno == EAGAIN) {
+                destination_writable = false;
+            } else if (errno == EINTR) {
+                progress = true; // again
+            } else {
+                return errno;
+            }
+        }
+        const bool room = pump.pipe_read >= 0 ? pump.pending < pump.capacity : pump.pending == 0;
+        if (!pump.eof && room && source_readable) {
+            ssize_t size;
+            if (pump.pipe_read >= 0)
+                size = splice(source, nullptr, pump.pipe_write, nullptr,
+                              pump.capacity - pump.pending, kSpliceFlags);
+            else
+                size = recv(source, pump.buffer.get(), kCopySize, 0);
+            if (size > 0) {
+                pump.pending += static_cast<std::size_t>(size);
+                pump.spliced = pump.spliced || pump.pipe_read >= 0;
+                progress = true;
+            } else if (size == 0) {
+                pump.eof = true;
+                progress = true;
+            } else if (errno == EAGAIN) {
+                // With bytes in the pipe, EAGAIN may be the pipe's (out of
+                // slots): the socket counts as read dry only with the pipe
+                // empty; otherwise the next drain tries again.
+                if (pump.pending == 0)
+                    source_readable = false;
+            } else if (errno == EINTR) {
+                progress = true;
+            } else if (pump.pipe_read >= 0 && pump.pending == 0 && !pump.spliced &&
+                       (errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP)) {
+                // Not with these descriptors: a plain copy from here on
+                // (SPLICE_NOT_POSSIBLE in _relay.py). The caller's pipe goes
+                // back when the connection ends.
+                pump.buffer.reset(new std::uint8_t[kCopySize]);
+                pump.unused_read = pump.pipe_read;
+                pump.unused_write = pump.pipe_write;
+                pump.pipe_read = pump.pipe_write = -1;
+                progress = true;
+            } else {
+                return errno;
+            }
+        }
+        if (pump.eof && pump.pending == 0) {
+            if (shutdown(destination, SHUT_WR) != 0)
+                return errno;
+            pump.done = true;
+            return 0;
+        }
+        if (!progress)
+            break;
+    }
+    return 0;
+}
+
+} // namespace
+
+bool RelayEngine::EndpointKey::operator==(const EndpointKey& other) const {
+    return port == other.port && version == other.version &&
+           std::memcmp(address, other.address, sizeof address) == 0;
+}
+
+std::size_t RelayEngine::EndpointHash::operator()(const EndpointKey& key) const {
+    // FNV-1a over the bytes that differ between endpoints.
+    std::uint64_t hash = 1469598103934665603ULL;
+    auto mix = [&hash](std::uint8_t byte) {
+        hash ^= byte;
+        hash *= 1099511628211ULL;
+    };
+    for (std::uint8_t byte : key.address)
+        mix(byte);
+    mix(static_cast<std::uint8_t>(key.port >> 8));
+    mix(static_cast<std::uint8_t>(key.port & 0xFF));
+    mix(key.version);
+    return static_cast<std::size_t>(hash);
+}
+
+RelayEngine::EndpointKey RelayEngine::key_of(const SocketAddress& address) {
+    const SocketAddress plain = unmap_ipv4(address);
+    EndpointKey key{};
+    std::memcpy(key.address, plain.address, plain.address_size());
+    key.port = plain.port;
+    key.version = static_cast<std::uint8_t>(plain.version);
+    return key;
+}
+
+Status RelayEngine::create(const int* listeners, std::size_t count, const RelaySettings& settings,
+                           std::unique_ptr<RelayEngine>& out) {
+    std::unique_ptr<RelayEngine> engine(new RelayEngine());
+    engine->settings_ = settings;
+    engine->epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
+    if (engine->epoll_fd_ < 0)
+        return classify(errno, SystemCall::socket_option, "epoll_create1");
+    engine->wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (engine->wake_fd_ < 0)
+        return classify(errno, SystemCall::socket_option, "eventfd");
+    engine->events_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (engine->events_fd_ < 0)
+        return classify(errno, SystemCall::socket_option, "eventfd");
+    epoll_event event{};
+    event.events = EPOLLIN;
+    event.data.u64 = kWakeTag;
+    if (epoll_ctl(engine->epoll_fd_, EPOLL_CTL_ADD, engine->wake_fd_, &event) != 0)
+        return classify(errno, SystemCall::socket_option, "epoll_ctl");
+    for (std::size_t i = 0; i < count; ++i) {
+        Listener listener;
+        sockaddr_storage storage{};
+        socklen_t size = sizeof storage;
+        if (getsockname(listeners[i], reinterpret_cast<sockaddr*>(&storage), &size) != 0)
+            return classify(errno, SystemCall::socket_option, "getsockname");
+        if (!to_socket_address(storage, listener.address, MappedAddresses::keep))
+            return Status::failure(Outcome::invalid_argument, EAFNOSUPPORT, "getsockname",
+                                   clause("a listener is not an IPv4 or IPv6 socket"));
+        int accepting = 0;
+        size = sizeof accepting;
+        if (getsockopt(listeners[i], SOL_SOCKET, SO_ACCEPTCONN, &accepting, &size) != 0)
+            return classify(errno, SystemCall::socket_option, "getsockopt(SO_ACCEPTCONN)");
+        if (!accepting)
+            return Status::failure(Outcome::invalid_argument, EINVAL, nullptr,
+                                   clause("a listener is not listening"));
+        event.events = EPOLLIN;
+        event.data.u64 = (static_cast<std::uint64_t>(i) << 2) | kListenerTag;
+        if (epoll_ctl(engine->epoll_fd_, EPOLL_CTL_ADD, listeners[i], &event) != 0)
+            return classify(errno, SystemCall::socket_option, "epoll_ctl");
+        engine->listeners_.push_back(listener);
+        engine->listening_addresses_.push_back(listener.address);
+    }
+    // Owned from here on: every check passed.
+    for (std::size_t i = 0; i < count; ++i) {
+        engine->listeners_[i].fd = listeners[i];
+        const int flags = fcntl(listeners[i], F_GETFL);
+        if (flags >= 0)
+            fcntl(listeners[i], F_SETFL, flags | O_NONBLOCK);
+    }
+    out = std::move(engine);
+    return Status::success(0);
+}
+
+RelayEngine::~RelayEngine() {
+    while (first_ != nullptr)
+        discard(*first_);
+    for (Connection* connection : ended_)
+        delete connection;
+    close_listener_fds();
+    for (Pipe& pipe : spare_pipes_) {
+        close(pipe.read_end);
+        close(pipe.write_end);
+    }
+    for (int fd : {epoll_fd_, wake_fd_, events_fd_})
+        if (fd >= 0)
+            close(fd);
+}
+
+void RelayEngine::close_listeners() {
+    close_requested_.store(true);
+    wake(wake_fd_);
+}
+
+void RelayEngine::stop(double grace) {
+    grace_.store(grace);
+    stop_requested_.store(true);
+    wake(wake_fd_);
+}
+
+void RelayEngine::take_events(std::vector<RelayEvent>& out) {
+    // The counter first: an event published after it wakes the reader again.
+    drain_eventfd(events_fd_);
+    std::lock_guard<std::mutex> lock(events_mutex_);
+    out.swap(events_);
+    events_.clear();
+}
+
+void RelayEngine::emit(const RelayEvent& event) {
+    // Queued before the socket it tells of is closed, so that its line can
+    // come before anything the peer does next (the other paths log first).
+    bool was_empty;
+    {
+        std::lock_guard<std::mutex> lock(events_mutex_);
+        was_empty = events_.empty();
+        events_.push_back(event);
+    }
+    // One wake-up per batch: while Python has not taken them, later events
+    // join the first's. (Delaying the wake-up to gather more would let the
+    // lines of connections handled by different workers come out of order.)
+    if (was_empty)
+        wake(events_fd_);
+}
+
+void RelayEngine::close_listener_fds() {
+    for (Listener& listener : listeners_) {
+        if (listener.fd >= 0)
+            close(listener.fd); // leaves the epoll set with it
+        listener.fd = -1;
+    }
+}
+
+bool RelayEngine::is_listener_address(const SocketAddress& address) const {
+    // is_listener_address in _addresses.py: a wildcard listener accepts on
+    // every address of its port.
+    const SocketAddress plain = unmap_ipv4(address);
+    for (const SocketAddress& listening : listening_addresses_) {
+        if (listening.port != plain.port)
+            continue;
+        const SocketAddress host = unmap_ipv4(listening);
+        if (is_unspecified(host) || same_endpoint(host, plain))
+            return true;
+    }
+    return false;
+}
+
+bool RelayEngine::take_pipe(Pipe& pipe) {
+    if (!spare_pipes_.empty()) {
+        pipe = spare_pipes_.back();
+        spare_pipes_.pop_back();
+        return true;
+    }
+    int ends[2];
+    if (pipe2(ends, O_NONBLOCK | O_CLOEXEC) != 0)
+        return false; // EMFILE, ENFILE: the plain copy
+    pipe.read_end = ends[0];
+    pipe.write_end = ends[1];
+    // EPERM beyond the user's pipe-user-pages-soft when not root: the
+    // default size then.
+    int capacity = fcntl(ends[1], F_SETPIPE_SZ, kPipeSize);
+    if (capacity < 0)
+        capacity = fcntl(ends[1], F_GETPIPE_SZ);
+    pipe.capacity = capacity > 0 ? static_cast<std::size_t>(capacity) : 65536;
+    return true;
+}
+
+void RelayEngine::give_back(Pipe& pipe, bool empty) {
+    if (pipe.read_end < 0)
+        return;
+    if (empty && spare_pipes_.size() < kSparePipes) {
+        spare_pipes_.push_back(pipe);
+    } else {
+        close(pipe.read_end);
+        close(pipe.write_end);
+    }
+    pipe.read_end = pipe.write_end = -1;
+}
+
+int RelayEngine::wait_milliseconds(double now) const {
+    double until = -1;
+    auto sooner = [&until](double at) {
+        if (at > 0 && (until < 0 || at < until))
+            until = at;
+    };
+    // The oldest connecting connection has the nearest deadline.
+    if (connecting_first_ != nullptr)
+        sooner(connecting_first_->deadline);
+    sooner(resume_at_);
+    if (stopping_)
+        sooner(stop_deadline_);
+    if (until < 0)
+        return -1;
+    const double milliseconds = (until - now) * 1000.0;
+    if (milliseconds <= 0)
+        return 0;
+    // Rounded up: waking before the deadline would only wait again.
+    return static_cast<int>(milliseconds) + 1;
+}
+
+Status RelayEngine::run() {
+    if (ran_)
+        return Status::failure(Outcome::invalid_argument, EINVAL, nullptr,
+                               clause("the engine has run already"));
+    ran_ = true;
+    epoll_event ready[kEpollBatch];
+    for (;;) {
+        double now = monotonic();
+        if (stopping_ && (first_ == nullptr || now >= stop_deadline_)) {
+            cut_all(now);
+            return Status::success(0);
+        }
+        const int count = epoll_wait(epoll_fd_, ready, kEpollBatch, wait_milliseconds(now));
+        if (count < 0) {
+            if (errno == EINTR)
+                continue;
+            return classify(errno, SystemCall::socket_option, "epoll_wait");
+        }
+        now = monotonic();
+        for (int i = 0; i < count; ++i) {
+            const std::uint64_t data = ready[i].data.u64;
+            const std::uint64_t tag = data & kTagMask;
+            if (tag == kWakeTag) {
+                drain_eventfd(wake_fd_);
+                continue;
+            }
+            if (tag == kListenerTag) {
+                accept_from(static_cast<std::size_t>(data >> 2), now);
+                continue;
+            }
+            Connection& connection = *reinterpret_cast<Connection*>(data & ~kTagMask);
+            if (connection.ended)
+                continue;
+            const unsigned events = ready[i].events;
+            // An error or hang-up makes both ways "ready": the next call
+            // on the socket answers with the error itself.
+            const bool any = (events & (EPOLLERR | EPOLLHUP)) != 0;
+            const bool readable = any || (events & (EPOLLIN | EPOLLRDHUP)) != 0;
+            const bool writable = any || (events & EPOLLOUT) != 0;
+            if (tag == kClientTag) {
+                connection.client_readable = connection.client_readable || readable;
+                connection.client_writable = connection.client_writable || writable;
+            } else {
+                connection.upstream_readable = connection.upstream_readable || readable;
+                connection.upstream_writable = connection.upstream_writable || writable;
+            }
+            if (!connection.relaying) {
+                if (tag == kUpstreamTag && writable)
+                    connected(connection, now);
+                continue;
+            }
+            service(connection, now);
+        }
+        if (close_requested_.load() || stop_requested_.load())
+            close_listener_fds();
+        if (stop_requested_.load() && !stopping_) {
+            stopping_ = true;
+            stop_deadline_ = now + grace_.load();
+        }
+        timers(now);
+        for (Connection* connection : ended_)
+            delete connection;
+        ended_.clear();
+    }
+}
+
+void RelayEngine::timers(double now) {
+    if (resume_at_ > 0 && now >= resume_at_) {
+        resume_at_ = 0;
+        for (std::size_t i = 0; i < listeners_.size(); ++i) {
+            Listener& listener = listeners_[i];
+            if (!listener.paused || listener.fd < 0)
+                continue;
+            listener.paused = false;
+            epoll_event event{};
+            event.events = EPOLLIN;
+            event.data.u64 = (static_cast<std::uint64_t>(i) << 2) | kListenerTag;
+            epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, listener.fd, &event);
+        }
+    }
+    // Connecting connections in order of their deadlines (one timeout).
+    while (connecting_first_ != nullptr && connecting_first_->deadline <= now) {
+        RelayEvent event;
+        event.kind = RelayEventKind::failed;
+        event.code = 0; // timed out
+        fail(*connecting_first_, event);
+    }
+}
+
+void RelayEngine::accept_from(std::size_t index, double now) {
+    Listener& listener = listeners_[index];
+    for (int i = 0; i < settings_.accepts_per_wakeup && listener.fd >= 0; ++i) {
+        sockaddr_storage storage;
+        socklen_t size = sizeof storage;
+        const int fd = accept4(listener.fd, reinterpret_cast<sockaddr*>(&storage), &size,
+                               SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            const int error = errno;
+            if (error == EAGAIN || error == EINTR)
+                return;
+            // Gone before it was accepted, or (accept(2)) the network's
+            // errors on the new connection: the next one.
+            if (error == ECONNABORTED || error == ENETDOWN || error == EPROTO ||
+                error == ENOPROTOOPT || error == EHOSTDOWN || error == ENONET ||
+                error == EHOSTUNREACH || error == EOPNOTSUPP || error == ENETUNREACH ||
+                error == EPERM)
+                continue;
+            // Out of a resource (EMFILE, ENFILE, ENOBUFS, ENOMEM), or the
+            // listener itself broken: said, and the listener rests rather
+            // than spin.
+            RelayEvent event;
+            event.kind = RelayEventKind::accept_error;
+            event.has_client = true;
+            event.client = listener.address;
+            event.code = error;
+            emit(event);
+            epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, listener.fd, nullptr);
+            listener.paused = true;
+            resume_at_ = now + kAcceptPauseSeconds;
+            return;
+        }
+        const int on = 1;
+        if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on) != 0) {
+            close(fd); // already reset by its client
+            continue;
+        }
+        SocketAddress client;
+        to_socket_address(storage, client, MappedAddresses::keep);
+        judge(fd, client, now);
+    }
+}
+
+void RelayEngine::judge(int fd, const SocketAddress& client, double now) {
+    ConnectionState state;
+    query_connection_state(fd, state, settings_.inbound_marks);
+    RelayEvent event;
+    event.has_client = true;
+    event.client = client;
+    // query_redirect_info's order: the loop first, then a listener's own
+    // address, then a failure.
+    if (state.has_peer) {
+        const std::uint32_t loop_mark = settings_.loop_mark;
+        const bool marked =
+            loop_mark != 0 && state.has_mark && (state.mark & loop_mark) == loop_mark;
+        const bool ours = !upstreams_.empty() && upstreams_.count(key_of(state.peer)) != 0;
+        if (marked || ours) {
+            event.kind = RelayEventKind::loop;
+            emit(event);
+            close(fd);
+            return;
+        }
+    }
+    if (state.has_original_destination && is_listener_address(state.original_destination)) {
+        event.kind = RelayEventKind::refused;
+        emit(event);
+        close(fd);
+        return;
+    }
+    if (!state.failure.ok()) {
+        event.kind = RelayEventKind::unreadable;
+        event.status = state.failure;
+        event.query = state.failed_query;
+        emit(event);
+        close(fd);
+        return;
+    }
+    if (!state.has_original_destination) {
+        event.kind = RelayEventKind::refused;
+        emit(event);
+        close(fd);
+        return;
+    }
+    open_upstream(fd, client, state.original_destination,
+                  state.has_records ? state.records.data() : nullptr, state.records_size, now);
+}
+
+void RelayEngine::open_upstream(int fd, const SocketAddress& client, const SocketAddress& target,
+                                const std::uint8_t* records, std::size_t records_size, double now) {
+    RelayEvent event;
+    event.has_client = true;
+    event.client = client;
+    event.target = target;
+    auto failed_call = [&](const char* call, int error) {
+        event.kind = RelayEventKind::failed_call;
+        event.code = error;
+        event.status = Status::failure(Outcome::os_error, static_cast<std::uint32_t>(error), call);
+        emit(event);
+    };
+    const int family = target.version == IpVersion::v4 ? AF_INET : AF_INET6;
+    const int upstream = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
+    if (upstream < 0) {
+        failed_call("socket", errno);
+        close(fd);
+        return;
+    }
+    auto give_up = [&] {
+        close(upstream);
+        close(fd);
+    };
+    if (records != nullptr) {
+        // The engine's own new socket: no check of its state needed.
+        const Status status =
+            set_upstream_records(upstream, records, records_size, settings_.upstream_marks);
+        if (!status.ok()) {
+            event.kind = RelayEventKind::failed_records;
+            event.status = status;
+            emit(event);
+            give_up();
+            return;
+        }
+    }
+    if (settings_.keep_client_address) {
+        const int on = 1;
+        // IP_TRANSPARENT at SOL_IP: for IPv6 sockets too.
+        if (setsockopt(upstream, SOL_IP, IP_TRANSPARENT, &on, sizeof on) != 0) {
+            failed_call("setsockopt(IP_TRANSPARENT)", errno);
+            give_up();
+            return;
+        }
+        // The client's host, any port ("usesrc clientip"); an IPv4-mapped
+        // host as IPv4 for an IPv4 socket.
+        SocketAddress source = family == AF_INET ? unmap_ipv4(client) : client;
+        source.port = 0;
+        source.flowinfo = 0;
+        source.scope_id = 0;
+        sockaddr_storage storage;
+        const socklen_t size = to_sockaddr(source, storage);
+        if ((source.version == IpVersion::v4) != (family == AF_INET)) {
+            failed_call("bind", EAFNOSUPPORT);
+            give_up();
+            return;
+        }
+        if (bind(upstream, reinterpret_cast<sockaddr*>(&storage), size) != 0) {
+            failed_call("bind", errno);
+            give_up();
+            return;
+        }
+    }
+    const int on = 1;
+    setsockopt(upstream, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
+    sockaddr_storage storage;
+    const socklen_t size = to_sockaddr(target, storage);
+    if (connect(upstream, reinterpret_cast<sockaddr*>(&storage), size) != 0 &&
+        errno != EINPROGRESS && errno != EINTR && errno != EAGAIN) {
+        event.kind = RelayEventKind::failed;
+        event.code = errno;
+        emit(event);
+        give_up();
+        return;
+    }
+    auto* connection = new Connection();
+    connection->client_fd = fd;
+    connection->upstream_fd = upstream;
+    connection->client = client;
+    connection->target = target;
+    connection->deadline = now + settings_.connect_timeout;
+    // Remembered as soon as connect() has bound it: a redirect that sends
+    // it back hands it to the listener before it is connected.
+    sockaddr_storage local;
+    socklen_t local_size = sizeof local;
+    if (getsockname(upstream, reinterpret_cast<sockaddr*>(&local), &local_size) == 0 &&
+        to_socket_address(local, connection->upstream_local)) {
+        connection->has_key = true;
+        ++upstreams_[key_of(connection->upstream_local)];
+    }
+    connection->previous = last_;
+    if (last_ != nullptr)
+        last_->next = connection;
+    else
+        first_ = connection;
+    last_ = connection;
+    connection->waiting_previous = connecting_last_;
+    if (connecting_last_ != nullptr)
+        connecting_last_->waiting_next = connection;
+    else
+        connecting_first_ = connection;
+    connecting_last_ = connection;
+    open_.fetch_add(1, std::memory_order_relaxed);
+    epoll_event watch{};
+    watch.events = kSocketEvents;
+    watch.data.u64 = reinterpret_cast<std::uint64_t>(connection) | kUpstreamTag;
+    const bool watched = epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, upstream, &watch) == 0;
+    watch.data.u64 = reinterpret_cast<std::uint64_t>(connection) | kClientTag;
+    if (!watched || epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &watch) != 0) {
+        failed_call("epoll_ctl", errno);
+        discard(*connection);
+    }
+}
+
+void RelayEngine::connected(Connection& connection, double now) {
+    int error = 0;
+    socklen_t size = sizeof error;
+    if (getsockopt(connection.upstream_fd, SOL_SOCKET, SO_ERROR, &error, &size) != 0)
+        error = errno;
+    if (error != 0) {
+        RelayEvent event;
+        event.kind = RelayEventKind::failed;
+        event.code = error;
+        fail(connection, event);
+        return;
+    }
+    stop_waiting(connection);
+    connection.relaying = true;
+    connection.started = now;
+    relaying_.fetch_add(1, std::memory_order_relaxed);
+    for (Pump* pump : {&connection.up, &connection.down}) {
+        Pipe pipe;
+        if (settings_.splice && take_pipe(pipe)) {
+            pump->pipe_read = pipe.read_end;
+            pump->pipe_write = pipe.write_end;
+            pump->capacity = pipe.capacity;
+        } else {
+            pump->buffer.reset(new std::uint8_t[kCopySize]);
+        }
+    }
+    service(connection, now);
+}
+
+void RelayEngine::service(Connection& connection, double now) {
+    const std::uint64_t up = connection.up.moved;
+    const std::uint64_t down = connection.down.moved;
+    int error = pump(connection.up, connection.client_fd, connection.upstream_fd,
+                     connection.client_readable, connection.upstream_writable);
+    if (error == 0)
+        error = pump(connection.down, connection.upstream_fd, connection.client_fd,
+                     connection.upstream_readable, connection.client_writable);
+    // The summary's live totals (the only shared writes per transfer).
+    if (connection.up.moved != up)
+        bytes_up_.fetch_add(connection.up.moved - up, std::memory_order_relaxed);
+    if (connection.down.moved != down)
+        bytes_down_.fetch_add(connection.down.moved - down, std::memory_order_relaxed);
+    if (error != 0) {
+        finish(connection, error, now);
+        return;
+    }
+    if (connection.up.done && connection.down.done)
+        finish(connection, 0, now);
+}
+
+void RelayEngine::finish(Connection& connection, int code, double now) {
+    RelayEvent event;
+    event.kind = RelayEventKind::relayed;
+    event.has_client = true;
+    event.client = connection.client;
+    event.target = connection.target;
+    event.up = connection.up.moved;
+    event.down = connection.down.moved;
+    event.seconds = now - connection.started;
+    event.code = code;
+    emit(event);
+    if (code != 0) {
+        // Broken or cut: both sides get a reset, not an end of stream that
+        // would pass for a complete transfer (backend.reset_on_close).
+        const linger reset{1, 0};
+        setsockopt(connection.client_fd, SOL_SOCKET, SO_LINGER, &reset, sizeof reset);
+        setsockopt(connection.upstream_fd, SOL_SOCKET, SO_LINGER, &reset, sizeof reset);
+    }
+    relaying_.fetch_sub(1, std::memory_order_relaxed);
+    discard(connection);
+}
+
+void RelayEngine::fail(Connection& connection, RelayEvent event) {
+    event.has_client = true;
+    event.client = connection.client;
+    event.target = connection.target;
+    emit(event);
+    discard(connection);
+}
+
+void RelayEngine::discard(Connection& connection) {
+    close(connection.client_fd);
+    close(connection.upstream_fd);
+    for (Pump* pump : {&connection.up, &connection.down}) {
+        Pipe pipe;
+        const bool fell_back = pump->unused_read >= 0;
+        pipe.read_end = fell_back ? pump->unused_read : pump->pipe_read;
+        pipe.write_end = fell_back ? pump->unused_write : pump->pipe_write;
+        pipe.capacity = pump->capacity;
+        give_back(pipe, fell_back || pump->pending == 0);
+    }
+    if (connection.has_key) {
+        auto found = upstreams_.find(key_of(connection.upstream_local));
+        if (found != upstreams_.end() && --found->second <= 0)
+            upstreams_.erase(found);
+    }
+    if (!connection.relaying)
+        stop_waiting(connection);
+    if (connection.previous != nullptr)
+        connection.previous->next = connection.next;
+    else
+        first_ = connection.next;
+    if (connection.next != nullptr)
+        connection.next->previous = connection.previous;
+    else
+        last_ = connection.previous;
+    connection.ended = true;
+    connection.previous = connection.next = nullptr;
+    open_.fetch_sub(1, std::memory_order_relaxed);
+    ended_.push_back(&connection);
+}
+
+void RelayEngine::stop_waiting(Connection& connection) {
+    if (connection.waiting_previous != nullptr)
+        connection.waiting_previous->waiting_next = connection.waiting_next;
+    else
+        connecting_first_ = connection.waiting_next;
+    if (connection.waiting_next != nullptr)
+        connection.waiting_next->waiting_previous = connection.waiting_previous;
+    else
+        connecting_last_ = connection.waiting_previous;
+    connection.waiting_previous = connection.waiting_next = nullptr;
+}
+
+void RelayEngine::cut_all(double now) {
+    while (first_ != nullptr) {
+        Connection& connection = *first_;
+        if (connection.relaying)
+            finish(connection, kCutAtShutdown, now);
+        else
+            discard(connection); // cut while connecting: no line (as the other paths)
+    }
+    close_listener_fds();
+}
+
+} // namespace wfpredirect::core::netfilter

@@ -1,0 +1,186 @@
+// The native relay (``wfpredirect proxy --relay native``): one epoll loop,
+// run in one thread, that does all of a proxied TCP connection's work: the
+// accept, the redirect state (query_connection_state), the judgement of
+// wfpredirect.aio.judge_connection, the upstream carrying the records
+// (set_redirect_records), both directions through a pipe each with
+// splice(2), and the close. What Python hears of it is a batch of events
+// (RelayEvent), signalled on an eventfd; wfpredirect/_relay_native.py turns
+// them into the proxy's lines. Availability: Linux.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "../operations.hpp"
+
+namespace wfpredirect::core::netfilter {
+
+struct RelaySettings {
+    // Seconds an upstream connect may take (> 0).
+    double connect_timeout = 10.0;
+    // Bind each upstream to (client host, any port) with IP_TRANSPARENT.
+    bool keep_client_address = false;
+    // The marks query_connection_state reads the inbound mark with (the
+    // process's), and the marks set_redirect_records applies to the upstream
+    // (the proxy's --loop-mark and --mark-mask over the process's).
+    MarkConfig inbound_marks;
+    MarkConfig upstream_marks;
+    // The loop check's mark: an accepted connection carrying all its bits is
+    // a proxy's upstream coming back (0: no mark check).
+    std::uint32_t loop_mark = 0;
+    // Accepts per wakeup of a listener (as asyncio: its backlog).
+    int accepts_per_wakeup = 1024;
+    // False: a plain copy through a buffer in both directions (no pipes).
+    bool splice = true;
+};
+
+enum class RelayEventKind : std::uint8_t {
+    relayed,        // code: 0 closed, kCutAtShutdown, or the errno that ended it
+    refused,        // not redirected (or addressed to a listener itself)
+    failed,         // code: the connect's errno, or 0 for the timeout
+    failed_call,    // status: socket(), bind() or IP_TRANSPARENT failed (code: errno)
+    failed_records, // status: set_redirect_records refused the records
+    loop,           // the proxy's own upstream came back
+    unreadable,     // status and query: the redirect state could not be read
+    accept_error,   // client: the listener's address; code: accept's errno
+};
+
+// A relayed connection's code when the stop cut it.
+constexpr int kCutAtShutdown = -1;
+
+struct RelayEvent {
+    RelayEventKind kind = RelayEventKind::relayed;
+    bool has_client = false;
+    SocketAddress client; // the peer as accept() gave it (or the listener)
+    SocketAddress target; // the original destination
+    std::uint64_t up = 0; // bytes delivered client to origin
+    std::uint64_t down = 0;
+    double seconds = 0;
+    int code = 0;
+    Status status;
+    Query query = Query::original_destination;
+};
+
+struct Connection;
+
+class RelayEngine {
+  public:
+    // Takes ownership of the listening sockets `listeners` (they must be
+    // listening already). Fails with the system call that failed (epoll,
+    // eventfd), closing nothing of the caller's.
+    static Status create(const int* listeners, std::size_t count, const RelaySettings& settings,
+                         std::unique_ptr<RelayEngine>& out);
+    ~RelayEngine();
+    RelayEngine(const RelayEngine&) = delete;
+    RelayEngine& operator=(const RelayEngine&) = delete;
+
+    // Readable when events are waiting (take_events clears it).
+    int event_fd() const { return events_fd_; }
+
+    // The loop, until stop() and its grace are over. Once only.
+    Status run();
+
+    // From any thread: stop accepting (the listeners are closed).
+    void close_listeners();
+    // From any thread: close the listeners, let the open connections finish
+    // for `grace` seconds, then cut the rest; run() then returns.
+    void stop(double grace);
+
+    // From any thread: the events since the last call, in order.
+    void take_events(std::vector<RelayEvent>& out);
+
+    // Accepted connections not yet ended (connecting or relaying).
+    std::size_t open_count() const { return open_.load(std::memory_order_relaxed); }
+    // Of those, the ones relaying.
+    std::size_t relaying_count() const { return relaying_.load(std::memory_order_relaxed); }
+    // Bytes delivered so far, by every connection (open ones too), each way.
+    std::uint64_t bytes_up() const { return bytes_up_.load(std::memory_order_relaxed); }
+    std::uint64_t bytes_down() const { return bytes_down_.load(std::memory_order_relaxed); }
+
+  private:
+    RelayEngine() = default;
+
+    struct Listener {
+        int fd = -1;
+        SocketAddress address;
+        bool paused = false;
+    };
+    struct Pipe {
+        int read_end = -1;
+        int write_end = -1;
+        std::size_t capacity = 0;
+    };
+    struct EndpointKey {
+        std::uint8_t address[16];
+        std::uint16_t port;
+        std::uint8_t version;
+        bool operator==(const EndpointKey& other) const;
+    };
+    struct EndpointHash {
+        std::size_t operator()(const EndpointKey& key) const;
+    };
+
+    void accept_from(std::size_t index, double now);
+    void judge(int fd, const SocketAddress& client, double now);
+    void open_upstream(int fd, const SocketAddress& client, const SocketAddress& target,
+                       const std::uint8_t* records, std::size_t records_size, double now);
+    void connected(Connection& connection, double now);
+    void service(Connection& connection, double now);
+    void finish(Connection& connection, int code, double now);
+    void fail(Connection& connection, RelayEvent event);
+    void discard(Connection& connection);
+    void timers(double now);
+    void cut_all(double now);
+    void stop_waiting(Connection& connection);
+    void close_listener_fds();
+    // Queues `event` for take_events, waking Python for the first of a batch.
+    void emit(const RelayEvent& event);
+    bool is_listener_address(const SocketAddress& address) const;
+    static EndpointKey key_of(const SocketAddress& address);
+    bool take_pipe(Pipe& pipe);
+    void give_back(Pipe& pipe, bool empty);
+    int wait_milliseconds(double now) const;
+
+    RelaySettings settings_;
+    int epoll_fd_ = -1;
+    int wake_fd_ = -1;   // commands: close the listeners, stop
+    int events_fd_ = -1; // events waiting for Python
+    std::vector<Listener> listeners_;
+    std::vector<SocketAddress> listening_addresses_; // kept after the close
+    double resume_at_ = 0; // when paused listeners accept again (0: none paused)
+
+    // Every open connection, oldest first: the connecting ones' deadlines
+    // come in this order too (one timeout for all).
+    Connection* first_ = nullptr;
+    Connection* last_ = nullptr;
+    Connection* connecting_first_ = nullptr;
+    Connection* connecting_last_ = nullptr;
+    // Ended in this round; freed once its events are handled.
+    std::vector<Connection*> ended_;
+    std::vector<Pipe> spare_pipes_;
+    // The local endpoints of this engine's open upstreams (the loop check).
+    std::unordered_map<EndpointKey, int, EndpointHash> upstreams_;
+
+    std::atomic<bool> close_requested_{false};
+    std::atomic<bool> stop_requested_{false};
+    std::atomic<double> grace_{0};
+    bool stopping_ = false;
+    double stop_deadline_ = 0;
+
+    std::mutex events_mutex_;
+    std::vector<RelayEvent> events_; // published, for take_events
+
+    std::atomic<std::size_t> open_{0};
+    std::atomic<std::size_t> relaying_{0};
+    std::atomic<std::uint64_t> bytes_up_{0};
+    std::atomic<std::uint64_t> bytes_down_{0};
+    bool ran_ = false;
+};
+
+} // namespace wfpredirect::core::netfilter
