@@ -82,8 +82,6 @@ PROXY_VARIANTS: list[tuple[str, list[str]]] = [
     ("wfpredirect --relay protocol --loop uvloop", ["--relay", "protocol", "--loop", "uvloop"]),
     ("wfpredirect --workers 2", ["--workers", "2"]),
     ("wfpredirect --relay splice --workers 2", ["--relay", "splice", "--workers", "2"]),
-    ("wfpredirect --relay native", ["--relay", "native"]),
-    ("wfpredirect --relay native --workers 2", ["--relay", "native", "--workers", "2"]),
 ]
 #: HAProxy's: (name, splicing, nbthread). Splicing "auto" is `option
 #: splice-auto`, whose heuristics (HAProxy 2.6) may never choose to splice on
@@ -367,7 +365,8 @@ def render(result: dict[str, Any]) -> str:
     if library is not None and "wfpredirect" in table:
         p50 = table["wfpredirect"]["p50_us"]
         notes.append(
-            f"library calls per connection: {library:.1f} us = {100 * library / p50:.2f} % "
+            f"library calls per connection (query_redirect_info + set_redirect_records): "
+            f"{library:.1f} us = {100 * library / p50:.2f} % "
             f"of one connection's p50 through wfpredirect ({p50:,.0f} us)"
         )
     if notes:
@@ -624,8 +623,11 @@ def rotations(names: list[str], count: int) -> Iterator[list[str]]:
 
 
 def library_us_per_connection(probe: tuple[int, int], rounds: int = 21) -> float:
-    """The library's work for one connection, as the proxy does it, on a
-    redirected connection of this process: the median per-round mean."""
+    """The library's work for one connection, as a proxy written with the
+    public calls does it (query_redirect_info on the accepted socket,
+    set_redirect_records on a new upstream), on a redirected connection of
+    this process: the median per-round mean. The native relay makes the
+    same system calls in its own loop."""
     import wfpredirect
 
     original_port, listen_port = probe
@@ -641,10 +643,9 @@ def library_us_per_connection(probe: tuple[int, int], rounds: int = 21) -> float
         for _ in range(rounds):
             started = time.perf_counter_ns()
             for upstream in upstreams:
-                wfpredirect.original_destination(accepted)
-                records = wfpredirect.query_redirect_records(accepted)
-                wfpredirect.query_redirect_context(accepted)
-                wfpredirect.set_redirect_records(upstream, records)
+                info = wfpredirect.query_redirect_info(accepted)
+                assert info.records is not None
+                wfpredirect.set_redirect_records(upstream, info.records)
             means.append((time.perf_counter_ns() - started) / len(upstreams) / 1e3)
     finally:
         for sock in (*upstreams, accepted, client, listener):

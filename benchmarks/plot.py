@@ -91,6 +91,10 @@ def plot_proxy(result: dict[str, Any]) -> Any:
     return figure, f"bench_proxy (linux): reference proxy, HAProxy, stdlib relay; {rounds} rounds"
 
 
+#: The benchmarks that have a chart (bench_windows_calls counts calls: a table).
+CHARTED = ("bench_calls", "callgrind_calls", "bench_proxy")
+
+
 def plot(path: Path) -> Path:
     result = json.loads(path.read_text())
     info = result["machine"]
@@ -132,6 +136,9 @@ def save(figure: Any, title: str, info: dict[str, Any], path: Path) -> Path:
 def main() -> int:
     directory = Path(sys.argv[1]) if len(sys.argv) > 1 else RESULTS
     for path in sorted(directory.glob("*.json")):
+        if json.loads(path.read_text())["benchmark"] not in CHARTED:
+            print(f"{path}: a table only, no chart")
+            continue
         print(f"{path} -> {plot(path)}")
     return 0
 

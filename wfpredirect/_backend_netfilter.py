@@ -30,10 +30,10 @@ PIPE_SIZE = 1 << 20
 #: struct linger {int l_onoff; int l_linger;}: on, zero seconds.
 _LINGER_NOW = struct.pack("ii", 1, 0)
 
-#: The splice path first: zero copies for bulk, and as lean as the protocol
-#: path for small transfers (bench_proxy.py measures each); then the native
-#: relay, the whole connection in the core (_relay_native).
-relay_paths: tuple[str, ...] = ("splice", "protocol", "streams", "native")
+#: The native relay first: the whole connection in the core (_relay_native),
+#: zero copies for bulk and no Python per connection but its line
+#: (bench_proxy.py measures each); then the Python paths, splice first.
+relay_paths: tuple[str, ...] = ("native", "splice", "protocol", "streams")
 
 
 def doctor_checks() -> list[Finding]:

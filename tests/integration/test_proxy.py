@@ -41,19 +41,20 @@ CURL_NO_REPLY = (52, 56)
 # One line per relayed connection.
 RELAY_LINE = proxy_log.RELAYED.pattern
 
-# Every test here runs the proxy each of these ways: each relay path, uvloop
-# (on the default path, and with the protocol path's uvloop transports), and
-# two SO_REUSEPORT workers.
+# Every test here runs the proxy each of these ways: the default (the native
+# relay on Linux) alone, on uvloop and with two SO_REUSEPORT workers; the
+# splice path the same three ways; the protocol path on asyncio and on
+# uvloop's transports; the streams path.
 PROXY_WAYS = {
+    "native": (),
+    "native-uvloop": ("--loop", "uvloop"),
+    "native-workers": ("--workers", "2"),
     "splice": ("--relay", "splice"),
+    "splice-uvloop": ("--relay", "splice", "--loop", "uvloop"),
+    "splice-workers": ("--relay", "splice", "--workers", "2"),
     "protocol": ("--relay", "protocol"),
-    "streams": ("--relay", "streams"),
-    "uvloop": ("--loop", "uvloop"),
     "uvloop-protocol": ("--loop", "uvloop", "--relay", "protocol"),
-    "workers": ("--workers", "2"),
-    "native": ("--relay", "native"),
-    "native-uvloop": ("--loop", "uvloop", "--relay", "native"),
-    "native-workers": ("--relay", "native", "--workers", "2"),
+    "streams": ("--relay", "streams"),
 }
 # The way of the test running now (the body runs in a fork, which keeps it).
 _way: tuple[str, ...] = ()

@@ -117,8 +117,8 @@ def test_reset_on_close_sets_windows_linger_struct(
     """Windows' struct linger (two u_shorts) on, with a zero timeout: the
     abortive close by which the proxy passes a broken connection on. (Wine
     keeps the option but closes gracefully: docs/design.md, "What Wine 8
-    answers"; on Linux the reset itself is tested through the proxy.) A
-    socket already closed is left alone."""
+    (Debian's wine64) answers"; on Linux the reset itself is tested through
+    the proxy.) A socket already closed is left alone."""
     from wfpredirect._backend import backend
 
     accepted, _ = connected_pair
