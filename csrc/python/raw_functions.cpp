@@ -24,6 +24,24 @@ void check_positional(const char* function, std::size_t nargs, std::size_t minim
     throw py::error_already_set();
 }
 
+namespace {
+
+// Which of `names` keyword argument `keyword` is; TypeError when none.
+std::size_t keyword_index(const char* function, PyObject* keyword, const char* const* names,
+                          std::size_t count) {
+    std::size_t which = 0;
+    while (which < count && PyUnicode_CompareWithASCIIString(keyword, names[which]) != 0)
+        ++which;
+    if (which == count) {
+        PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%U'", function,
+                     keyword);
+        throw py::error_already_set();
+    }
+    return which;
+}
+
+} // namespace
+
 void bind_keywords(const char* function, PyObject* const* args, std::size_t nargs,
                    PyObject* kwnames, const char* const* names, PyObject** values,
                    std::size_t count) {
@@ -31,15 +49,8 @@ void bind_keywords(const char* function, PyObject* const* args, std::size_t narg
         return;
     const Py_ssize_t given = PyTuple_GET_SIZE(kwnames);
     for (Py_ssize_t i = 0; i < given; ++i) {
-        PyObject* keyword = PyTuple_GET_ITEM(kwnames, i);
-        std::size_t which = 0;
-        while (which < count && PyUnicode_CompareWithASCIIString(keyword, names[which]) != 0)
-            ++which;
-        if (which == count) {
-            PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%U'", function,
-                         keyword);
-            throw py::error_already_set();
-        }
+        const std::size_t which =
+            keyword_index(function, PyTuple_GET_ITEM(kwnames, i), names, count);
         values[which] = args[nargs + static_cast<std::size_t>(i)];
     }
 }
@@ -57,15 +68,8 @@ void bind_arguments(const char* function, PyObject* const* args, std::size_t nar
         values[i] = args[i];
     const Py_ssize_t given = kwnames == nullptr ? 0 : PyTuple_GET_SIZE(kwnames);
     for (Py_ssize_t i = 0; i < given; ++i) {
-        PyObject* keyword = PyTuple_GET_ITEM(kwnames, i);
-        std::size_t which = 0;
-        while (which < count && PyUnicode_CompareWithASCIIString(keyword, names[which]) != 0)
-            ++which;
-        if (which == count) {
-            PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%U'", function,
-                         keyword);
-            throw py::error_already_set();
-        }
+        const std::size_t which =
+            keyword_index(function, PyTuple_GET_ITEM(kwnames, i), names, count);
         if (values[which] != nullptr) {
             PyErr_Format(PyExc_TypeError, "%s() got multiple values for argument '%s'", function,
                          names[which]);
