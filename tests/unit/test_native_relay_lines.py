@@ -11,11 +11,13 @@ from typing import Any
 
 import pytest
 
-if sys.platform != "linux":
-    pytest.skip("the native relay is Linux's", allow_module_level=True)
-
-from wfpredirect import _proxy, _relay_native
+from support import linux_only
 from wfpredirect._errors import CAPABILITY_ADVICE, RedirectError
+
+if sys.platform == "linux":  # the native relay is Linux's
+    from wfpredirect import _proxy, _relay_native
+
+pytestmark = linux_only
 
 CLIENT = ("127.0.0.1", 40000)
 TARGET = ("127.0.0.2", 8080)
