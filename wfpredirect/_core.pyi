@@ -88,7 +88,9 @@ if sys.platform == "linux":
     def _prepare_datagram_reply_socket(sock: _Socket, /) -> None: ...
 
     # Availability: Linux: the native relay (wfpredirect/_relay_native.py).
-    class RelayEngine:
+    # A pybind11 class: its metaclass at run time is pybind11's, a subclass
+    # of type with no stub of its own (stubtest wants one declared).
+    class RelayEngine(metaclass=type):  # noqa: UP050 - declared for stubtest (above)
         def __init__(
             self,
             listeners: Sequence[int],
