@@ -195,6 +195,20 @@ async def connect_upstream(
     raise attempts.error()
 
 
+def connect_failed(code: int, target: Any) -> OSError:
+    """An upstream connect's failure (errno `code`) in the words of asyncio's
+    own sock_connect, so that every path's line reads the same."""
+    return OSError(code, f"Connect call failed {target}")
+
+
+def say_accept_paused(listener: Any, error: OSError) -> None:
+    """The line for accept() out of a resource on `listener` (its
+    address): accepting pauses for ACCEPT_PAUSE_SECONDS."""
+    logger.error(
+        "accept() on %s: %s; accepting again in %g s", listener, error, ACCEPT_PAUSE_SECONDS
+    )
+
+
 async def _connect(
     loop: asyncio.AbstractEventLoop, sock: socket.socket, target: Address
 ) -> Endpoint:
@@ -225,8 +239,7 @@ async def _connect(
             await connected
             code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if code:
-            # The words of asyncio's own sock_connect, so the log line reads the same.
-            raise OSError(code, f"Connect call failed {target}")
+            raise connect_failed(code, target)
     except BaseException:
         if key is not None:
             forget_upstream(key)
@@ -841,12 +854,7 @@ class _Acceptor:
             except OSError as error:
                 if error.errno not in ACCEPT_RESOURCE_ERRORS:
                     raise
-                logger.error(
-                    "accept() on %s: %s; accepting again in %g s",
-                    self.listener.getsockname(),
-                    error,
-                    ACCEPT_PAUSE_SECONDS,
-                )
+                say_accept_paused(self.listener.getsockname(), error)
                 self.loop.remove_reader(self.fd)
                 self.loop.call_later(ACCEPT_PAUSE_SECONDS, self._resume)
                 return

@@ -16,7 +16,6 @@ totals the other paths give: the same LogLine texts, the same loggers
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import socket
 import threading
@@ -27,11 +26,8 @@ from . import _proxy_log as log
 from ._addresses import Address
 from ._backend_netfilter import open_relay_engine, transparent_error
 from ._errors import RedirectError, renamed
-from ._loops import missing_exemption
-from ._relay import ACCEPT_PAUSE_SECONDS, make_listeners
-
-relay_logger = logging.getLogger("wfpredirect.relay")
-aio_logger = logging.getLogger("wfpredirect.aio")
+from ._relay import connect_failed, make_listeners, say_accept_paused
+from .aio import say_loop_refused, say_unreadable
 
 #: A relayed connection's code when the stop cut it (kCutAtShutdown).
 CUT_AT_SHUTDOWN = -1
@@ -65,10 +61,6 @@ def _error(code: int) -> OSError:
     return OSError(code, os.strerror(code))
 
 
-def _peer(peer: Any) -> str:
-    return f"{peer[0]} port {peer[1]}"
-
-
 def outcome(code: int) -> str:
     """A relayed connection's outcome, as the other paths word it."""
     if code == 0:
@@ -91,8 +83,7 @@ def failure_reason(event: tuple[Any, ...]) -> str:
         return str(renamed(detail, "set_redirect_records", "open_upstream"))
     if detail == 0:
         return "timed out"
-    # The words of asyncio's sock_connect, as on the splice path.
-    return str(OSError(detail, f"Connect call failed {event[2]}"))
+    return str(connect_failed(detail, event[2]))
 
 
 class NativeServer:
@@ -186,25 +177,11 @@ class NativeServer:
                     )
                 )
             elif kind == "loop":
-                # judge_connection's line.
-                aio_logger.error(
-                    "refused %s: the proxy's own upstream connection came back: %s",
-                    _peer(event[1]),
-                    missing_exemption(self.loop_mark),
-                )
+                say_loop_refused(event[1], self.loop_mark)  # judge_connection's lines
             elif kind == "unreadable":
-                aio_logger.error(
-                    "closed the connection from %s: its redirect state could not be read: %s",
-                    _peer(event[1]),
-                    event[2],
-                )
+                say_unreadable(event[1], event[2])
             else:  # accept_error: _Acceptor's line
-                relay_logger.error(
-                    "accept() on %s: %s; accepting again in %g s",
-                    event[1],
-                    _error(event[2]),
-                    ACCEPT_PAUSE_SECONDS,
-                )
+                say_accept_paused(event[1], _error(event[2]))
         self.refresh()
 
     def refresh(self) -> None:

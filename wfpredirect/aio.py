@@ -147,22 +147,34 @@ def judge_connection(
     except RedirectLoopError:
         # The proxy's own upstream came back: refuse it at once, so the
         # loop ends here instead of opening upstream after upstream.
-        logger.error(
-            "refused %s: the proxy's own upstream connection came back: %s",
-            _peer(peer),
-            missing_exemption(loop_mark),
-        )
+        say_loop_refused(peer, loop_mark)
     except RedirectError as error:
         # An answer outside the documented ones (a layered provider, a
         # driver's own code): neither redirected nor not, so the
         # connection cannot be handled by either rule. Say so, with the
         # code, and close it; the server goes on.
-        logger.error(
-            "closed the connection from %s: its redirect state could not be read: %s",
-            _peer(peer),
-            error,
-        )
+        say_unreadable(peer, error)
     return None
+
+
+def say_loop_refused(peer: Any, loop_mark: int) -> None:
+    """judge_connection's line for the proxy's own upstream coming back
+    from `peer` (the native relay says it too)."""
+    logger.error(
+        "refused %s: the proxy's own upstream connection came back: %s",
+        _peer(peer),
+        missing_exemption(loop_mark),
+    )
+
+
+def say_unreadable(peer: Any, error: object) -> None:
+    """judge_connection's line for a connection from `peer` whose redirect
+    state could not be read (the native relay says it too)."""
+    logger.error(
+        "closed the connection from %s: its redirect state could not be read: %s",
+        _peer(peer),
+        error,
+    )
 
 
 class _UpstreamProtocol(asyncio.StreamReaderProtocol):
