@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from . import __version__
 from ._backend import backend
@@ -16,7 +17,15 @@ from ._marks import (
     MARK_MASK_VARIABLE,
     parse_mark,
 )
-from ._proxy import EVENT_LOOPS, ProxySettings, parse_address, run_proxy
+from ._proxy import (
+    EVENT_LOOPS,
+    LIMITS,
+    MAX_WORKERS,
+    ProxySettings,
+    parse_address,
+    run_proxy,
+    user_problem,
+)
 from ._proxy_log import FORMATS, LEVELS
 from ._relay import RELAY_PATHS
 
@@ -29,10 +38,40 @@ def mark_number(text: str) -> int:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def worker_count(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of processes (1 or more)")
-    return int(text)
+def whole_number(low: int, high: int, what: str) -> Callable[[str], int]:
+    """An argparse type: a whole number from `low` to `high` (`what` it counts)."""
+
+    def parse(text: str) -> int:
+        if not text.isdigit() or not low <= int(text) <= high:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what} ({low} to {high})")
+        return int(text)
+
+    return parse
+
+
+def seconds(low: float, high: float, none: bool = False) -> Callable[[str], float]:
+    """An argparse type: a finite number of seconds from `low` to `high`
+    (and 0 as well when `none`: the feature off)."""
+    allowed = f"0, or {low:g} to {high:g}" if none else f"{low:g} to {high:g}"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (low <= value <= high or (none and value == 0)):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds ({allowed})")
+        return value
+
+    return parse
+
+
+def user_name(text: str) -> str:
+    """--user: a user this system knows."""
+    problem = user_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return text
 
 
 def listen_address(text: str) -> tuple[str, int]:
@@ -60,12 +99,28 @@ MARK_OPTIONS = [
     ("--loop-mark", LOOP_MARK_VARIABLE, DEFAULT_LOOP_MARK, "the loop mark of upstream connections"),
     ("--mark-mask", MARK_MASK_VARIABLE, DEFAULT_MARK_MASK, "the inbound mark bits that travel"),
 ]
-# The flags given in seconds, each a ProxySettings field of the same name.
+# The flags given in seconds, each a ProxySettings field of the same name,
+# with their ranges (LIMITS): (flag, what it is).
 SECONDS_OPTIONS = [
+    ("--idle-timeout", "a connection with no bytes either way for this long is ended"),
     ("--udp-idle-timeout", "a UDP flow idle this long is closed"),
     ("--connect-timeout", "upstream connect timeout"),
     ("--grace", "how long open connections may finish after a stop signal"),
     ("--summary-interval", "seconds between summary lines, 0 for none"),
+]
+# The limits given as counts, each a ProxySettings field of the same name
+# whose default (None) is derived at start: (flag, what it counts, the default).
+COUNT_OPTIONS = [
+    (
+        "--max-connections",
+        "connections held at once; at the cap accepting pauses",
+        "from the descriptor limit",
+    ),
+    (
+        "--max-udp-flows",
+        "UDP flows at once; beyond it new flows are dropped and counted",
+        "from the descriptor limit",
+    ),
 ]
 # The flags that choose how the proxy runs, each a ProxySettings field of the
 # same name: (flag, choices, what it is).
@@ -97,7 +152,7 @@ def parser() -> argparse.ArgumentParser:
         "proxy",
         help="relay redirected TCP connections to their original destinations",
         description="Relay each redirected TCP connection to where its client meant to go, "
-        "carrying its redirect records. Stops on SIGINT/SIGTERM.",
+        "carrying its redirect records. Stops on SIGINT, SIGTERM or SIGHUP.",
     )
     proxy.add_argument(
         "--listen",
@@ -132,20 +187,41 @@ def parser() -> argparse.ArgumentParser:
         "so the origin sees the client; the replies must be routed back to this host "
         "(see the documentation)",
     )
+    low, high = LIMITS["backlog"]
     proxy.add_argument(
         "--backlog",
-        type=int,
+        type=whole_number(int(low), int(high), "a listen backlog"),
         default=ProxySettings.backlog,
-        help="listen backlog (default %(default)s)",
+        metavar="N",
+        help=f"listen backlog, {low} to {high} (default %(default)s)",
     )
     for flag, what in SECONDS_OPTIONS:
+        name = flag.removeprefix("--").replace("-", "_")
+        low, high = LIMITS[name]
+        none = name == "summary_interval"
         proxy.add_argument(
             flag,
-            type=float,
-            default=getattr(ProxySettings, flag.removeprefix("--").replace("-", "_")),
+            type=seconds(low, high, none=none),
+            default=getattr(ProxySettings, name),
             metavar="SECONDS",
-            help=f"{what} (default %(default)s)",
+            help=f"{what}, {'0 or ' if none else ''}{low:g} to {high:g} (default %(default)s)",
         )
+    for flag, what, derived in COUNT_OPTIONS:
+        name = flag.removeprefix("--").replace("-", "_")
+        low, high = LIMITS[name]
+        proxy.add_argument(
+            flag,
+            type=whole_number(int(low), int(high), what),
+            metavar="N",
+            help=f"{what}, {low} to {high} (default: {derived})",
+        )
+    proxy.add_argument(
+        "--user",
+        type=user_name,
+        metavar="NAME",
+        help="Linux: once listening, run as this user, keeping only the capabilities "
+        "the options need (see the documentation's 'Running as a service')",
+    )
     verbosity = proxy.add_mutually_exclusive_group()
     verbosity.add_argument(
         "--log-level",
@@ -174,11 +250,11 @@ def parser() -> argparse.ArgumentParser:
         )
     proxy.add_argument(
         "--workers",
-        type=worker_count,
+        type=whole_number(1, MAX_WORKERS, "a number of processes"),
         default=ProxySettings.workers,
         metavar="N",
-        help="Linux: N processes, each with its own SO_REUSEPORT listener on the same "
-        "address; one set of summary lines for all (default %(default)s)",
+        help=f"Linux: N processes (1 to {MAX_WORKERS}), each with its own SO_REUSEPORT "
+        "listener on the same address; one set of summary lines for all (default %(default)s)",
     )
     commands.add_parser(
         "doctor",
@@ -220,6 +296,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 backlog=arguments.backlog,
                 connect_timeout=arguments.connect_timeout,
                 grace=arguments.grace,
+                idle_timeout=arguments.idle_timeout,
+                max_connections=arguments.max_connections,
+                max_udp_flows=arguments.max_udp_flows,
+                user=arguments.user,
                 summary_interval=arguments.summary_interval,
                 udp=arguments.udp,
                 udp_idle_timeout=arguments.udp_idle_timeout,

@@ -42,14 +42,42 @@ T = TypeVar("T")
 #: asyncio's default listen backlog (100) drops SYNs under a burst of clients.
 DEFAULT_BACKLOG = 1024
 
+#: --workers' upper bound: each worker is a whole Python process (about 30
+#: MB), and more processes than cores only add memory.
+MAX_WORKERS = 64
+
+#: The range of each numeric option (a ProxySettings field), checked when
+#: the command line is parsed; docs/service.md lists them. Every bound is
+#: finite: a timeout near zero would spin a core (its timer always due), one
+#: near infinity never ends anything.
+LIMITS: dict[str, tuple[float, float]] = {
+    "backlog": (1, 65535),
+    "idle_timeout": (0.1, 7 * 86400),
+    "udp_idle_timeout": (0.1, 86400),
+    "connect_timeout": (0.01, 3600),
+    "grace": (0, 3600),
+    "summary_interval": (0.1, 86400),  # or 0: no summaries
+    "max_connections": (1, 1_000_000),
+    "max_udp_flows": (1, 1_000_000),
+}
+
 
 # What stops the proxy gracefully: Ctrl-C and `kill`, and on Windows also
 # Ctrl-Break (CTRL_BREAK_EVENT, which another process sends with
 # GenerateConsoleCtrlEvent to a proxy started in a new process group; SIGTERM
 # there is TerminateProcess, which no handler sees).
+# SIGHUP (a closed terminal, or `kill -HUP` from an operator who expects a
+# reload) stops it the same way, with a line of its own: there is no reload,
+# and dying of it silently would end transfers with what looks like a clean
+# end of stream.
 STOP_SIGNALS = tuple(
     signum
-    for signum in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGBREAK", None))
+    for signum in (
+        signal.SIGINT,
+        signal.SIGTERM,
+        getattr(signal, "SIGHUP", None),
+        getattr(signal, "SIGBREAK", None),
+    )
     if signum is not None
 )
 
@@ -79,6 +107,16 @@ class ProxySettings:
     workers: int = 1
     # The event loop: "asyncio" or "uvloop".
     loop: str = "asyncio"
+    # A relayed connection with no bytes either way for this long is ended.
+    idle_timeout: float = 3600.0
+    # Connections held at once (accepting pauses at the cap), and UDP flows
+    # at once (new ones dropped beyond it); None: derived from the
+    # descriptor limit at start.
+    max_connections: int | None = None
+    max_udp_flows: int | None = None
+    # Linux: the user to run as once listening (with only the capabilities
+    # the options need).
+    user: str | None = None
 
 
 @dataclass
@@ -89,6 +127,19 @@ class Totals:
     failed: int = 0
     bytes_up: int = 0  # client to origin
     bytes_down: int = 0  # origin to client
+
+
+def user_problem(name: str) -> str:
+    """Why --user `name` cannot be used here ("" when it can)."""
+    try:
+        import pwd
+    except ImportError:
+        return "--user is for Linux: on Windows, run the proxy as a service account instead"
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return f"{name!r} is not a user of this system"
+    return ""
 
 
 def format_address(address: Any) -> str:
@@ -328,9 +379,16 @@ class Proxy:
         # another thread (an executor's, a sanitizer's) still wakes it. The
         # Windows Proactor loop lacks it: signal.signal there, whose handler
         # wakes the loop with call_soon_threadsafe.
+        def hang_up() -> None:
+            if not stop.is_set():
+                say(log.HANGUP.line())
+            stop.set()
+
         for signum in STOP_SIGNALS:
             try:
-                loop.add_signal_handler(signum, stop.set)
+                loop.add_signal_handler(
+                    signum, hang_up if signum == getattr(signal, "SIGHUP", None) else stop.set
+                )
             except NotImplementedError:
                 signal.signal(signum, request_stop)
         # A --workers worker starts with them held (_workers): one sent

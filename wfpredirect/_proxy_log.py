@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import string
 import sys
@@ -47,6 +48,7 @@ _FIELDS: dict[str, tuple[str, type]] = {
     "outcome": (r".+", str),
     "reason": (r".+", str),
     "error": (r".+", str),
+    "suppressed": (r"\d+", int),
 }
 
 #: The levels --log-level accepts, by name.
@@ -131,6 +133,10 @@ UDP_FLOW = LogLine(
 UDP_REFUSED = LogLine("udp_refused", "refused udp {client}: not redirected", logging.WARNING)
 UDP_ERROR = LogLine("udp_error", "udp error: {error}", logging.ERROR)
 SUMMARY = LogLine("summary", f"summary: {_TOTALS}, {{rate:.0f}} bytes/s")
+#: SIGHUP: a stop like SIGTERM's (there is no reload), said before it.
+HANGUP = LogLine(
+    "hangup", "SIGHUP: stopping as on SIGTERM (there is no reload: restart to change options)"
+)
 STOPPING = LogLine("stopping", "stopping: {open} open connections get {grace:g} s")
 STOPPED = LogLine("stopped", f"stopped after {{seconds:.1f}} s: {_TOTALS}")
 
@@ -147,6 +153,30 @@ def say(text: str) -> None:
         LOGGER.log(text.kind.level, text, extra={"event": text.kind.event, "fields": text.fields})
     else:
         LOGGER.info(text)
+
+
+class Throttle:
+    """At most one line a second of each kind (a LogLine with a
+    ``suppressed`` field): a resource running out (descriptors, the
+    connection cap, the flow cap) can happen thousands of times a second,
+    and one line a time would flood the log. The lines held back are
+    counted, and the next line said gives their number."""
+
+    def __init__(self, interval: float = 1.0) -> None:
+        self.interval = interval
+        # By kind: when its last line was said, and how many were held back since.
+        self.last: dict[str, tuple[float, int]] = {}
+
+    def say(self, kind: LogLine, **fields: Any) -> bool:
+        """Say `kind`'s line with `fields`, or count it as held back: whether it was said."""
+        now = time.monotonic()
+        said, held = self.last.get(kind.event, (-math.inf, 0))
+        if now - said < self.interval:
+            self.last[kind.event] = (said, held + 1)
+            return False
+        self.last[kind.event] = (now, 0)
+        say(kind.line(suppressed=held, **fields))
+        return True
 
 
 # The last second _utc wrote, and its text: one strftime a second.

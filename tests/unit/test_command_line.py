@@ -146,7 +146,7 @@ def test_workers_must_be_a_number_of_processes() -> None:
     result = wfpredirect_command("proxy", "--listen", "127.0.0.1:15001", "--workers", "0")
     assert result.returncode == 2
     assert result.stderr.splitlines()[-1] == (
-        "wfpredirect proxy: error: argument --workers: '0' is not a number of processes (1 or more)"
+        "wfpredirect proxy: error: argument --workers: '0' is not a number of processes (1 to 64)"
     )
 
 
@@ -214,3 +214,72 @@ def test_keep_client_address_reaches_the_proxy_settings(
     monkeypatch.setattr(__main__, "run_proxy", lambda settings: given.append(settings) or 0)
     assert __main__.main(["proxy", "--listen", "127.0.0.1:0", *arguments]) == 0
     assert [settings.keep_client_address for settings in given] == [keep]
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "allowed"),
+    [
+        ("--grace", "nan", "a number of seconds (0 to 3600)"),
+        ("--grace", "-1", "a number of seconds (0 to 3600)"),
+        ("--grace", "inf", "a number of seconds (0 to 3600)"),
+        ("--connect-timeout", "0", "a number of seconds (0.01 to 3600)"),
+        ("--connect-timeout", "-1", "a number of seconds (0.01 to 3600)"),
+        ("--connect-timeout", "nan", "a number of seconds (0.01 to 3600)"),
+        ("--connect-timeout", "inf", "a number of seconds (0.01 to 3600)"),
+        ("--connect-timeout", "1e309", "a number of seconds (0.01 to 3600)"),
+        ("--udp-idle-timeout", "0", "a number of seconds (0.1 to 86400)"),
+        ("--udp-idle-timeout", "-1", "a number of seconds (0.1 to 86400)"),
+        ("--udp-idle-timeout", "nan", "a number of seconds (0.1 to 86400)"),
+        ("--udp-idle-timeout", "1e-9", "a number of seconds (0.1 to 86400)"),
+        ("--idle-timeout", "0", "a number of seconds (0.1 to 604800)"),
+        ("--idle-timeout", "x", "a number of seconds (0.1 to 604800)"),
+        ("--summary-interval", "-1", "a number of seconds (0, or 0.1 to 86400)"),
+        ("--summary-interval", "0.01", "a number of seconds (0, or 0.1 to 86400)"),
+        ("--backlog", "0", "a listen backlog (1 to 65535)"),
+        ("--backlog", "-1", "a listen backlog (1 to 65535)"),
+        ("--backlog", "2147483648", "a listen backlog (1 to 65535)"),
+        ("--workers", "100000", "a number of processes (1 to 64)"),
+        ("--max-connections", "0", "connections held at once; at the cap accepting pauses "
+         "(1 to 1000000)"),
+        ("--max-udp-flows", "-5", "UDP flows at once; beyond it new flows are dropped and "
+         "counted (1 to 1000000)"),
+    ],
+)  # fmt: skip
+def test_a_number_out_of_its_range_is_a_usage_error(option: str, value: str, allowed: str) -> None:
+    """Exit 2 with one line naming the option and its range, before anything starts."""
+    result = wfpredirect_command("proxy", "--listen", "127.0.0.1:0", f"{option}={value}")
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.splitlines()[-1] == (
+        f"wfpredirect proxy: error: argument {option}: {value!r} is not {allowed}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("arguments", "fields"),
+    [
+        ([], {"idle_timeout": 3600.0, "max_connections": None, "max_udp_flows": None}),
+        (
+            ["--idle-timeout", "30", "--max-connections", "500", "--max-udp-flows", "9"],
+            {"idle_timeout": 30.0, "max_connections": 500, "max_udp_flows": 9},
+        ),
+        (["--summary-interval", "0", "--grace", "0"], {"summary_interval": 0.0, "grace": 0.0}),
+    ],
+)
+def test_limits_reach_the_proxy_settings(
+    monkeypatch: pytest.MonkeyPatch, arguments: list[str], fields: dict[str, object]
+) -> None:
+    from wfpredirect import __main__
+
+    seen: list[ProxySettings] = []
+    monkeypatch.setattr(__main__, "run_proxy", lambda settings: seen.append(settings) or 0)
+    assert __main__.main(["proxy", "--listen", "127.0.0.1:0", *arguments]) == 0
+    assert {name: getattr(seen[0], name) for name in fields} == fields
+
+
+@linux_only
+def test_an_unknown_user_is_a_usage_error() -> None:
+    result = wfpredirect_command("proxy", "--listen", "127.0.0.1:0", "--user", "no-such-user-x")
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.splitlines()[-1] == (
+        "wfpredirect proxy: error: argument --user: 'no-such-user-x' is not a user of this system"
+    )

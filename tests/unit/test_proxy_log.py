@@ -113,6 +113,7 @@ def test_every_kind_has_its_level_and_fields() -> None:
         "udp_refused": ("WARNING", ["client"]),
         "udp_error": ("ERROR", ["error"]),
         "summary": ("INFO", ["open", "relayed", "refused", "failed", "up", "down", "rate"]),
+        "hangup": ("INFO", []),
         "stopping": ("INFO", ["open", "grace"]),
         "stopped": ("INFO", ["seconds", "open", "relayed", "refused", "failed", "up", "down"]),
     }
@@ -153,7 +154,8 @@ def test_the_documented_events_are_the_events() -> None:
     documented = {}
     for row in table.splitlines()[2:]:
         event, level, _, fields = (cell.strip() for cell in row.strip("|").split(" | "))
-        documented[event.strip("`")] = (level, [field.strip("`") for field in fields.split(", ")])
+        named = [field.strip("`") for field in fields.split(", ")] if fields else []
+        documented[event.strip("`")] = (level, named)
     assert documented == {
         event: (logging.getLevelName(kind.level), kind.fields) for event, kind in log.EVENTS.items()
     }
@@ -203,3 +205,31 @@ def test_say_leaves_a_changed_logging_setup_to_logging(stream: io.StringIO) -> N
     logging.getLogger("wfpredirect").setLevel(logging.ERROR)
     log.say(log.REFUSED.line(client="127.0.0.1:2"))  # WARNING: below the level now
     assert len(stream.getvalue().splitlines()) == 1
+
+
+def test_the_throttle_says_one_line_a_second_per_kind_and_counts_the_rest(
+    stream: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log.configure(logging.INFO, "json", stream)
+    now = [100.0]
+    monkeypatch.setattr(log.time, "monotonic", lambda: now[0])
+    flood = log.LogLine("test_flood", "out of it ({suppressed} more suppressed)", logging.ERROR)
+    other = log.LogLine("test_other", "other ({suppressed} more suppressed)", logging.ERROR)
+    try:
+        throttle = log.Throttle()
+        said = [throttle.say(flood) for _ in range(5)]
+        said.append(throttle.say(other))
+        now[0] = 100.999
+        said.append(throttle.say(flood))
+        now[0] = 101.0
+        said.append(throttle.say(flood))
+        said.append(throttle.say(flood))
+    finally:
+        del log.EVENTS["test_flood"], log.EVENTS["test_other"]
+    assert said == [True, False, False, False, False, True, False, True, False]
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [(line["event"], line["suppressed"], line["message"]) for line in lines] == [
+        ("test_flood", 0, "out of it (0 more suppressed)"),
+        ("test_other", 0, "other (0 more suppressed)"),
+        ("test_flood", 5, "out of it (5 more suppressed)"),
+    ]
