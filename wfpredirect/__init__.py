@@ -12,9 +12,13 @@ from __future__ import annotations
 try:
     from . import _core
 except ImportError as _error:
-    from ._source_tree import core_import_error
+    from ._source_tree import core_import_error, running_this_package
 
-    raise core_import_error(_error) from _error
+    _problem = core_import_error(_error)
+    if _problem is not _error and running_this_package():
+        # `python -m wfpredirect` in such a tree: the message, not a traceback.
+        raise SystemExit(str(_problem)) from None
+    raise _problem from _error
 from ._core import (
     BACKEND,
     IP_WFP_REDIRECT_CONTEXT,

@@ -7,6 +7,7 @@ import socket
 from typing import Any
 
 from ._backend import backend
+from ._errors import RedirectError
 
 
 def datagram_reply_socket(
@@ -27,15 +28,51 @@ def datagram_reply_socket(
     Windows has no transparent bind: UnsupportedError, saying what happens
     instead.
     """
-    host = str(original_destination[0]).split("%")[0]
-    family = socket.AF_INET if ipaddress.ip_address(host).version == 4 else socket.AF_INET6
+    family = _family(original_destination, "original_destination")
+    if peer is not None:
+        _family(peer, "peer")
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
         backend.prepare_reply_socket(sock)
-        sock.bind(original_destination)
-        if peer is not None:
-            sock.connect(peer)
+        for call, address in (("bind", original_destination), ("connect", peer)):
+            if address is None:
+                continue
+            try:
+                getattr(sock, call)(address)
+            except OSError as error:
+                # The library's error, naming the call and keeping the code.
+                raise RedirectError(
+                    error.errno, f"datagram_reply_socket: {call}({address!r}): {error.strerror}"
+                ) from error
     except BaseException:
         sock.close()
         raise
     return sock
+
+
+def _family(address: object, name: str) -> socket.AddressFamily:
+    """The family of `address`, a (host, port[, ...]) tuple of an IP address:
+    TypeError naming datagram_reply_socket's argument `name` when it is no
+    such tuple, ValueError when its host is no IP address or its port is
+    out of range."""
+    if not (
+        isinstance(address, tuple)
+        and len(address) >= 2
+        and isinstance(address[0], str)
+        and isinstance(address[1], int)
+    ):
+        raise TypeError(
+            f"datagram_reply_socket: {name} must be a (host, port) tuple, not {address!r}"
+        )
+    host, port = address[0], address[1]
+    version: int = 0
+    try:
+        version = ipaddress.ip_address(host.split("%")[0]).version
+    except ValueError:
+        pass
+    if not version or not 0 <= port <= 65535:
+        raise ValueError(
+            f"datagram_reply_socket: {name} must be an IP address and a port "
+            f"(0 to 65535), not {address!r}"
+        )
+    return socket.AF_INET if version == 4 else socket.AF_INET6

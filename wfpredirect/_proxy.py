@@ -131,10 +131,10 @@ class Totals:
 
 def user_problem(name: str) -> str:
     """Why --user `name` cannot be used here ("" when it can)."""
-    try:
-        import pwd
-    except ImportError:
+    if sys.platform == "win32":
         return "--user is for Linux: on Windows, run the proxy as a service account instead"
+    import pwd
+
     try:
         pwd.getpwnam(name)
     except KeyError:

@@ -4,6 +4,7 @@ current directory, or on PYTHONPATH) and shadows the installed package."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 #: The development setup, which builds _core in the source tree (README).
@@ -23,3 +24,9 @@ def core_import_error(error: ImportError) -> ImportError:
         "directory, or PYTHONPATH). Run from another directory, or build the core in this "
         f"tree: {DEVELOPMENT_SETUP}"
     )
+
+
+def running_this_package() -> bool:
+    """Whether this import is ``python -m wfpredirect`` finding the package
+    to run (runpy leaves ``sys.argv[0]`` as ``-m`` until it runs the module)."""
+    return sys.argv[:1] == ["-m"]

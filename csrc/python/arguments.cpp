@@ -39,6 +39,20 @@ core::SocketHandle handle_from_integer(PyObject* number, const char* function) {
     throw_type_error(function, "the buffer must be C-contiguous (strided buffer given)", buffer);
 }
 
+// What sock.fileno() raised (the current exception), as the call `function`
+// reports it: an OSError as it is (it has the OS code), anything else a
+// TypeError naming the call, chained from what fileno() raised.
+[[noreturn]] void throw_fileno_failed(const char* function) {
+    if (PyErr_ExceptionMatches(PyExc_OSError))
+        throw py::error_already_set();
+    py::error_already_set raised;
+    const std::string text = std::string(function) + ": sock.fileno() raised " +
+                             py::str(raised.type().attr("__name__")).cast<std::string>() + ": " +
+                             py::str(raised.value()).cast<std::string>();
+    py::raise_from(raised, PyExc_TypeError, text.c_str());
+    throw py::error_already_set();
+}
+
 } // namespace
 
 core::SocketHandle to_socket_handle(PyObject* sock, const char* function) {
@@ -59,10 +73,10 @@ core::SocketHandle to_socket_handle(PyObject* sock, const char* function) {
         PyObject_VectorcallMethod(fileno_name, call, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, nullptr));
     if (!number) {
         if (!PyErr_ExceptionMatches(PyExc_AttributeError))
-            throw py::error_already_set();
+            throw_fileno_failed(function);
         // No fileno at all is a TypeError; an AttributeError that fileno()
-        // itself raised stays that error.
-        const py::error_already_set raised;
+        // itself raised is what fileno() raised.
+        py::error_already_set raised;
         PyObject* method = PyObject_GetAttr(sock, fileno_name);
         if (method == nullptr) {
             if (!PyErr_ExceptionMatches(PyExc_AttributeError))
@@ -71,7 +85,8 @@ core::SocketHandle to_socket_handle(PyObject* sock, const char* function) {
             throw_type_error(function, "sock must be a socket or an integer handle", sock);
         }
         Py_DECREF(method);
-        throw raised;
+        raised.restore();
+        throw_fileno_failed(function);
     }
     if (!PyLong_Check(number.ptr()) || PyBool_Check(number.ptr()))
         throw_type_error(function, "sock.fileno() must return an integer", number.ptr());

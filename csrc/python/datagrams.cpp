@@ -116,8 +116,12 @@ py::object recvmsg_redirect(py::handle sock, py::handle bufsize) {
         throw_error(PyExc_TypeError, kName, text.c_str());
     }
     const Py_ssize_t size = PyNumber_AsSsize_t(bufsize.ptr(), PyExc_OverflowError);
-    if (size == -1 && PyErr_Occurred())
-        throw py::error_already_set();
+    if (size == -1 && PyErr_Occurred()) {
+        if (!PyErr_ExceptionMatches(PyExc_OverflowError))
+            throw py::error_already_set();
+        PyErr_Clear();
+        throw_error(PyExc_OverflowError, kName, "bufsize is too large");
+    }
     if (size < 0)
         throw_error(PyExc_ValueError, kName, "negative buffer size");
     PyObject* raw = PyBytes_FromStringAndSize(nullptr, size);

@@ -278,8 +278,9 @@ PyObject* query_redirect_info(PyObject*, PyObject* const* args, Py_ssize_t nargs
                 is_listener_address(values[1], destination.ptr(), state.original_destination.port))
                 return not_redirected().release().ptr();
         }
+        // Named after this call: the caller made no single query.
         if (!state.failure.ok())
-            throw_status(query_name(state.failed_query), state.failure);
+            throw_status(kName, state.failure);
         return state_info(state, std::move(destination)).release().ptr();
     });
 }

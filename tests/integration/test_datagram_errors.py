@@ -272,3 +272,50 @@ def test_reply_socket_binds_the_original_destination() -> None:
     finally:
         first.close()
         second.close()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error", "message"),
+    [
+        (("x",), TypeError, "original_destination must be a (host, port) tuple, not 'x'"),
+        ((("127.0.0.1",),), TypeError, "original_destination must be a (host, port) tuple, "
+         "not ('127.0.0.1',)"),
+        ((("localhost", 53),), ValueError, "original_destination must be an IP address and a "
+         "port (0 to 65535), not ('localhost', 53)"),
+        ((("127.0.0.1", 70000),), ValueError, "original_destination must be an IP address and "
+         "a port (0 to 65535), not ('127.0.0.1', 70000)"),
+        ((("127.0.0.1", 0), "peer"), TypeError, "peer must be a (host, port) tuple, not 'peer'"),
+    ],
+)  # fmt: skip
+def test_reply_socket_names_a_bad_address(
+    arguments: tuple[object, ...], error: type[Exception], message: str
+) -> None:
+    *destination, peer = arguments if len(arguments) == 2 else (*arguments, None)
+    with pytest.raises(error) as caught:
+        wfpredirect.datagram_reply_socket(*destination, peer=peer)  # type: ignore[arg-type]
+    assert str(caught.value) == f"datagram_reply_socket: {message}"
+
+
+def test_reply_socket_bind_failure_is_a_redirect_error_naming_the_call() -> None:
+    """An origin's socket bound without SO_REUSEADDR takes the address: the
+    reply socket cannot bind it, and says which call failed, with its code."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as origin:
+        origin.bind(("127.0.0.1", 0))
+        address = origin.getsockname()
+        with pytest.raises(wfpredirect.RedirectError) as caught:
+            wfpredirect.datagram_reply_socket(address)
+    assert (caught.value.errno, str(caught.value)) == (
+        errno.EADDRINUSE,
+        f"[Errno {errno.EADDRINUSE}] datagram_reply_socket: bind({address!r}): "
+        "Address already in use",
+    )
+    assert isinstance(caught.value.__cause__, OSError)
+
+
+def test_recvmsg_redirect_names_itself_for_a_size_too_large() -> None:
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock,
+        pytest.raises(OverflowError) as caught,
+    ):
+        wfpredirect.recvmsg_redirect(sock, 2**63)
+    assert str(caught.value) == "recvmsg_redirect: bufsize is too large"

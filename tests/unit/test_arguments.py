@@ -78,9 +78,15 @@ def test_out_of_range_handle_is_an_overflow_error(name: str, call: Callable[[Any
         assert str(caught.value) == f"{name}: the socket handle is out of range"
 
 
-def test_fileno_exception_propagates() -> None:
-    with pytest.raises(RuntimeError, match="no descriptor"):
-        wfpredirect.query_redirect_records(FilenoRaises())
+@pytest.mark.parametrize(("name", "call"), SOCKET_CALLS)
+def test_a_fileno_that_raises_is_a_type_error_naming_the_call(
+    name: str, call: Callable[[Any], object]
+) -> None:
+    """What fileno() raised is kept as the cause; an OSError (with its code) is itself."""
+    with pytest.raises(TypeError) as caught:
+        call(FilenoRaises())
+    assert str(caught.value) == f"{name}: sock.fileno() raised RuntimeError: no descriptor"
+    assert repr(caught.value.__cause__) == "RuntimeError('no descriptor')"
 
 
 @pytest.mark.parametrize("name", ["query_redirect_records_into", "query_redirect_context_into"])

@@ -37,3 +37,29 @@ def test_an_unbuilt_source_tree_says_what_happened(tmp_path: Path) -> None:
         "sys.path: the current directory, or PYTHONPATH). Run from another directory, or "
         "build the core in this tree: python -m pip install -e .",
     )
+
+
+def test_running_an_unbuilt_source_tree_says_it_without_a_traceback(tmp_path: Path) -> None:
+    """`python -m wfpredirect` in such a checkout: the message alone, exit 1."""
+    source = project_file("wfpredirect/__init__.py").parent
+    tree = tmp_path / "checkout" / "wfpredirect"
+    shutil.copytree(
+        source, tree, ignore=shutil.ignore_patterns("_core*.so", "_core*.pyd", "__pycache__")
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "wfpredirect", "doctor"],
+        cwd=tree.parent,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "PYTHONSAFEPATH": ""},
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (
+        1,
+        "",
+        f"wfpredirect: {tree.resolve()} is a source tree whose native core "
+        "(_core) is not built, and it shadows the installed package (it comes first on "
+        "sys.path: the current directory, or PYTHONPATH). Run from another directory, or "
+        "build the core in this tree: python -m pip install -e .\n",
+    )
