@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import socket
 from typing import Any
@@ -66,10 +67,8 @@ def _family(address: object, name: str) -> socket.AddressFamily:
         )
     host, port = address[0], address[1]
     version: int = 0
-    try:
+    with contextlib.suppress(ValueError):
         version = ipaddress.ip_address(host.split("%")[0]).version
-    except ValueError:
-        pass
     if not version or not 0 <= port <= 65535:
         raise ValueError(
             f"datagram_reply_socket: {name} must be an IP address and a port "
