@@ -346,3 +346,74 @@ def test_a_flood_of_new_flows_stops_at_the_cap() -> None:
         "stopped": [(UDP_CAP + 1, flood + 1, 0)],
         "exit": 0,
     }
+
+
+def test_udp_errors_are_throttled() -> None:
+    """Out of descriptors (a proxy allowed 64, with a cap far above what
+    they hold), every new flow's upstream socket fails with EMFILE: the
+    udp_error lines come at most one a second, and together they count
+    every failure."""
+    require_tool("prlimit")
+    destination = (IPV4.origin_host, ORIGIN_PORT)
+    clients_count = 400
+
+    def body() -> dict[str, object]:
+        route_marked_locally(IPV4)
+        UdpOrigin()
+        command = [
+            "prlimit",
+            "--nofile=64:64",
+            "--",
+            *proxy_command("--udp", f"0.0.0.0:{PROXY_PORT}", "--max-udp-flows", "1000000"),
+        ]
+        with running(command, ready=PROXY_READY) as proxy:
+            assert proxy.stdout is not None
+            udp_ready = message(proxy.stdout.readline())
+            clients = []
+            for _ in range(clients_count):
+                client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                client.bind((IPV4.client_host, 0))
+                clients.append(client)
+            for start in range(0, clients_count, BATCH):
+                for client in clients[start : start + BATCH]:
+                    client.sendto(b"flood", destination)
+                wait_until_read()
+            # Once the throttle's second has passed, a last failure: its
+            # line counts every one held back before it.
+            time.sleep(1.1)
+            last = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            last.bind((IPV4.client_host, 0))
+            last.sendto(b"flood", destination)
+            wait_until_read()
+            status, output = stop(proxy)
+            for client in [*clients, last]:
+                client.close()
+        lines = messages(output)
+        errors = [match for match in map(proxy_log.UDP_ERROR.pattern.fullmatch, lines) if match]
+        flows = [match for match in map(FLOW_LINE.fullmatch, lines) if match]
+        return {
+            "udp ready": udp_ready.strip(),
+            "error texts": {match["error"] for match in errors},
+            "errors said": sum(1 + int(match["suppressed"]) for match in errors),
+            "lines": len(errors),
+            "answered": sum(1 for match in flows if match["down"] != "0"),
+            "stopped": [
+                (int(match["relayed"]), int(match["failed"]))
+                for match in map(proxy_log.STOPPED.pattern.fullmatch, lines)
+                if match
+            ],
+            "exit": status,
+        }
+
+    result = run_in_netns(body, nft_rules=tproxy_rules(IPV4))
+    # Each datagram either was answered, or failed once: its flow's
+    # upstream socket, or the reply socket for its answer, could not be made.
+    failed = clients_count + 1 - result.pop("answered")  # type: ignore[operator]
+    assert result.pop("lines") < clients_count / 10  # type: ignore[operator]
+    assert result == {
+        "udp ready": UDP_READY,
+        "error texts": {"[Errno 24] Too many open files"},
+        "errors said": failed,
+        "stopped": [(clients_count + 1, failed)],
+        "exit": 0,
+    }
