@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import signal
 import sys
@@ -200,13 +201,29 @@ async def _within(seconds: float, awaitable: Awaitable[T]) -> T:
         timer.cancel()
 
 
+#: How many origin addresses UdpRelay remembers having warned about (a
+#: udp_reply_failed line each): past it the oldest is forgotten, and may be
+#: warned about again.
+REPLY_WARNINGS_KEPT = 1024
+
+
 class UdpRelay(RedirectDatagramProtocol):
     """Each redirected flow's datagrams go upstream with its records; the
-    answers go back to the client. One line per flow when it ends."""
+    answers go back to the client. One line per flow when it ends.
 
-    def __init__(self, totals: Totals) -> None:
+    A datagram that would start a flow beyond the endpoint's cap (`limit`)
+    counts as refused, with a throttled udp_flow_cap line; errors get
+    throttled udp_error lines; an answer that cannot be sent from the
+    origin's address (another socket holds it without SO_REUSEADDR) counts
+    as failed, with one udp_reply_failed line per origin address."""
+
+    def __init__(self, totals: Totals, limit: int | None = None) -> None:
         self.totals = totals
+        self.limit = limit
         self.moved: dict[DatagramFlow, dict[str, int]] = {}
+        # The origin addresses whose udp_reply_failed line was said (a dict
+        # keeps their order: the oldest goes first).
+        self.warned: dict[Any, None] = {}
 
     def datagram_received(self, datagram: Datagram, flow: DatagramFlow | None) -> None:
         if flow is None or flow.original_destination is None:
@@ -220,10 +237,37 @@ class UdpRelay(RedirectDatagramProtocol):
         self.moved[flow]["up"] += len(datagram.data)
         self.totals.bytes_up += len(datagram.data)
 
+    def flow_dropped(self, datagram: Datagram) -> None:
+        self.totals.refused += 1
+        log.THROTTLE.say(log.UDP_FLOW_CAP, limit=self.limit)
+
     def upstream_datagram_received(self, data: bytes, flow: DatagramFlow) -> None:
-        flow.reply(data)
+        try:
+            flow.reply(data)
+        except OSError as error:
+            if error.errno != errno.EADDRINUSE:
+                raise  # error_received says it
+            self.totals.failed += 1
+            self.reply_failed(flow, error)
+            return
         self.moved[flow]["down"] += len(data)
         self.totals.bytes_down += len(data)
+
+    def reply_failed(self, flow: DatagramFlow, error: OSError) -> None:
+        """The udp_reply_failed line, the first time for this origin address."""
+        target = flow.original_destination
+        if target in self.warned:
+            return
+        if len(self.warned) >= REPLY_WARNINGS_KEPT:
+            del self.warned[next(iter(self.warned))]
+        self.warned[target] = None
+        say(
+            log.UDP_REPLY_FAILED.line(
+                client=format_address(flow.client),
+                target=format_address(target),
+                error=error,
+            )
+        )
 
     def flow_closed(self, flow: DatagramFlow) -> None:
         moved = self.moved.pop(flow, None)
@@ -243,7 +287,7 @@ class UdpRelay(RedirectDatagramProtocol):
 
     def error_received(self, exc: OSError) -> None:
         self.totals.failed += 1
-        say(log.UDP_ERROR.line(error=exc))
+        log.THROTTLE.say(log.UDP_ERROR, error=exc)
 
 
 class Proxy:
@@ -459,11 +503,12 @@ class Proxy:
         endpoint: RedirectDatagramEndpoint | None = None
         if settings.udp is not None:
             endpoint, _ = await create_redirect_datagram_endpoint(
-                lambda: UdpRelay(self.totals),
+                lambda: UdpRelay(self.totals, settings.max_udp_flows),
                 settings.udp,
                 idle_timeout=settings.udp_idle_timeout,
                 loop_mark=settings.loop_mark,
                 mark_mask=settings.mark_mask,
+                max_flows=settings.max_udp_flows,
             )
         started = time.monotonic()
         for sock in server.sockets:

@@ -49,6 +49,7 @@ _FIELDS: dict[str, tuple[str, type]] = {
     "reason": (r".+", str),
     "error": (r".+", str),
     "suppressed": (r"\d+", int),
+    "limit": (r"\d+", int),
 }
 
 #: The levels --log-level accepts, by name.
@@ -131,7 +132,25 @@ UDP_FLOW = LogLine(
     "udp_flow", "udp {client} -> {target}: {up} bytes up, {down} bytes down, {seconds:.3f} s"
 )
 UDP_REFUSED = LogLine("udp_refused", "refused udp {client}: not redirected", logging.WARNING)
-UDP_ERROR = LogLine("udp_error", "udp error: {error}", logging.ERROR)
+#: Said through THROTTLE: under descriptor exhaustion (EMFILE) it can come
+#: thousands of times a second.
+UDP_ERROR = LogLine("udp_error", "udp error: {error} ({suppressed} more suppressed)", logging.ERROR)
+#: A datagram that would start a UDP flow beyond --max-udp-flows, dropped
+#: (counted as refused); said through THROTTLE.
+UDP_FLOW_CAP = LogLine(
+    "udp_flow_cap",
+    "at the udp flow cap ({limit}): new flows dropped ({suppressed} more suppressed)",
+    logging.WARNING,
+)
+#: An origin's answer that could not be sent from the origin's address: the
+#: reply socket's bind failed (EADDRINUSE: a socket of the origin on this
+#: host without SO_REUSEADDR). Once per origin address.
+UDP_REPLY_FAILED = LogLine(
+    "udp_reply_failed",
+    "udp {client} -> {target}: cannot answer from that address: {error}; "
+    "the origin on this host must set SO_REUSEADDR on its socket",
+    logging.WARNING,
+)
 SUMMARY = LogLine("summary", f"summary: {_TOTALS}, {{rate:.0f}} bytes/s")
 #: SIGHUP: a stop like SIGTERM's (there is no reload), said before it.
 HANGUP = LogLine(
@@ -177,6 +196,10 @@ class Throttle:
         self.last[kind.event] = (now, 0)
         say(kind.line(suppressed=held, **fields))
         return True
+
+
+#: The proxy's one Throttle: every resource-exhaustion line goes through it.
+THROTTLE = Throttle()
 
 
 # The last second _utc wrote, and its text: one strftime a second.

@@ -111,7 +111,9 @@ def test_every_kind_has_its_level_and_fields() -> None:
         "failed": ("WARNING", ["client", "target", "reason"]),
         "udp_flow": ("INFO", ["client", "target", "up", "down", "seconds"]),
         "udp_refused": ("WARNING", ["client"]),
-        "udp_error": ("ERROR", ["error"]),
+        "udp_error": ("ERROR", ["error", "suppressed"]),
+        "udp_flow_cap": ("WARNING", ["limit", "suppressed"]),
+        "udp_reply_failed": ("WARNING", ["client", "target", "error"]),
         "summary": ("INFO", ["open", "relayed", "refused", "failed", "up", "down", "rate"]),
         "hangup": ("INFO", []),
         "stopping": ("INFO", ["open", "grace"]),
@@ -123,7 +125,7 @@ def test_say_logs_at_the_kind_level_through_configure(stream: io.StringIO) -> No
     log.configure(logging.WARNING, "json", stream)
     log.say(relayed())  # INFO: below the level
     log.say(log.REFUSED.line(client="127.0.0.1:1"))
-    log.say(log.UDP_ERROR.line(error=OSError(111, "Connection refused")))
+    log.say(log.UDP_ERROR.line(error=OSError(111, "Connection refused"), suppressed=0))
     logging.getLogger("wfpredirect.aio").error("from the library")
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert [(line["level"], line["event"], line["message"]) for line in lines] == [
@@ -132,7 +134,7 @@ def test_say_logs_at_the_kind_level_through_configure(stream: io.StringIO) -> No
             "refused",
             "refused 127.0.0.1:1: not redirected (addressed to the proxy itself)",
         ),
-        ("ERROR", "udp_error", "udp error: [Errno 111] Connection refused"),
+        ("ERROR", "udp_error", "udp error: [Errno 111] Connection refused (0 more suppressed)"),
         ("ERROR", "library", "from the library"),
     ]
     assert lines[1]["error"] == "[Errno 111] Connection refused"
