@@ -49,6 +49,7 @@ _FIELDS: dict[str, tuple[str, type]] = {
     "reason": (r".+", str),
     "error": (r".+", str),
     "suppressed": (r"\d+", int),
+    "limit": (r"\d+", int),
 }
 
 #: The levels --log-level accepts, by name.
@@ -126,6 +127,16 @@ REFUSED = LogLine(
 FAILED = LogLine(
     "failed", "failed {client} -> {target}: cannot connect upstream: {reason}", logging.WARNING
 )
+#: A client that reset before its redirect state was read: nothing is
+#: wrong with the proxy or its rules (a port scan, a client that gave up).
+GONE = LogLine("gone", "{client} went away before its redirect state was read", logging.DEBUG)
+#: Accepting paused: the proxy holds --max-connections connections, and a
+#: client waits in the listen backlog until one ends (said through THROTTLE).
+CONNECTION_CAP = LogLine(
+    "connection_cap",
+    "at the connection cap ({limit}): accepting paused ({suppressed} more suppressed)",
+    logging.WARNING,
+)
 #: A relayed UDP flow, when it ends.
 UDP_FLOW = LogLine(
     "udp_flow", "udp {client} -> {target}: {up} bytes up, {down} bytes down, {seconds:.3f} s"
@@ -177,6 +188,10 @@ class Throttle:
         self.last[kind.event] = (now, 0)
         say(kind.line(suppressed=held, **fields))
         return True
+
+
+#: The process's one Throttle: every resource-exhaustion line goes through it.
+THROTTLE = Throttle()
 
 
 # The last second _utc wrote, and its text: one strftime a second.
