@@ -381,21 +381,27 @@ def receive(sock: socket.socket, size: int) -> bytes:
 
 class EchoOrigin:
     """127.0.0.2:8080 sends back what it reads until the end of the stream;
-    counts its connections and how each ended ("eof" or "reset")."""
+    counts its connections (MAX_ACCEPTS at most, each silent for at most
+    ORIGIN_TIMEOUT seconds) and how each ended ("eof", "reset" or "timeout")."""
+
+    MAX_ACCEPTS = 16
+    ORIGIN_TIMEOUT = 30.0
 
     def __init__(self) -> None:
         self.server = socket.create_server(("127.0.0.2", 8080))
+        self.server.settimeout(self.ORIGIN_TIMEOUT)
         self.accepted = 0
         self.ends: list[str] = []
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self) -> None:
-        while True:
+        while self.accepted < self.MAX_ACCEPTS:
             try:
                 connection, _ = self.server.accept()
             except OSError:
                 return
             self.accepted += 1
+            connection.settimeout(self.ORIGIN_TIMEOUT)
             threading.Thread(target=self._echo, args=(connection,), daemon=True).start()
 
     def _echo(self, connection: socket.socket) -> None:
@@ -405,6 +411,9 @@ class EchoOrigin:
                     connection.sendall(data)
             except ConnectionResetError:
                 self.ends.append("reset")
+                return
+            except TimeoutError:
+                self.ends.append("timeout")
                 return
             self.ends.append("eof")
 
