@@ -228,6 +228,8 @@ def open_relay_engine(
     mark_mask: int | None,
     backlog: int,
     splice: bool = True,
+    idle_timeout: float | None = None,
+    max_connections: int | None = None,
 ) -> RelayEngine:
     """The native relay's engine on listening descriptors `listeners`
     (owned by it from here on): _core.RelayEngine."""
@@ -242,5 +244,7 @@ def open_relay_engine(
             mark_mask=mark_mask,
             backlog=backlog,
             splice=splice,
+            idle_timeout=idle_timeout,
+            max_connections=max_connections,
         )
     raise AssertionError(sys.platform)

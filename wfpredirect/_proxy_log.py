@@ -127,6 +127,16 @@ REFUSED = LogLine(
 FAILED = LogLine(
     "failed", "failed {client} -> {target}: cannot connect upstream: {reason}", logging.WARNING
 )
+#: A client that reset before its redirect state was read: nothing is
+#: wrong with the proxy or its rules (a port scan, a client that gave up).
+GONE = LogLine("gone", "{client} went away before its redirect state was read", logging.DEBUG)
+#: Accepting paused: the proxy holds --max-connections connections, and a
+#: client waits in the listen backlog until one ends (said through THROTTLE).
+CONNECTION_CAP = LogLine(
+    "connection_cap",
+    "at the connection cap ({limit}): accepting paused ({suppressed} more suppressed)",
+    logging.WARNING,
+)
 #: A relayed UDP flow, when it ends.
 UDP_FLOW = LogLine(
     "udp_flow", "udp {client} -> {target}: {up} bytes up, {down} bytes down, {seconds:.3f} s"

@@ -31,6 +31,8 @@ from .aio import say_loop_refused, say_unreadable
 
 #: A relayed connection's code when the stop cut it (kCutAtShutdown).
 CUT_AT_SHUTDOWN = -1
+#: ... when it delivered no byte either way for --idle-timeout (kIdleTimeout).
+IDLE_TIMEOUT = -2
 
 
 class RelayEngine(Protocol):
@@ -67,6 +69,8 @@ def outcome(code: int) -> str:
         return "closed"
     if code == CUT_AT_SHUTDOWN:
         return "cut at shutdown"
+    if code == IDLE_TIMEOUT:
+        return "idle timeout"
     return f"ended by {_error(code)!r}"
 
 
@@ -103,6 +107,9 @@ class NativeServer:
         self.loop = asyncio.get_running_loop()
         self.finished: asyncio.Future[None] = self.loop.create_future()
         self.stopped = False
+        # The engine's part of the totals as last added to them (open, up,
+        # down): the UDP relay counts into the same totals.
+        self.counted = (0, 0, 0)
         self.loop.add_reader(engine.event_fd, self.handle_events)
         self.thread = threading.Thread(target=self._run, name="wfpredirect-relay", daemon=True)
         self.thread.start()
@@ -177,18 +184,28 @@ class NativeServer:
                     )
                 )
             elif kind == "loop":
+                totals.refused += 1
                 say_loop_refused(event[1], self.loop_mark)  # judge_connection's lines
+            elif kind == "gone":
+                say(log.GONE.line(client=address(event[1])))
             elif kind == "unreadable":
                 say_unreadable(event[1], event[2])
+            elif kind == "connection_cap":
+                log.THROTTLE.say(log.CONNECTION_CAP, limit=event[2])
             else:  # accept_error: _Acceptor's line
                 say_accept_paused(event[1], _error(event[2]))
         self.refresh()
 
     def refresh(self) -> None:
         """The totals' live part: the connections relaying now, and every
-        byte delivered so far (as the other paths count each chunk)."""
+        byte delivered so far (as the other paths count each chunk), added
+        to what the UDP relay counts."""
         totals = self.totals
-        totals.open, totals.bytes_up, totals.bytes_down = self.engine.counters()
+        now = self.engine.counters()
+        before, self.counted = self.counted, now
+        totals.open += now[0] - before[0]
+        totals.bytes_up += now[1] - before[1]
+        totals.bytes_down += now[2] - before[2]
 
 
 async def serve_native(
@@ -216,6 +233,9 @@ async def serve_native(
             loop_mark=settings.loop_mark,
             mark_mask=settings.mark_mask,
             backlog=settings.backlog,
+            idle_timeout=settings.idle_timeout,
+            # None until the proxy derives it from the descriptor limit: no cap.
+            max_connections=settings.max_connections,
         )
     except BaseException:
         for sock in listeners:

@@ -198,7 +198,8 @@ def test_an_origin_without_so_reuseaddr_gets_one_warning() -> None:
         "answered": 3,
         "warnings": [
             f"udp {client} -> {target}: cannot answer from that address: [Errno 98] "
-            "Address already in use; the origin on this host must set SO_REUSEADDR on its socket"
+            f"datagram_reply_socket: bind(('127.0.0.3', {ORIGIN_PORT})): Address already in use; "
+            "the origin on this host must set SO_REUSEADDR on its socket"
         ],
         "flows": [(client, target, sum(map(len, asked)), 0)],
         "stopped": [(1, 0, 3)],

@@ -109,6 +109,8 @@ def test_every_kind_has_its_level_and_fields() -> None:
         "relayed": ("INFO", ["client", "target", "up", "down", "seconds", "outcome"]),
         "refused": ("WARNING", ["client"]),
         "failed": ("WARNING", ["client", "target", "reason"]),
+        "gone": ("DEBUG", ["client"]),
+        "connection_cap": ("WARNING", ["limit", "suppressed"]),
         "udp_flow": ("INFO", ["client", "target", "up", "down", "seconds"]),
         "udp_refused": ("WARNING", ["client"]),
         "udp_error": ("ERROR", ["error", "suppressed"]),
