@@ -142,6 +142,18 @@ def _watched() -> tuple[int, ...]:
     return (*_proxy.STOP_SIGNALS, signal.SIGCHLD)
 
 
+#: In a worker: its parent's pid (None in any other process).
+parent: int | None = None
+
+
+def watch_parent_again() -> None:
+    """In a worker, after it changed its user or group (which clears
+    PR_SET_PDEATHSIG): SIGTERM again when the parent ends. Nothing in any
+    other process."""
+    if parent is not None:
+        backend.watch_parent(parent)
+
+
 def _noted(signum: int, frame: object) -> None:
     """The parent's handler: the wakeup pipe carries the signal's number."""
 
@@ -170,7 +182,9 @@ def _work(
     """In a new worker: drop what it inherited of the parent (its
     descriptors, its signal handling) and run the proxy. The stop signals
     stay held until the proxy has its handlers (_proxy.Proxy.run)."""
+    global parent
     forget_parent()
+    parent = os.getppid()  # the one start_worker has checked (backend.watch_parent)
     signal.set_wakeup_fd(-1)
     watched = _watched()
     for signum in watched:
@@ -454,16 +468,16 @@ class _Parent:
             pid=worker.pid,
             ended=describe(worker.status),
         )
+        if not worker.listening and not clean:
+            _proxy.say(died(then="it never listened, so the proxy stops"))
+            self.fail(worker.status)
+            self.request_stop()
+            return
         if self.stop_requested:
             self.stopping_ended += worker.stopping or 0
             if not clean:
                 _proxy.say(died(then="not replaced: the proxy is stopping"))
                 self.fail(worker.status)
-            return
-        if not worker.listening:
-            _proxy.say(died(then="it never listened, so the proxy stops"))
-            self.fail(worker.status)
-            self.request_stop()
             return
         slot.delay = restart_delay(slot.delay, now - worker.started)
         slot.restart_at = now + slot.delay

@@ -49,6 +49,10 @@ WAIT = 20.0
 PIDS_MAX = 16
 # linux/prctl.h
 PR_SET_CHILD_SUBREAPER = 36
+# The user a worker changes to, and how long it then sleeps (seconds) when
+# nothing ends it.
+NOBODY = 65534
+OUTLIVES = 2.0
 # linux/fcntl.h: a pipe of one page.
 PAGE = 4096
 
@@ -468,3 +472,46 @@ def test_a_worker_that_never_listened_stops_the_proxy() -> None:
             f"worker 0 (pid {pids[0]}) exited with status 1: it never listened, so the proxy stops",
         ],
     }
+
+
+def test_a_worker_that_changed_its_user_still_ends_with_its_parent() -> None:
+    """A change of user clears PR_SET_PDEATHSIG: without asking again, a
+    worker outlives its killed parent (it ends by itself, 0); having asked
+    again (watch_parent_again), it gets SIGTERM."""
+    from wfpredirect import _workers
+    from wfpredirect._backend import backend
+
+    def attempt(again: bool) -> int:
+        ready_read, ready_write = os.pipe()
+        middle = os.fork()
+        if middle == 0:  # the parent, which forks the worker and is killed
+            status = 1
+            try:
+
+                def work() -> int:
+                    os.setgroups([])
+                    os.setresgid(NOBODY, NOBODY, NOBODY)
+                    os.setresuid(NOBODY, NOBODY, NOBODY)
+                    _workers.parent = os.getppid()
+                    if again:
+                        _workers.watch_parent_again()
+                    os.write(ready_write, f"{os.getpid()}\n".encode())  # ready
+                    time.sleep(OUTLIVES)
+                    return 0
+
+                backend.start_worker(work)
+                time.sleep(WAIT)
+            finally:
+                os._exit(status)
+        os.close(ready_write)
+        with os.fdopen(ready_read) as ready:
+            worker = int(ready.readline())
+        os.kill(middle, signal.SIGKILL)
+        os.waitpid(middle, 0)
+        return reap(worker)
+
+    def body() -> dict[str, int]:
+        assert ctypes.CDLL(None).prctl(PR_SET_CHILD_SUBREAPER, 1) == 0
+        return {"as it was": attempt(False), "asked again": attempt(True)}
+
+    assert run_in_netns(body) == {"as it was": 0, "asked again": -signal.SIGTERM}
