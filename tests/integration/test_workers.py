@@ -515,3 +515,53 @@ def test_a_worker_that_changed_its_user_still_ends_with_its_parent() -> None:
         return {"as it was": attempt(False), "asked again": attempt(True)}
 
     assert run_in_netns(body) == {"as it was": 0, "asked again": -signal.SIGTERM}
+
+
+def test_a_replacement_that_cannot_be_forked_is_tried_again() -> None:
+    """pids.max lowered under the running proxy: the replacement of a
+    killed worker cannot be forked, which is said, and it is tried again
+    after the doubled wait, when the limit allows it again."""
+
+    def body() -> dict[str, object]:
+        with (
+            pids_cgroup(PIDS_MAX) as group,
+            proxy(group, "--workers", "2", "--log-level", "debug") as (process, lines),
+        ):
+            lines.expect(LISTENING)
+            first = worker_pids(lines.seen)
+            # The parent and worker 1 (with its relay thread) only.
+            (group.path / "pids.max").write_text("3\n")
+            os.kill(first[0], signal.SIGKILL)
+            lines.expect(lambda line: line.startswith("cannot start worker 0 again: "))
+            (group.path / "pids.max").write_text(f"{PIDS_MAX}\n")
+            lines.expect(lambda line: line.startswith("worker 0 started: "))
+            process.send_signal(signal.SIGTERM)
+            status = process.wait(WAIT)
+            output = lines.rest()
+            assert process.stderr is not None
+            errors = process.stderr.read()
+        return {
+            "exit": status,
+            "errors": errors,
+            "lines": [tidy(line) for line in output],
+            "first": first,
+        }
+
+    result = run_in_netns(body)
+    first = result.pop("first")
+    last = worker_pids(result["lines"])  # type: ignore[arg-type]
+    assert result == {
+        "exit": 0,
+        "errors": "",
+        "lines": [
+            f"worker 0 started: pid {first[0]}",  # type: ignore[index]
+            f"worker 1 started: pid {first[1]}",  # type: ignore[index]
+            LISTENING,
+            f"worker 0 (pid {first[0]}) killed by SIGKILL: another starts in 1 s",  # type: ignore[index]
+            "cannot start worker 0 again: [Errno 11] Resource temporarily unavailable: "
+            "next try in 2 s",
+            f"worker 0 started: pid {last[0]}",
+            STOPPING,
+            stopped(0),
+        ],
+    }
