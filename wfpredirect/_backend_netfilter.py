@@ -193,10 +193,37 @@ def hold_signals(signums: tuple[int, ...], held: bool) -> None:
         signal.pthread_sigmask(signal.SIG_BLOCK if held else signal.SIG_UNBLOCK, signums)
 
 
+# linux/prctl.h
+PR_SET_PDEATHSIG = 1
+
+
+def watch_parent(parent: int) -> None:
+    """In a worker: SIGTERM when process `parent` (the one that forked it)
+    ends, even killed by SIGKILL (PR_SET_PDEATHSIG), so that no worker is
+    left serving without the parent that speaks for it; if `parent` has
+    already ended, exit at once. The kernel clears that setting when the
+    process changes its user or group (setuid): call it again after one."""
+    if sys.platform == "linux":  # always here; says so to the type checker
+        import ctypes
+        import signal
+
+        # SIGTERM, not SIGKILL: the worker holds the stop signals until it
+        # has its handlers, and then stops as on any stop signal.
+        if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM) != 0:
+            error = ctypes.get_errno()
+            raise OSError(error, f"prctl(PR_SET_PDEATHSIG): {os.strerror(error)}")
+        # The parent may have ended between the fork and the prctl: the
+        # worker then has another parent (init, or a subreaper).
+        if os.getppid() != parent:
+            os._exit(1)
+
+
 def start_worker(work: Callable[[], int]) -> int:
-    """A forked child running `work()`; it exits with its status (1, after
-    the traceback, when it raises), never returning into the parent's code."""
+    """A forked child running `work()`, which ends with its parent (this
+    process: watch_parent); it exits with its status (1, after the
+    traceback, when it raises), never returning into the parent's code."""
     if sys.platform == "linux":
+        parent = os.getpid()
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
@@ -204,6 +231,7 @@ def start_worker(work: Callable[[], int]) -> int:
             return pid
         status = 1
         try:
+            watch_parent(parent)
             status = work()
         except BaseException:  # noqa: BLE001 - said here: the child never returns
             traceback.print_exc()

@@ -20,6 +20,7 @@ from ._backend_winsock import proxy_problem as proxy_problem
 from ._backend_winsock import relay_paths as relay_paths
 from ._backend_winsock import start_worker as start_worker
 from ._backend_winsock import transparent_listener as transparent_listener
+from ._backend_winsock import watch_parent as watch_parent
 from ._backend_winsock import workers_problem as workers_problem
 from ._errors import UnsupportedError
 

@@ -123,6 +123,10 @@ def hold_signals(signums: tuple[int, ...], held: bool) -> None:
     """Nothing: Windows has no workers."""
 
 
+def watch_parent(parent: int) -> None:
+    """Nothing: Windows has no workers."""
+
+
 def start_worker(work: Callable[[], int]) -> int:
     raise UnsupportedError(errno.EOPNOTSUPP, "start_worker: --workers is Linux's")
 

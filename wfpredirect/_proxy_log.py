@@ -50,6 +50,11 @@ _FIELDS: dict[str, tuple[str, type]] = {
     "error": (r".+", str),
     "suppressed": (r"\d+", int),
     "limit": (r"\d+", int),
+    "number": (r"\d+", int),
+    "pid": (r"\d+", int),
+    "ended": (r"killed by SIG[A-Z0-9]+(?: \(core dumped\))?|exited with status \d+", str),
+    "then": (r".+", str),
+    "delay": (r"\S+", float),
 }
 
 #: The levels --log-level accepts, by name.
@@ -168,6 +173,18 @@ HANGUP = LogLine(
 )
 STOPPING = LogLine("stopping", "stopping: {open} open connections get {grace:g} s")
 STOPPED = LogLine("stopped", f"stopped after {{seconds:.1f}} s: {_TOTALS}")
+#: --workers: the parent started worker `number` (at start, or to replace one).
+WORKER_STARTED = LogLine("worker_started", "worker {number} started: pid {pid}", logging.DEBUG)
+#: --workers: a worker ended without being asked to, or failed while stopping:
+#: how (`ended`), and what follows (`then`: its replacement's back-off, or
+#: the proxy stopping).
+WORKER_DIED = LogLine("worker_died", "worker {number} (pid {pid}) {ended}: {then}", logging.ERROR)
+#: --workers: a replacement could not be forked; it is tried again after `delay`.
+WORKER_UNSTARTED = LogLine(
+    "worker_unstarted",
+    "cannot start worker {number} again: {error}: next try in {delay:g} s",
+    logging.ERROR,
+)
 
 #: The proxy's logger; the library's (its parent, ``wfpredirect``) shares its handler.
 LOGGER = logging.getLogger("wfpredirect.proxy")

@@ -120,6 +120,9 @@ def test_every_kind_has_its_level_and_fields() -> None:
         "hangup": ("INFO", []),
         "stopping": ("INFO", ["open", "grace"]),
         "stopped": ("INFO", ["seconds", "open", "relayed", "refused", "failed", "up", "down"]),
+        "worker_started": ("DEBUG", ["number", "pid"]),
+        "worker_died": ("ERROR", ["number", "pid", "ended", "then"]),
+        "worker_unstarted": ("ERROR", ["number", "error", "delay"]),
     }
 
 
