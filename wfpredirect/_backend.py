@@ -35,7 +35,17 @@ Each backend module has:
 - ``hold_signals(signums, held)``: block (`held`) or unblock the signals
   `signums` in this thread, a blocked one staying pending (``--workers``
   holds the stop signals from before the first fork until each process
-  has its handlers; nothing where there are no workers).
+  has its handlers; nothing where there are no workers);
+- ``raise_descriptor_limit() -> int``: the descriptors this process may
+  open, its soft limit raised to the hard one first where there is one
+  (Windows has none: a nominal figure, docs/service.md);
+- ``privileges_problem(user) -> str``: why this process cannot become
+  `user` (``proxy --user``; "" when it can, or there is none);
+- ``keep_privileges(transparent, user, relaying=True)``: once the sockets
+  are bound, keep only the capabilities relaying needs (none when not
+  `relaying`: a ``--workers`` parent) and become `user`; what is kept and
+  who runs, as (capabilities, user name), or None when nothing was dropped
+  (Linux only; nothing elsewhere).
 """
 
 from __future__ import annotations
@@ -88,6 +98,11 @@ class Backend(Protocol):
     def start_worker(self, work: Callable[[], int]) -> int: ...
     def hold_signals(self, signums: tuple[int, ...], held: bool) -> None: ...
     def reset_on_close(self, sock: Any) -> None: ...
+    def raise_descriptor_limit(self) -> int: ...
+    def privileges_problem(self, user: str | None) -> str: ...
+    def keep_privileges(
+        self, transparent: bool, user: str | None, relaying: bool = True
+    ) -> tuple[str, str] | None: ...
 
 
 def _chosen() -> Backend:

@@ -244,3 +244,32 @@ def open_relay_engine(
             splice=splice,
         )
     raise AssertionError(sys.platform)
+
+
+def raise_descriptor_limit() -> int:
+    """The soft RLIMIT_NOFILE raised to the hard limit (HAProxy does the
+    same at start): the limit now."""
+    if sys.platform == "linux":  # always here; says so to the type checker
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard != resource.RLIM_INFINITY and soft != hard:
+            with contextlib.suppress(OSError, ValueError):
+                resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    raise AssertionError(sys.platform)
+
+
+def privileges_problem(user: str | None) -> str:
+    from ._privileges import switching_problem
+
+    return switching_problem(user)
+
+
+def keep_privileges(
+    transparent: bool, user: str | None, relaying: bool = True
+) -> tuple[str, str] | None:
+    from ._privileges import keep_only, names, needed
+
+    kept = keep_only(needed(transparent) if relaying else 0, user)
+    return None if kept is None else (names(kept[0]), kept[1])

@@ -12,9 +12,11 @@ SIGINT/SIGTERM (and Ctrl-Break, SIGBREAK, on Windows).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import signal
+import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -24,6 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from . import _proxy_log as log
 from . import _relay as relay
 from ._backend import backend
+from ._capacity import plan
 from ._marks import LOOP_MARK
 from ._records import Datagram, RedirectInfo
 from .aio import (
@@ -117,6 +120,9 @@ class ProxySettings:
     # Linux: the user to run as once listening (with only the capabilities
     # the options need).
     user: str | None = None
+    # The descriptors this process may open, as run_proxy raised the limit
+    # (0: not known, and no capacity line).
+    descriptors: int = 0
 
 
 @dataclass
@@ -131,10 +137,10 @@ class Totals:
 
 def user_problem(name: str) -> str:
     """Why --user `name` cannot be used here ("" when it can)."""
-    try:
-        import pwd
-    except ImportError:
+    if sys.platform == "win32":
         return "--user is for Linux: on Windows, run the proxy as a service account instead"
+    import pwd
+
     try:
         pwd.getpwnam(name)
     except KeyError:
@@ -254,6 +260,23 @@ class Proxy:
         # The native path's server (_relay_native), whose engine keeps the
         # live totals.
         self.native: NativeServer | None = None
+        # What keep_privileges kept, once it has run: (capabilities, user),
+        # or None when there was nothing to drop.
+        self.kept: tuple[str, str] | None = None
+        self.privileges_kept = False
+
+    def keep_privileges(self) -> None:
+        """Once the sockets are bound, and before any thread but this one
+        runs (capabilities are each thread's): only the capabilities the
+        options need, as --user (Linux; _privileges)."""
+        if self.privileges_kept:
+            return
+        self.privileges_kept = True
+        settings = self.settings
+        self.kept = backend.keep_privileges(
+            settings.transparent or settings.keep_client_address or settings.udp is not None,
+            settings.user,
+        )
 
     async def handle(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, redirect: RedirectInfo
@@ -407,6 +430,59 @@ class Proxy:
 
     async def _serve(self, stop: asyncio.Event) -> None:
         settings = self.settings
+        loop = asyncio.get_running_loop()
+        # A host name is resolved in the default executor, whose threads
+        # would keep every capability: this one ends before they are dropped.
+        binding = concurrent.futures.ThreadPoolExecutor(1, "wfpredirect-bind")
+        loop.set_default_executor(binding)
+        # Bound now, while a port below 1024 may still be bound.
+        udp_socket = None if settings.udp is None else _bind_udp(settings.udp)
+        try:
+            server = await self._listen()
+        except BaseException:
+            if udp_socket is not None:
+                udp_socket.close()
+            raise
+        binding.shutdown()
+        loop.set_default_executor(concurrent.futures.ThreadPoolExecutor())
+        try:
+            self.keep_privileges()
+        except BaseException:
+            server.close()
+            if udp_socket is not None:
+                udp_socket.close()
+            raise
+        endpoint: RedirectDatagramEndpoint | None = None
+        if udp_socket is not None:
+            endpoint, _ = await create_redirect_datagram_endpoint(
+                lambda: UdpRelay(self.totals),
+                sock=udp_socket,
+                idle_timeout=settings.udp_idle_timeout,
+                loop_mark=settings.loop_mark,
+                mark_mask=settings.mark_mask,
+            )
+        started = time.monotonic()
+        for sock in server.sockets:
+            host, port = sock.getsockname()[:2]
+            say(log.LISTENING.line(host=host, port=port))
+        if endpoint is not None:
+            host, port = endpoint.get_extra_info("sockname")[:2]
+            say(log.LISTENING_UDP.line(host=host, port=port))
+        if settings.descriptors:
+            say(
+                log.CAPACITY.line(
+                    limit=settings.descriptors,
+                    connections=settings.max_connections,
+                    flows=settings.max_udp_flows,
+                )
+            )
+        if self.kept is not None:
+            say(log.PRIVILEGES.line(capabilities=self.kept[0], user=self.kept[1]))
+        await self._until_stopped(stop, server, endpoint, started)
+
+    async def _listen(self) -> relay.Listening:
+        """The TCP server of the chosen relay path, listening."""
+        settings = self.settings
         server: relay.Listening
         if settings.relay == "native":
             from ._relay_native import serve_native
@@ -420,6 +496,8 @@ class Proxy:
                 if settings.transparent
                 else None,
                 loop_mark=LOOP_MARK if settings.loop_mark is None else settings.loop_mark,
+                # Before the engine's thread starts.
+                bound=self.keep_privileges,
             )
         elif settings.relay != "streams":
             server = await relay.SERVERS[settings.relay](
@@ -456,22 +534,16 @@ class Proxy:
                 # other socket bind the same port and take redirected
                 # connections.
             )
-        endpoint: RedirectDatagramEndpoint | None = None
-        if settings.udp is not None:
-            endpoint, _ = await create_redirect_datagram_endpoint(
-                lambda: UdpRelay(self.totals),
-                settings.udp,
-                idle_timeout=settings.udp_idle_timeout,
-                loop_mark=settings.loop_mark,
-                mark_mask=settings.mark_mask,
-            )
-        started = time.monotonic()
-        for sock in server.sockets:
-            host, port = sock.getsockname()[:2]
-            say(log.LISTENING.line(host=host, port=port))
-        if endpoint is not None:
-            host, port = endpoint.get_extra_info("sockname")[:2]
-            say(log.LISTENING_UDP.line(host=host, port=port))
+        return server
+
+    async def _until_stopped(
+        self,
+        stop: asyncio.Event,
+        server: relay.Listening,
+        endpoint: RedirectDatagramEndpoint | None,
+        started: float,
+    ) -> None:
+        settings = self.settings
         reporter = None
         if settings.summary_interval > 0:
             reporter = asyncio.create_task(self.report_periodically(stop))
@@ -497,6 +569,18 @@ class Proxy:
         if reporter is not None:
             await reporter
         say(log.STOPPED.line(seconds=time.monotonic() - started, **self.summary()))
+
+
+def _bind_udp(address: tuple[str, int]) -> socket.socket:
+    """A UDP socket bound to `address` (the first address of its host)."""
+    family, _, _, _, where = socket.getaddrinfo(*address, type=socket.SOCK_DGRAM)[0]
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.bind(where)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 #: ``--loop``: the event loops the proxy can run on.
@@ -539,12 +623,16 @@ def _run_one(settings: ProxySettings) -> int:
 
 def run_proxy(settings: ProxySettings) -> int:
     """Run until a stop signal (STOP_SIGNALS); the exit status."""
-    problem = backend.proxy_problem(
-        settings.loop_mark,
-        settings.mark_mask,
-        udp=settings.udp is not None,
-        transparent=settings.transparent or settings.keep_client_address,
-    ) or backend.workers_problem(settings.workers)
+    problem = (
+        backend.proxy_problem(
+            settings.loop_mark,
+            settings.mark_mask,
+            udp=settings.udp is not None,
+            transparent=settings.transparent or settings.keep_client_address,
+        )
+        or backend.workers_problem(settings.workers)
+        or backend.privileges_problem(settings.user)
+    )
     if not problem and settings.workers > 1 and settings.port == 0:
         problem = (
             f"--workers {settings.workers} needs a fixed port (each worker binds the "
@@ -555,6 +643,22 @@ def run_proxy(settings: ProxySettings) -> int:
         _runner(settings.loop)
     except ValueError as error:
         problem = problem or str(error)
+    if not problem:
+        # Each process of --workers has this limit, and these caps, its own.
+        settings.descriptors = backend.raise_descriptor_limit()
+        try:
+            capacity = plan(
+                settings.descriptors,
+                settings.relay,
+                settings.udp is not None,
+                settings.max_connections,
+                settings.max_udp_flows,
+            )
+        except ValueError as error:
+            problem = str(error)
+        else:
+            settings.max_connections = capacity.connections
+            settings.max_udp_flows = capacity.flows
     if problem:
         print(f"wfpredirect proxy: {problem}", file=sys.stderr)
         return 2

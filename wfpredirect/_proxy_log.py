@@ -49,6 +49,11 @@ _FIELDS: dict[str, tuple[str, type]] = {
     "reason": (r".+", str),
     "error": (r".+", str),
     "suppressed": (r"\d+", int),
+    "limit": (r"\d+", int),
+    "connections": (r"\d+", int),
+    "flows": (r"\d+", int),
+    "capabilities": (r"\S+", str),
+    "user": (r"\S+", str),
 }
 
 #: The levels --log-level accepts, by name.
@@ -112,6 +117,16 @@ _TOTALS = (
 
 LISTENING = LogLine("listening", "listening on {host} port {port}")
 LISTENING_UDP = LogLine("listening_udp", "listening for udp on {host} port {port}")
+#: At start, after the listening lines: the descriptor limit (raised to the
+#: hard limit) and the caps derived from it or given (_capacity).
+CAPACITY = LogLine(
+    "capacity", "descriptors: {limit}; up to {connections} connections and {flows} udp flows"
+)
+#: Linux, once the sockets are bound: the capabilities kept (comma-separated),
+#: and the user the proxy runs as (_privileges).
+PRIVILEGES = LogLine(
+    "privileges", "privileges: kept {capabilities}, dropped every other capability; user {user}"
+)
 #: A relayed connection, when it ends: `outcome` is "closed", "cut at
 #: shutdown", "timed out ..." or "ended by ...".
 RELAYED = LogLine(

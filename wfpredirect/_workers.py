@@ -21,6 +21,7 @@ import dataclasses
 import functools
 import os
 import signal
+import sys
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -33,7 +34,17 @@ if TYPE_CHECKING:
     from ._proxy import ProxySettings
 
 #: The lines a worker hands its parent, by how they begin.
-PARENT_LINES = (log.LISTENING, log.LISTENING_UDP, log.SUMMARY, log.STOPPING, log.STOPPED)
+PARENT_LINES = (
+    log.LISTENING,
+    log.LISTENING_UDP,
+    log.CAPACITY,
+    log.PRIVILEGES,
+    log.SUMMARY,
+    log.STOPPING,
+    log.STOPPED,
+)
+#: The lines that say a worker is up, the first worker's said once all are.
+_READY_LINES = (log.LISTENING, log.LISTENING_UDP, log.CAPACITY, log.PRIVILEGES)
 _PREFIXES = tuple(line.template.split("{", 1)[0] for line in PARENT_LINES)
 #: The totals a summary and the stopped line carry, summed over the workers.
 TOTALS = ("open", "relayed", "refused", "failed", "up", "down")
@@ -153,6 +164,14 @@ class _Parent:
                 self.started = time.monotonic()
                 for ready in self.listening[0]:
                     _proxy.say(ready)
+                # Every worker has dropped its own by now (before its
+                # listening lines); this process only signals and reads.
+                try:
+                    backend.keep_privileges(False, self.settings.user, relaying=False)
+                except OSError as error:
+                    sys.stderr.write(f"wfpredirect proxy: {error}\n")
+                    failed = True
+                    self.forward_stop()
                 if self.settings.summary_interval > 0:
                     reporter = asyncio.create_task(self.report_periodically())
             self.say_stopping()
@@ -185,7 +204,7 @@ class _Parent:
             events.put_nowait((number, None))
 
     def heard(self, number: int, line: str) -> None:
-        for listening in (log.LISTENING, log.LISTENING_UDP):
+        for listening in _READY_LINES:
             if fields := listening.pattern.fullmatch(line):
                 # Made again, so that it is logged as its event.
                 said = listening.line(**fields.groupdict())
