@@ -41,11 +41,14 @@ Each backend module has:
   (Windows has none: a nominal figure, docs/service.md);
 - ``privileges_problem(user) -> str``: why this process cannot become
   `user` (``proxy --user``; "" when it can, or there is none);
-- ``keep_privileges(transparent, user, relaying=True)``: once the sockets
-  are bound, keep only the capabilities relaying needs (none when not
-  `relaying`: a ``--workers`` parent) and become `user`; what is kept and
-  who runs, as (capabilities, user name), or None when nothing was dropped
-  (Linux only; nothing elsewhere).
+- ``keep_privileges(transparent, user, relaying=True, binding=False)``:
+  before the sockets are bound (and before any other thread starts), keep
+  only the capabilities relaying needs (none when not `relaying`: a
+  ``--workers`` parent), with `binding` CAP_NET_BIND_SERVICE as well until
+  ``end_binding()``, and become `user`; what is kept and who runs, as
+  (capabilities, user name), or None when nothing was dropped (Linux only;
+  nothing elsewhere);
+- ``end_binding()``: the sockets are bound: drop what `binding` held.
 """
 
 from __future__ import annotations
@@ -101,8 +104,9 @@ class Backend(Protocol):
     def raise_descriptor_limit(self) -> int: ...
     def privileges_problem(self, user: str | None) -> str: ...
     def keep_privileges(
-        self, transparent: bool, user: str | None, relaying: bool = True
+        self, transparent: bool, user: str | None, relaying: bool = True, binding: bool = False
     ) -> tuple[str, str] | None: ...
+    def end_binding(self) -> None: ...
 
 
 def _chosen() -> Backend:

@@ -267,9 +267,17 @@ def privileges_problem(user: str | None) -> str:
 
 
 def keep_privileges(
-    transparent: bool, user: str | None, relaying: bool = True
+    transparent: bool, user: str | None, relaying: bool = True, binding: bool = False
 ) -> tuple[str, str] | None:
-    from ._privileges import keep_only, names, needed
+    from ._privileges import finish, keep_only, names, needed
 
-    kept = keep_only(needed(transparent) if relaying else 0, user)
+    kept = keep_only(needed(transparent) if relaying else 0, user, binding)
+    if not relaying:
+        finish()  # a --workers parent binds nothing
     return None if kept is None else (names(kept[0]), kept[1])
+
+
+def end_binding() -> None:
+    from ._privileges import finish
+
+    finish()

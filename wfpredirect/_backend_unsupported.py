@@ -11,6 +11,7 @@ import struct
 import sys
 from typing import TYPE_CHECKING, Any
 
+from ._backend_winsock import end_binding as end_binding
 from ._backend_winsock import hold_signals as hold_signals
 from ._backend_winsock import keep_privileges as keep_privileges
 

@@ -147,7 +147,11 @@ def privileges_problem(user: str | None) -> str:
 
 
 def keep_privileges(
-    transparent: bool, user: str | None, relaying: bool = True
+    transparent: bool, user: str | None, relaying: bool = True, binding: bool = False
 ) -> tuple[str, str] | None:
     """Nothing: Windows has no capabilities (run as a service account)."""
     return None
+
+
+def end_binding() -> None:
+    """Nothing, as keep_privileges."""

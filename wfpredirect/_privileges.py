@@ -101,6 +101,12 @@ def _check(result: int, call: str) -> None:
         raise PrivilegeError(number, f"{call}: {os.strerror(number)}")
 
 
+def _prctl(libc: ctypes.CDLL, option: int, argument: int) -> None:
+    call = libc.prctl
+    call.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    _check(call(option, argument, 0, 0, 0), f"prctl({option}, {argument})")
+
+
 def _capset(libc: ctypes.CDLL, effective: int, permitted: int, inheritable: int) -> None:
     header = _Header(_LINUX_CAPABILITY_VERSION_3, 0)
     data = (_Data * 2)()
@@ -113,7 +119,7 @@ def _capset(libc: ctypes.CDLL, effective: int, permitted: int, inheritable: int)
 
 def switching_problem(user: str | None) -> str:
     """Why this process cannot become `user` ("" when it can, or needs not)."""
-    if user is None or sys.platform != "linux":
+    if sys.platform != "linux" or user is None:
         return ""
     import pwd
 
@@ -126,12 +132,22 @@ def switching_problem(user: str | None) -> str:
     return f"--user {user}: only root (or CAP_SETUID and CAP_SETGID) can become another user"
 
 
-def keep_only(wanted: int, user: str | None) -> tuple[int, str] | None:
+#: What keep_only left for finish: (the capabilities kept, the extra ones
+#: held meanwhile that leave the bounding set, the bounding set meanwhile,
+#: the user to become: name, uid, gid).
+_pending: tuple[int, int, int, tuple[str, int, int] | None] | None = None
+
+
+def keep_only(wanted: int, user: str | None, binding: bool = False) -> tuple[int, str] | None:
     """Keep the capabilities `wanted` (those of them this process has) and
-    drop every other; then, with `user`, become that user keeping them.
-    What is kept and who runs, or None when there was nothing to drop and
-    no user to become. PrivilegeError when a step fails or the result
-    differs from the intent."""
+    drop every other, from every set. With `binding` (a port below 1024)
+    CAP_NET_BIND_SERVICE stays until finish(); so do CAP_SETUID and
+    CAP_SETGID with `user`, whom finish() makes this process: the modules
+    the sockets' binding imports are read as this process's user. What is
+    kept and who runs, or None when there was nothing to drop and no user
+    to become. PrivilegeError when a step fails or the result differs from
+    the intent."""
+    global _pending
     if sys.platform != "linux":
         return None
     import pwd
@@ -144,48 +160,65 @@ def keep_only(wanted: int, user: str | None) -> tuple[int, str] | None:
         keep |= bit(CAP_NET_RAW)
     entry = pwd.getpwnam(user) if user is not None else pwd.getpwuid(os.geteuid())
     switch = user is not None and not os.getuid() == os.geteuid() == entry.pw_uid
+    extra = (bit(CAP_NET_BIND_SERVICE) if binding else 0) | (
+        bit(CAP_SETUID) | bit(CAP_SETGID) if switch else 0
+    )
+    if extra:
+        extra = (extra | bit(CAP_SETPCAP)) & permitted & ~keep
+    held = keep | extra
     # What can be dropped from the bounding set (it takes CAP_SETPCAP).
-    bounding_drop = before["CapBnd"] & ~keep if permitted & bit(CAP_SETPCAP) else 0
+    bounding_drop = before["CapBnd"] & ~held if permitted & bit(CAP_SETPCAP) else 0
     if (
         not switch
-        and permitted == before["CapEff"] == keep
+        and permitted == before["CapEff"] == held
         and not before["CapInh"]
         and not before.get("CapAmb", 0)
         and not bounding_drop
     ):
         return None
     libc = _libc()
-    libc.prctl.argtypes = [
-        ctypes.c_int,
-        ctypes.c_ulong,
-        ctypes.c_ulong,
-        ctypes.c_ulong,
-        ctypes.c_ulong,
-    ]
-    # Everything permitted made effective: the steps below need CAP_SETPCAP,
-    # CAP_SETUID and CAP_SETGID.
+    # Everything permitted made effective: dropping from the bounding set
+    # needs CAP_SETPCAP.
     _capset(libc, permitted, permitted, 0)
     for number in range(64):
         if bounding_drop >> number & 1:
-            _check(
-                libc.prctl(PR_CAPBSET_DROP, number, 0, 0, 0), f"prctl(PR_CAPBSET_DROP, {number})"
-            )
-    if switch:
-        # setuid from root empties the permitted set unless keepcaps is on.
-        _check(libc.prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0), "prctl(PR_SET_KEEPCAPS)")
-        groups = os.getgrouplist(entry.pw_name, entry.pw_gid)
-        os.setgroups(groups)
-        os.setresgid(entry.pw_gid, entry.pw_gid, entry.pw_gid)
-        os.setresuid(entry.pw_uid, entry.pw_uid, entry.pw_uid)
-        _check(libc.prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0), "prctl(PR_SET_KEEPCAPS)")
-    # Only `keep`, effective and permitted; nothing inheritable (which
+            _prctl(libc, PR_CAPBSET_DROP, number)
+    # Only those, effective and permitted; nothing inheritable (which
     # empties the ambient set too).
-    _capset(libc, keep, keep, 0)
+    _capset(libc, held, held, 0)
     libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)  # EINVAL before Linux 4.3
-    _verify(
-        keep, before["CapBnd"] & ~bounding_drop, (entry.pw_uid, entry.pw_gid) if switch else None
-    )
+    bounding = before["CapBnd"] & ~bounding_drop
+    _verify(held, bounding, None)
+    if extra or switch:
+        ids = (entry.pw_name, entry.pw_uid, entry.pw_gid) if switch else None
+        _pending = (keep, extra if bounding_drop else 0, bounding, ids)
     return keep, entry.pw_name
+
+
+def finish() -> None:
+    """Once the sockets are bound, before any other thread starts: become
+    the user keep_only was given, and drop what it held for that and for
+    the binding (nothing when it left nothing)."""
+    global _pending
+    if _pending is None or sys.platform != "linux":
+        return
+    keep, extra, bounding, user = _pending
+    _pending = None
+    libc = _libc()
+    # First, while CAP_SETPCAP is effective (setuid empties the effective set).
+    for number in range(64):
+        if extra >> number & 1:
+            _prctl(libc, PR_CAPBSET_DROP, number)
+    if user is not None:
+        name, uid, gid = user
+        # setuid from root empties the permitted set unless keepcaps is on.
+        _prctl(libc, PR_SET_KEEPCAPS, 1)
+        os.setgroups(os.getgrouplist(name, gid))
+        os.setresgid(gid, gid, gid)
+        os.setresuid(uid, uid, uid)
+        _prctl(libc, PR_SET_KEEPCAPS, 0)
+    _capset(libc, keep, keep, 0)
+    _verify(keep, bounding & ~extra, None if user is None else user[1:])
 
 
 def _verify(keep: int, bounding: int, ids: tuple[int, int] | None) -> None:
@@ -210,7 +243,11 @@ def _verify(keep: int, bounding: int, ids: tuple[int, int] | None) -> None:
             continue  # that thread has ended
         extra = (held["CapEff"] | held["CapPrm"]) & ~keep
         if extra:
-            problems.append(f"thread {task} still holds {names(extra)}")
+            problems.append(
+                f"thread {task} still holds {names(extra)} (threads started while a port "
+                "below 1024 is bound keep CAP_NET_BIND_SERVICE: uvloop resolves the "
+                "address in threads of its own; --relay native or splice do not)"
+            )
     if problems:
         raise PrivilegeError(
             "the capabilities were not dropped as intended: " + "; ".join(problems)

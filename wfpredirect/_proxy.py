@@ -45,6 +45,10 @@ T = TypeVar("T")
 #: asyncio's default listen backlog (100) drops SYNs under a burst of clients.
 DEFAULT_BACKLOG = 1024
 
+#: Ports below this one take CAP_NET_BIND_SERVICE to bind (the default of
+#: net.ipv4.ip_unprivileged_port_start).
+PRIVILEGED_PORTS = 1024
+
 #: --workers' upper bound: each worker is a whole Python process (about 30
 #: MB), and more processes than cores only add memory.
 MAX_WORKERS = 64
@@ -253,30 +257,40 @@ class UdpRelay(RedirectDatagramProtocol):
 
 
 class Proxy:
-    def __init__(self, settings: ProxySettings) -> None:
+    def __init__(self, settings: ProxySettings, process: bool = False) -> None:
         self.settings = settings
+        # Whether this process is the proxy's own (the command line's, or a
+        # worker): only then are its privileges dropped, which is each
+        # process's and each thread's (one embedding a Proxy has its own).
+        self.process = process
         self.totals = Totals()
         self.connections: set[asyncio.Task[Any]] = set()
         # The native path's server (_relay_native), whose engine keeps the
         # live totals.
         self.native: NativeServer | None = None
-        # What keep_privileges kept, once it has run: (capabilities, user),
-        # or None when there was nothing to drop.
+        # What keep_privileges kept: (capabilities, user), or None when
+        # there was nothing to drop.
         self.kept: tuple[str, str] | None = None
-        self.privileges_kept = False
 
     def keep_privileges(self) -> None:
-        """Once the sockets are bound, and before any thread but this one
-        runs (capabilities are each thread's): only the capabilities the
-        options need, as --user (Linux; _privileges)."""
-        if self.privileges_kept:
+        """Before the sockets are bound, while no thread but this one runs
+        (capabilities are each thread's): only the capabilities the options
+        need, as --user, and CAP_NET_BIND_SERVICE until end_binding when a
+        port is below 1024 (Linux; _privileges)."""
+        if not self.process:
             return
-        self.privileges_kept = True
         settings = self.settings
+        ports = [settings.port] + ([settings.udp[1]] if settings.udp is not None else [])
         self.kept = backend.keep_privileges(
             settings.transparent or settings.keep_client_address or settings.udp is not None,
             settings.user,
+            binding=any(0 < port < PRIVILEGED_PORTS for port in ports),
         )
+
+    def end_binding(self) -> None:
+        """The sockets are bound: CAP_NET_BIND_SERVICE goes, if it was kept."""
+        if self.process:
+            backend.end_binding()
 
     async def handle(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, redirect: RedirectInfo
@@ -431,11 +445,11 @@ class Proxy:
     async def _serve(self, stop: asyncio.Event) -> None:
         settings = self.settings
         loop = asyncio.get_running_loop()
-        # A host name is resolved in the default executor, whose threads
-        # would keep every capability: this one ends before they are dropped.
+        self.keep_privileges()
+        # Resolving a host name runs in the default executor, whose threads
+        # would keep CAP_NET_BIND_SERVICE: this one ends before it is dropped.
         binding = concurrent.futures.ThreadPoolExecutor(1, "wfpredirect-bind")
         loop.set_default_executor(binding)
-        # Bound now, while a port below 1024 may still be bound.
         udp_socket = None if settings.udp is None else _bind_udp(settings.udp)
         try:
             server = await self._listen()
@@ -446,7 +460,7 @@ class Proxy:
         binding.shutdown()
         loop.set_default_executor(concurrent.futures.ThreadPoolExecutor())
         try:
-            self.keep_privileges()
+            self.end_binding()
         except BaseException:
             server.close()
             if udp_socket is not None:
@@ -468,6 +482,9 @@ class Proxy:
         if endpoint is not None:
             host, port = endpoint.get_extra_info("sockname")[:2]
             say(log.LISTENING_UDP.line(host=host, port=port))
+        if self.kept is not None:
+            say(log.PRIVILEGES.line(capabilities=self.kept[0], user=self.kept[1]))
+        # Last of the start lines (a --workers parent waits for it).
         if settings.descriptors:
             say(
                 log.CAPACITY.line(
@@ -476,8 +493,6 @@ class Proxy:
                     flows=settings.max_udp_flows,
                 )
             )
-        if self.kept is not None:
-            say(log.PRIVILEGES.line(capabilities=self.kept[0], user=self.kept[1]))
         await self._until_stopped(stop, server, endpoint, started)
 
     async def _listen(self) -> relay.Listening:
@@ -497,7 +512,7 @@ class Proxy:
                 else None,
                 loop_mark=LOOP_MARK if settings.loop_mark is None else settings.loop_mark,
                 # Before the engine's thread starts.
-                bound=self.keep_privileges,
+                bound=self.end_binding,
             )
         elif settings.relay != "streams":
             server = await relay.SERVERS[settings.relay](
@@ -608,7 +623,7 @@ def _run_one(settings: ProxySettings) -> int:
     # once it stops serving, and they come back once its loop has closed.
     previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
     try:
-        _runner(settings.loop)(Proxy(settings).run())
+        _runner(settings.loop)(Proxy(settings, process=True).run())
     except OSError as error:
         # One write: with --workers, several workers may say it at once.
         sys.stderr.write(f"wfpredirect proxy: {error}\n")

@@ -43,8 +43,9 @@ PARENT_LINES = (
     log.STOPPING,
     log.STOPPED,
 )
-#: The lines that say a worker is up, the first worker's said once all are.
-_READY_LINES = (log.LISTENING, log.LISTENING_UDP, log.CAPACITY, log.PRIVILEGES)
+#: The lines a worker says at start, the capacity last; the first worker's
+#: are said once every worker has said them.
+_READY_LINES = (log.LISTENING, log.LISTENING_UDP, log.PRIVILEGES, log.CAPACITY)
 _PREFIXES = tuple(line.template.split("{", 1)[0] for line in PARENT_LINES)
 #: The totals a summary and the stopped line carry, summed over the workers.
 TOTALS = ("open", "relayed", "refused", "failed", "up", "down")
@@ -116,7 +117,7 @@ class _Parent:
         self.settings = settings
         self.pids = pids
         count = len(pids)
-        self.listening: list[list[str]] = [[] for _ in range(count)]
+        self.listening: list[list[log.LogText]] = [[] for _ in range(count)]
         self.summaries: list[dict[str, int]] = [dict.fromkeys(TOTALS, 0) for _ in range(count)]
         self.stopping: dict[int, int] = {}
         self.stopped: dict[int, dict[str, int]] = {}
@@ -160,7 +161,10 @@ class _Parent:
                     self.forward_stop()
             else:
                 self.heard(number, line)
-            if self.started is None and all(self.listening):
+            # A worker is up once it has said its last start line, the capacity.
+            if self.started is None and all(
+                any(said.kind is log.CAPACITY for said in lines) for lines in self.listening
+            ):
                 self.started = time.monotonic()
                 for ready in self.listening[0]:
                     _proxy.say(ready)

@@ -135,11 +135,11 @@ def privileges(capabilities: str, user: str = "root") -> str:
     ("flags", "mask", "said"),
     [
         # (4096 - 64) // 6 connections on the native relay.
-        ((), NET_ADMIN, [capacity(672, 0), privileges("CAP_NET_ADMIN")]),
+        ((), NET_ADMIN, [privileges("CAP_NET_ADMIN"), capacity(672, 0)]),
         (
             ("--transparent",),
             NET_ADMIN | NET_RAW,
-            [capacity(672, 0), privileges("CAP_NET_ADMIN,CAP_NET_RAW")],
+            [privileges("CAP_NET_ADMIN,CAP_NET_RAW"), capacity(672, 0)],
         ),
         # A quarter of 4032 for the flows, the rest for connections.
         (
@@ -147,12 +147,12 @@ def privileges(capabilities: str, user: str = "root") -> str:
             NET_ADMIN | NET_RAW,
             [
                 proxy_log.LISTENING_UDP.line(host="127.0.0.1", port=15002),
-                capacity(504, 1008),
                 privileges("CAP_NET_ADMIN,CAP_NET_RAW"),
+                capacity(504, 1008),
             ],
         ),
         # 2 descriptors a connection on the streams relay.
-        (("--relay", "streams"), NET_ADMIN, [capacity(2016, 0), privileges("CAP_NET_ADMIN")]),
+        (("--relay", "streams"), NET_ADMIN, [privileges("CAP_NET_ADMIN"), capacity(2016, 0)]),
     ],
     ids=["default", "transparent", "udp", "streams"],
 )
@@ -170,6 +170,22 @@ def test_only_the_capabilities_the_options_need_are_kept(
         return {"start": start, "held": held, "exit": status}
 
     assert run_in_netns(body) == {"start": said, "held": dropped_to(mask), "exit": 0}
+
+
+@pytest.mark.parametrize("relay", ["native", "splice", "protocol", "streams"])
+def test_a_port_below_1024_is_bound_and_cap_net_bind_service_dropped(relay: str) -> None:
+    """CAP_NET_BIND_SERVICE binds port 80 (here as nobody) and is gone once
+    it is bound."""
+    require_both_capabilities()
+
+    def body() -> dict[str, object]:
+        command = ("--listen", "127.0.0.1:80", "--relay", relay, "--user", "nobody")
+        with proxy(*command, ready=proxy_log.LISTENING.line(host="127.0.0.1", port=80)) as process:
+            held = credentials(process.pid)
+            status, _ = stop(process)
+        return {"held": held, "exit": status}
+
+    assert run_in_netns(body) == {"held": dropped_to(NET_ADMIN, NOBODY), "exit": 0}
 
 
 def relay_once() -> tuple[bytes, int]:
@@ -210,7 +226,7 @@ def test_as_another_user_with_the_capabilities_it_needs() -> None:
         }
 
     assert run_in_netns(body, nft_rules=RULES, sysctls=FWMARK_ACCEPT) == {
-        "start": [capacity(672, 0), privileges("CAP_NET_ADMIN", "nobody")],
+        "start": [privileges("CAP_NET_ADMIN", "nobody"), capacity(672, 0)],
         "held": dropped_to(NET_ADMIN, NOBODY),
         "answer": b"origin ping\n",
         "mark": 0x40,
@@ -262,7 +278,7 @@ def test_workers_each_drop_and_their_parent_keeps_none() -> None:
     worker = dropped_to(NET_ADMIN, NOBODY)
     parent = {**dropped_to(0, NOBODY), "threads": {(0, 0)}}
     assert run_in_netns(body, nft_rules=RULES, sysctls=FWMARK_ACCEPT) == {
-        "start": [capacity(672, 0), privileges("CAP_NET_ADMIN", "nobody")],
+        "start": [privileges("CAP_NET_ADMIN", "nobody"), capacity(672, 0)],
         "held": {"parent": parent, "workers": [worker, worker]},
         "answer": b"origin ping\n",
         "mark": 0x40,
@@ -322,6 +338,6 @@ def test_at_a_caps_exact_need_it_starts() -> None:
     def body() -> list[str]:
         with proxy("--max-connections", "672") as process:
             assert process.stdout is not None
-            return [proxy_log.message(process.stdout.readline().rstrip("\n"))]
+            return [proxy_log.message(process.stdout.readline().rstrip("\n")) for _ in range(2)]
 
-    assert run_in_netns(body) == [capacity(672, 0)]
+    assert run_in_netns(body) == [privileges("CAP_NET_ADMIN"), capacity(672, 0)]
