@@ -129,7 +129,10 @@ def switching_problem(user: str | None) -> str:
     permitted = sets(status("/proc/self/status"))["CapPrm"]
     if permitted & bit(CAP_SETUID) and permitted & bit(CAP_SETGID):
         return ""
-    return f"--user {user}: only root (or CAP_SETUID and CAP_SETGID) can become another user"
+    return (
+        f"--user {user}: becoming another user takes CAP_SETUID and CAP_SETGID, "
+        "which this process lacks (start it as root)"
+    )
 
 
 #: What keep_only left for finish: (the capabilities kept, the extra ones

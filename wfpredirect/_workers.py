@@ -168,8 +168,8 @@ class _Parent:
                 self.started = time.monotonic()
                 for ready in self.listening[0]:
                     _proxy.say(ready)
-                # Every worker has dropped its own by now (before its
-                # listening lines); this process only signals and reads.
+                # Every worker has dropped its own by now (before its start
+                # lines); this process only signals and reads.
                 try:
                     backend.keep_privileges(False, self.settings.user, relaying=False)
                 except OSError as error:

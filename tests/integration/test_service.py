@@ -22,7 +22,7 @@ from processes import messages
 from rules import redirect
 from servers import Origin, exchange
 from support import NEUTRAL_DIRECTORY
-from test_privilege import require_both_capabilities
+from test_privilege import require_both_capabilities, without_capabilities
 from wfpredirect import _proxy_log as proxy_log
 
 READY = proxy_log.LISTENING.line(host="127.0.0.1", port=15001)
@@ -341,3 +341,29 @@ def test_at_a_caps_exact_need_it_starts() -> None:
             return [proxy_log.message(process.stdout.readline().rstrip("\n")) for _ in range(2)]
 
     assert run_in_netns(body) == [privileges("CAP_NET_ADMIN"), capacity(672, 0)]
+
+
+def test_without_the_capabilities_to_switch_user_it_does_not_start() -> None:
+    """Root without CAP_SETUID and CAP_SETGID (setpriv drops them) cannot
+    become nobody: exit status 2, one line, nothing started."""
+
+    def body() -> tuple[int, str, str]:
+        completed = subprocess.run(
+            [
+                *without_capabilities("-setuid,-setgid"),
+                *proxy_command("--user", "nobody"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            cwd=NEUTRAL_DIRECTORY,
+            check=False,
+        )
+        return completed.returncode, completed.stdout, completed.stderr
+
+    assert run_in_netns(body) == (
+        2,
+        "",
+        "wfpredirect proxy: --user nobody: becoming another user takes CAP_SETUID and "
+        "CAP_SETGID, which this process lacks (start it as root)\n",
+    )
