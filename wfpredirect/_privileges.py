@@ -246,11 +246,7 @@ def _verify(keep: int, bounding: int, ids: tuple[int, int] | None) -> None:
             continue  # that thread has ended
         extra = (held["CapEff"] | held["CapPrm"]) & ~keep
         if extra:
-            problems.append(
-                f"thread {task} still holds {names(extra)} (threads started while a port "
-                "below 1024 is bound keep CAP_NET_BIND_SERVICE: uvloop resolves the "
-                "address in threads of its own; --relay native or splice do not)"
-            )
+            problems.append(f"thread {task} still holds {names(extra)}")
     if problems:
         raise PrivilegeError(
             "the capabilities were not dropped as intended: " + "; ".join(problems)

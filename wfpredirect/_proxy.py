@@ -449,7 +449,8 @@ class Proxy:
         # Resolving a host name runs in the default executor, whose threads
         # would keep CAP_NET_BIND_SERVICE: this one ends before it is dropped.
         binding = concurrent.futures.ThreadPoolExecutor(1, "wfpredirect-bind")
-        loop.set_default_executor(binding)
+        if self.process:
+            loop.set_default_executor(binding)
         udp_socket = None if settings.udp is None else _bind_udp(settings.udp)
         try:
             server = await self._listen()
@@ -457,8 +458,10 @@ class Proxy:
             if udp_socket is not None:
                 udp_socket.close()
             raise
-        binding.shutdown()
-        loop.set_default_executor(concurrent.futures.ThreadPoolExecutor())
+        finally:
+            binding.shutdown()
+        if self.process:
+            loop.set_default_executor(concurrent.futures.ThreadPoolExecutor())
         try:
             self.end_binding()
         except BaseException:
@@ -495,6 +498,24 @@ class Proxy:
             )
         await self._until_stopped(stop, server, endpoint, started)
 
+    def _listener(self) -> socket.socket | None:
+        """The listening socket made here rather than by the event loop, if
+        any: with --transparent, and on uvloop (its address resolution
+        starts threads of its own, which would keep the capability to bind
+        a port below 1024: resolved here, in this thread), when the address
+        is one."""
+        settings = self.settings
+        reuse_port = settings.workers > 1
+        if settings.transparent:
+            return backend.transparent_listener(settings.host, settings.port, reuse_port)
+        if settings.loop == "uvloop":
+            listeners = relay.make_listeners(settings.host, settings.port, reuse_port=reuse_port)
+            if len(listeners) == 1:
+                return listeners[0]
+            for sock in listeners:
+                sock.close()
+        return None
+
     async def _listen(self) -> relay.Listening:
         """The TCP server of the chosen relay path, listening."""
         settings = self.settings
@@ -519,19 +540,12 @@ class Proxy:
                 self.handle_connection,
                 settings.host,
                 settings.port,
-                listener=backend.transparent_listener(
-                    settings.host, settings.port, settings.workers > 1
-                )
-                if settings.transparent
-                else None,
+                listener=self._listener(),
                 backlog=settings.backlog,
                 reuse_port=settings.workers > 1,
                 loop_mark=LOOP_MARK if settings.loop_mark is None else settings.loop_mark,
             )
-        elif settings.transparent:
-            listener = backend.transparent_listener(
-                settings.host, settings.port, settings.workers > 1
-            )
+        elif (listener := self._listener()) is not None:
             server = await start_redirect_server(
                 self.handle, sock=listener, backlog=settings.backlog, loop_mark=settings.loop_mark
             )
