@@ -22,7 +22,7 @@ from netns import run_in_netns
 from processes import messages
 from rules import redirect
 from servers import Origin, exchange
-from support import NEUTRAL_DIRECTORY, unavailable
+from support import NEUTRAL_DIRECTORY, require_tool, unavailable
 from test_privilege import require_both_capabilities, without_capabilities
 from wfpredirect import _proxy_log as proxy_log
 
@@ -385,3 +385,52 @@ def test_without_the_capabilities_to_switch_user_it_does_not_start() -> None:
         "wfpredirect proxy: --user nobody: becoming another user takes CAP_SETUID and "
         "CAP_SETGID, which this process lacks (start it as root)\n",
     )
+
+
+@pytest.mark.parametrize(
+    ("bounding", "said", "mask"),
+    [
+        # Given both (as systemd's CapabilityBoundingSet= would), without
+        # CAP_SETPCAP: the one not needed leaves the permitted set, the
+        # bounding set stays as it was given.
+        ("-all,+net_admin,+net_raw", [privileges("CAP_NET_ADMIN")], NET_ADMIN | NET_RAW),
+        # Given exactly what it needs: nothing to drop, nothing said.
+        ("-all,+net_admin", [], NET_ADMIN),
+    ],
+    ids=["more", "exactly"],
+)
+def test_started_with_fewer_capabilities(bounding: str, said: list[str], mask: int) -> None:
+    require_both_capabilities()
+
+    def body() -> dict[str, object]:
+        command = [
+            require_tool("setpriv"),
+            f"--bounding-set={bounding}",
+            "--inh-caps=-all",
+            *proxy_command(),
+        ]
+        process = subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=NEUTRAL_DIRECTORY,
+            preexec_fn=limited(SOFT, HARD),
+        )
+        try:
+            assert process.stdout is not None
+            start = [
+                proxy_log.message(process.stdout.readline().rstrip("\n"))
+                for _ in range(len(said) + 2)
+            ]
+            held = credentials(process.pid)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.communicate(timeout=10)
+        return {"start": start, "held": held, "exit": process.returncode}
+
+    assert run_in_netns(body) == {
+        "start": [READY, *said, capacity(672, 0)],
+        "held": {**dropped_to(NET_ADMIN), "CapBnd": mask},
+        "exit": 0,
+    }
