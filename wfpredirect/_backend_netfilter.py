@@ -276,3 +276,45 @@ def open_relay_engine(
             max_connections=max_connections,
         )
     raise AssertionError(sys.platform)
+
+
+def raise_descriptor_limit() -> int:
+    """The soft RLIMIT_NOFILE raised to the hard limit (HAProxy does the
+    same at start): the limit now."""
+    if sys.platform == "linux":  # always here; says so to the type checker
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard != resource.RLIM_INFINITY and soft != hard:
+            with contextlib.suppress(OSError, ValueError):
+                resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    raise AssertionError(sys.platform)
+
+
+def privileges_problem(user: str | None) -> str:
+    from ._privileges import switching_problem
+
+    return switching_problem(user)
+
+
+def keep_privileges(
+    transparent: bool, user: str | None, relaying: bool = True, binding: bool = False
+) -> tuple[str, str] | None:
+    from ._privileges import keep_only, names, needed, starting
+
+    if relaying:
+        kept = keep_only(needed(transparent), user, binding)
+    else:
+        # A --workers parent binds nothing, but forks the replacement of a
+        # worker that died, which does: it keeps what a worker starts with,
+        # and its user (the replacement's SO_REUSEPORT listener must have
+        # the same owner as the others').
+        kept = keep_only(starting(transparent, user, binding), None)
+    return None if kept is None else (names(kept[0]), kept[1])
+
+
+def end_binding() -> None:
+    from ._privileges import finish
+
+    finish()

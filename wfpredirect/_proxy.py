@@ -12,10 +12,12 @@ SIGINT/SIGTERM (and Ctrl-Break, SIGBREAK, on Windows).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import errno
 import logging
 import signal
+import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -25,6 +27,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from . import _proxy_log as log
 from . import _relay as relay
 from ._backend import backend
+from ._capacity import plan
 from ._marks import LOOP_MARK
 from ._records import Datagram, RedirectInfo
 from .aio import (
@@ -42,6 +45,10 @@ T = TypeVar("T")
 
 #: asyncio's default listen backlog (100) drops SYNs under a burst of clients.
 DEFAULT_BACKLOG = 1024
+
+#: Ports below this one take CAP_NET_BIND_SERVICE to bind (the default of
+#: net.ipv4.ip_unprivileged_port_start).
+PRIVILEGED_PORTS = 1024
 
 #: --workers' upper bound: each worker is a whole Python process (about 30
 #: MB), and more processes than cores only add memory.
@@ -118,6 +125,9 @@ class ProxySettings:
     # Linux: the user to run as once listening (with only the capabilities
     # the options need).
     user: str | None = None
+    # The descriptors this process may open, as run_proxy raised the limit
+    # (0: not known, and no capacity line).
+    descriptors: int = 0
 
 
 @dataclass
@@ -290,14 +300,54 @@ class UdpRelay(RedirectDatagramProtocol):
         log.THROTTLE.say(log.UDP_ERROR, error=exc)
 
 
+#: In a worker of ``--workers``: what to do once this process has become
+#: ``--user`` (ask again to end with the parent: _workers).
+after_user_change: Callable[[], None] | None = None
+
+
+def keep_privileges(settings: ProxySettings, starting: bool = False) -> tuple[str, str] | None:
+    """Keep only the capabilities `settings` need (backend.keep_privileges):
+    a proxy's, before it binds; with `starting`, a ``--workers`` parent's,
+    which binds nothing but must start replacement workers that do."""
+    ports = [settings.port] + ([settings.udp[1]] if settings.udp is not None else [])
+    return backend.keep_privileges(
+        settings.transparent or settings.keep_client_address or settings.udp is not None,
+        settings.user,
+        relaying=not starting,
+        binding=any(0 < port < PRIVILEGED_PORTS for port in ports),
+    )
+
+
 class Proxy:
-    def __init__(self, settings: ProxySettings) -> None:
+    def __init__(self, settings: ProxySettings, process: bool = False) -> None:
         self.settings = settings
+        # Whether this process is the proxy's own (the command line's, or a
+        # worker): only then are its privileges dropped, which is each
+        # process's and each thread's (one embedding a Proxy has its own).
+        self.process = process
         self.totals = Totals()
         self.connections: set[asyncio.Task[Any]] = set()
         # The native path's server (_relay_native), whose engine keeps the
         # live totals.
         self.native: NativeServer | None = None
+        # What keep_privileges kept: (capabilities, user), or None when
+        # there was nothing to drop.
+        self.kept: tuple[str, str] | None = None
+
+    def keep_privileges(self) -> None:
+        """Before the sockets are bound, while no thread but this one runs
+        (capabilities are each thread's): only the capabilities the options
+        need, as --user, and CAP_NET_BIND_SERVICE until end_binding when a
+        port is below 1024 (Linux; _privileges)."""
+        if self.process:
+            self.kept = keep_privileges(self.settings)
+
+    def end_binding(self) -> None:
+        """The sockets are bound: CAP_NET_BIND_SERVICE goes, if it was kept."""
+        if self.process:
+            backend.end_binding()
+            if self.settings.user is not None and after_user_change is not None:
+                after_user_change()
 
     async def handle(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, redirect: RedirectInfo
@@ -451,6 +501,82 @@ class Proxy:
 
     async def _serve(self, stop: asyncio.Event) -> None:
         settings = self.settings
+        loop = asyncio.get_running_loop()
+        self.keep_privileges()
+        # Resolving a host name runs in the default executor, whose threads
+        # would keep CAP_NET_BIND_SERVICE: this one ends before it is dropped.
+        binding = concurrent.futures.ThreadPoolExecutor(1, "wfpredirect-bind")
+        if self.process:
+            loop.set_default_executor(binding)
+        udp_socket = None if settings.udp is None else _bind_udp(settings.udp)
+        try:
+            server = await self._listen()
+        except BaseException:
+            if udp_socket is not None:
+                udp_socket.close()
+            raise
+        finally:
+            binding.shutdown()
+        if self.process:
+            loop.set_default_executor(concurrent.futures.ThreadPoolExecutor())
+        try:
+            self.end_binding()
+        except BaseException:
+            server.close()
+            if udp_socket is not None:
+                udp_socket.close()
+            raise
+        endpoint: RedirectDatagramEndpoint | None = None
+        if udp_socket is not None:
+            endpoint, _ = await create_redirect_datagram_endpoint(
+                lambda: UdpRelay(self.totals, settings.max_udp_flows),
+                sock=udp_socket,
+                idle_timeout=settings.udp_idle_timeout,
+                loop_mark=settings.loop_mark,
+                mark_mask=settings.mark_mask,
+                max_flows=settings.max_udp_flows,
+            )
+        started = time.monotonic()
+        for sock in server.sockets:
+            host, port = sock.getsockname()[:2]
+            say(log.LISTENING.line(host=host, port=port))
+        if endpoint is not None:
+            host, port = endpoint.get_extra_info("sockname")[:2]
+            say(log.LISTENING_UDP.line(host=host, port=port))
+        if self.kept is not None:
+            say(log.PRIVILEGES.line(capabilities=self.kept[0], user=self.kept[1]))
+        # Last of the start lines (a --workers parent waits for it).
+        if settings.descriptors:
+            say(
+                log.CAPACITY.line(
+                    limit=settings.descriptors,
+                    connections=settings.max_connections,
+                    flows=settings.max_udp_flows,
+                )
+            )
+        await self._until_stopped(stop, server, endpoint, started)
+
+    def _listener(self) -> socket.socket | None:
+        """The listening socket made here rather than by the event loop, if
+        any: with --transparent, and on uvloop (its address resolution
+        starts threads of its own, which would keep the capability to bind
+        a port below 1024: resolved here, in this thread), when the address
+        is one."""
+        settings = self.settings
+        reuse_port = settings.workers > 1
+        if settings.transparent:
+            return backend.transparent_listener(settings.host, settings.port, reuse_port)
+        if settings.loop == "uvloop":
+            listeners = relay.make_listeners(settings.host, settings.port, reuse_port=reuse_port)
+            if len(listeners) == 1:
+                return listeners[0]
+            for sock in listeners:
+                sock.close()
+        return None
+
+    async def _listen(self) -> relay.Listening:
+        """The TCP server of the chosen relay path, listening."""
+        settings = self.settings
         server: relay.Listening
         if settings.relay == "native":
             from ._relay_native import serve_native
@@ -464,25 +590,20 @@ class Proxy:
                 if settings.transparent
                 else None,
                 loop_mark=LOOP_MARK if settings.loop_mark is None else settings.loop_mark,
+                # Before the engine's thread starts.
+                bound=self.end_binding,
             )
         elif settings.relay != "streams":
             server = await relay.SERVERS[settings.relay](
                 self.handle_connection,
                 settings.host,
                 settings.port,
-                listener=backend.transparent_listener(
-                    settings.host, settings.port, settings.workers > 1
-                )
-                if settings.transparent
-                else None,
+                listener=self._listener(),
                 backlog=settings.backlog,
                 reuse_port=settings.workers > 1,
                 loop_mark=LOOP_MARK if settings.loop_mark is None else settings.loop_mark,
             )
-        elif settings.transparent:
-            listener = backend.transparent_listener(
-                settings.host, settings.port, settings.workers > 1
-            )
+        elif (listener := self._listener()) is not None:
             server = await start_redirect_server(
                 self.handle, sock=listener, backlog=settings.backlog, loop_mark=settings.loop_mark
             )
@@ -500,23 +621,16 @@ class Proxy:
                 # other socket bind the same port and take redirected
                 # connections.
             )
-        endpoint: RedirectDatagramEndpoint | None = None
-        if settings.udp is not None:
-            endpoint, _ = await create_redirect_datagram_endpoint(
-                lambda: UdpRelay(self.totals, settings.max_udp_flows),
-                settings.udp,
-                idle_timeout=settings.udp_idle_timeout,
-                loop_mark=settings.loop_mark,
-                mark_mask=settings.mark_mask,
-                max_flows=settings.max_udp_flows,
-            )
-        started = time.monotonic()
-        for sock in server.sockets:
-            host, port = sock.getsockname()[:2]
-            say(log.LISTENING.line(host=host, port=port))
-        if endpoint is not None:
-            host, port = endpoint.get_extra_info("sockname")[:2]
-            say(log.LISTENING_UDP.line(host=host, port=port))
+        return server
+
+    async def _until_stopped(
+        self,
+        stop: asyncio.Event,
+        server: relay.Listening,
+        endpoint: RedirectDatagramEndpoint | None,
+        started: float,
+    ) -> None:
+        settings = self.settings
         reporter = None
         if settings.summary_interval > 0:
             reporter = asyncio.create_task(self.report_periodically(stop))
@@ -544,6 +658,18 @@ class Proxy:
         say(log.STOPPED.line(seconds=time.monotonic() - started, **self.summary()))
 
 
+def _bind_udp(address: tuple[str, int]) -> socket.socket:
+    """A UDP socket bound to `address` (the first address of its host)."""
+    family, _, _, _, where = socket.getaddrinfo(*address, type=socket.SOCK_DGRAM)[0]
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.bind(where)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 #: ``--loop``: the event loops the proxy can run on.
 EVENT_LOOPS = ("asyncio", "uvloop")
 
@@ -569,7 +695,7 @@ def _run_one(settings: ProxySettings) -> int:
     # once it stops serving, and they come back once its loop has closed.
     previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
     try:
-        _runner(settings.loop)(Proxy(settings).run())
+        _runner(settings.loop)(Proxy(settings, process=True).run())
     except OSError as error:
         # One write: with --workers, several workers may say it at once.
         sys.stderr.write(f"wfpredirect proxy: {error}\n")
@@ -584,12 +710,16 @@ def _run_one(settings: ProxySettings) -> int:
 
 def run_proxy(settings: ProxySettings) -> int:
     """Run until a stop signal (STOP_SIGNALS); the exit status."""
-    problem = backend.proxy_problem(
-        settings.loop_mark,
-        settings.mark_mask,
-        udp=settings.udp is not None,
-        transparent=settings.transparent or settings.keep_client_address,
-    ) or backend.workers_problem(settings.workers)
+    problem = (
+        backend.proxy_problem(
+            settings.loop_mark,
+            settings.mark_mask,
+            udp=settings.udp is not None,
+            transparent=settings.transparent or settings.keep_client_address,
+        )
+        or backend.workers_problem(settings.workers)
+        or backend.privileges_problem(settings.user)
+    )
     if not problem and settings.workers > 1 and settings.port == 0:
         problem = (
             f"--workers {settings.workers} needs a fixed port (each worker binds the "
@@ -600,6 +730,22 @@ def run_proxy(settings: ProxySettings) -> int:
         _runner(settings.loop)
     except ValueError as error:
         problem = problem or str(error)
+    if not problem:
+        # Each process of --workers has this limit, and these caps, its own.
+        settings.descriptors = backend.raise_descriptor_limit()
+        try:
+            capacity = plan(
+                settings.descriptors,
+                settings.relay,
+                settings.udp is not None,
+                settings.max_connections,
+                settings.max_udp_flows,
+            )
+        except ValueError as error:
+            problem = str(error)
+        else:
+            settings.max_connections = capacity.connections
+            settings.max_udp_flows = capacity.flows
     if problem:
         print(f"wfpredirect proxy: {problem}", file=sys.stderr)
         return 2

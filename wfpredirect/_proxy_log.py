@@ -55,6 +55,10 @@ _FIELDS: dict[str, tuple[str, type]] = {
     "ended": (r"killed by SIG[A-Z0-9]+(?: \(core dumped\))?|exited with status \d+", str),
     "then": (r".+", str),
     "delay": (r"\S+", float),
+    "connections": (r"\d+", int),
+    "flows": (r"\d+", int),
+    "capabilities": (r"\S+", str),
+    "user": (r"\S+", str),
 }
 
 #: The levels --log-level accepts, by name.
@@ -118,6 +122,16 @@ _TOTALS = (
 
 LISTENING = LogLine("listening", "listening on {host} port {port}")
 LISTENING_UDP = LogLine("listening_udp", "listening for udp on {host} port {port}")
+#: At start, after the listening lines: the descriptor limit (raised to the
+#: hard limit) and the caps derived from it or given (_capacity).
+CAPACITY = LogLine(
+    "capacity", "descriptors: {limit}; up to {connections} connections and {flows} udp flows"
+)
+#: Linux, once the sockets are bound: the capabilities kept (comma-separated),
+#: and the user the proxy runs as (_privileges).
+PRIVILEGES = LogLine(
+    "privileges", "privileges: kept {capabilities}, dropped every other capability; user {user}"
+)
 #: A relayed connection, when it ends: `outcome` is "closed", "cut at
 #: shutdown", "timed out ..." or "ended by ...".
 RELAYED = LogLine(

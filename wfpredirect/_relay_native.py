@@ -19,6 +19,7 @@ import asyncio
 import os
 import socket
 import threading
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from . import _proxy
@@ -214,9 +215,11 @@ async def serve_native(
     *,
     listener: socket.socket | None,
     loop_mark: int,
+    bound: Callable[[], None] = lambda: None,
 ) -> NativeServer:
     """The native path's server on settings' address (or on bound socket
-    `listener`), counting into `totals`."""
+    `listener`), counting into `totals`; `bound()` is called once the
+    listeners are, before the engine's thread starts."""
     listeners = (
         [listener]
         if listener is not None
@@ -225,6 +228,7 @@ async def serve_native(
     try:
         for sock in listeners:
             sock.listen(settings.backlog)
+        bound()
         addresses = [sock.getsockname() for sock in listeners]
         engine = open_relay_engine(
             [sock.fileno() for sock in listeners],

@@ -61,11 +61,16 @@ if TYPE_CHECKING:
 PARENT_LINES = (
     log.LISTENING,
     log.LISTENING_UDP,
+    log.CAPACITY,
+    log.PRIVILEGES,
     log.SUMMARY,
     log.HANGUP,
     log.STOPPING,
     log.STOPPED,
 )
+#: The lines a worker says at start, the capacity last; the first worker's
+#: are said once every worker has said them.
+_READY_LINES = (log.LISTENING, log.LISTENING_UDP, log.PRIVILEGES, log.CAPACITY)
 _PREFIXES = tuple(line.template.split("{", 1)[0] for line in PARENT_LINES)
 #: The totals a summary and the stopped line carry, summed over the workers.
 TOTALS = ("open", "relayed", "refused", "failed", "up", "down")
@@ -191,6 +196,8 @@ def _work(
         signal.signal(signum, signal.SIG_DFL)
     backend.hold_signals(watched[-1:], False)  # SIGCHLD
     _proxy.worker_channel = _Channel(channel).offer
+    # Becoming --user clears PR_SET_PDEATHSIG: the proxy asks again then.
+    _proxy.after_user_change = watch_parent_again
     return run_one(settings)
 
 
@@ -208,6 +215,10 @@ class _Worker:
     summary: dict[str, int] = dataclasses.field(default_factory=lambda: dict.fromkeys(TOTALS, 0))
     stopping: int | None = None
     stopped: dict[str, int] | None = None
+
+    def said_capacity(self) -> bool:
+        """Whether it has said its last start line."""
+        return any(getattr(line, "kind", None) is log.CAPACITY for line in self.listening)
 
 
 @dataclasses.dataclass
@@ -421,7 +432,7 @@ class _Parent:
             self.heard(worker, line.decode())
 
     def heard(self, worker: _Worker, line: str) -> None:
-        for listening in (log.LISTENING, log.LISTENING_UDP):
+        for listening in _READY_LINES:
             if fields := listening.pattern.fullmatch(line):
                 # Made again, so that it is logged as its event.
                 worker.listening.append(listening.line(**fields.groupdict()))
@@ -507,11 +518,20 @@ class _Parent:
         """The listening lines once every worker listens, then each summary
         due, and the stopping line once every worker has said its own."""
         workers = [slot.worker for slot in self.slots]
-        if self.started is None and workers and all(w and w.listening for w in workers):
+        # A worker is up once it has said its last start line, the capacity.
+        if self.started is None and workers and all(w and w.said_capacity() for w in workers):
             self.started = now
             for worker in workers:
                 assert worker is not None
                 self.say_listening(worker.listening)
+            # Every worker has dropped its own privileges by now; this
+            # process keeps only what starting a replacement takes.
+            try:
+                _proxy.keep_privileges(self.settings, starting=True)
+            except OSError as error:
+                sys.stderr.write(f"wfpredirect proxy: {error}\n")
+                self.failure = 1
+                self.request_stop()
             if self.settings.summary_interval > 0:
                 self.next_report = now + self.settings.summary_interval
                 self.last_report = (now, self.summed())

@@ -42,6 +42,8 @@ def test_udp_flows_are_relayed_with_their_records(way: tuple[str, ...]) -> None:
         with running(command, ready=PROXY_READY) as proxy:
             assert proxy.stdout is not None
             udp_ready = message(proxy.stdout.readline())
+            # The capacity and the privileges, said at start.
+            start = [message(proxy.stdout.readline()).split(":")[0] for _ in range(2)]
             clients = []
             for _ in range(2):
                 client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -69,6 +71,7 @@ def test_udp_flows_are_relayed_with_their_records(way: tuple[str, ...]) -> None:
         )
         return {
             "udp ready": udp_ready.strip(),
+            "start": start,
             "answers": answers,
             "origin": [(data, mark) for data, _, mark in origin.arrivals],
             "refused": refused.strip()
@@ -91,6 +94,7 @@ def test_udp_flows_are_relayed_with_their_records(way: tuple[str, ...]) -> None:
             (b"origin other", destination),
         ],
         "origin": [(b"hello", loop_mark), (b"again", loop_mark), (b"other", loop_mark)],
+        "start": ["privileges", "descriptors"],
         "refused": True,
         "exit": 0,
     }
