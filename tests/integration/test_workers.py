@@ -91,6 +91,12 @@ def stopped(relayed: int) -> str:
     )
 
 
+#: The start lines after the listening ones, which test_service.py checks.
+START_LINES = re.compile(
+    f"{proxy_log.PRIVILEGES.pattern.pattern}|{proxy_log.CAPACITY.pattern.pattern}"
+)
+
+
 class Lines:
     """A process's output, line by line as it comes, each without its time
     and level; every line read is kept in `seen`."""
@@ -104,7 +110,10 @@ class Lines:
     def _read(self, stream: IO[str]) -> None:
         with stream:
             for line in stream:
-                self.queue.put(message(line.rstrip("\n")))
+                said = message(line.rstrip("\n"))
+                # The privileges and capacity start lines are test_service's.
+                if not START_LINES.fullmatch(said):
+                    self.queue.put(said)
         self.queue.put(None)
 
     def expect(self, wanted: str | Callable[[str], bool]) -> str:
