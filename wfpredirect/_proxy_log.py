@@ -49,6 +49,8 @@ _FIELDS: dict[str, tuple[str, type]] = {
     "reason": (r".+", str),
     "error": (r".+", str),
     "suppressed": (r"\d+", int),
+    "limit": (r"\d+", int),
+    "listener": (r"\S+", str),
 }
 
 #: The levels --log-level accepts, by name.
@@ -113,7 +115,7 @@ _TOTALS = (
 LISTENING = LogLine("listening", "listening on {host} port {port}")
 LISTENING_UDP = LogLine("listening_udp", "listening for udp on {host} port {port}")
 #: A relayed connection, when it ends: `outcome` is "closed", "cut at
-#: shutdown", "timed out ..." or "ended by ...".
+#: shutdown", "idle timeout", "timed out ..." or "ended by ...".
 RELAYED = LogLine(
     "relayed",
     "{client} -> {target}: {up} bytes up, {down} bytes down, {seconds:.3f} s, {outcome}",
@@ -136,6 +138,26 @@ SUMMARY = LogLine("summary", f"summary: {_TOTALS}, {{rate:.0f}} bytes/s")
 #: SIGHUP: a stop like SIGTERM's (there is no reload), said before it.
 HANGUP = LogLine(
     "hangup", "SIGHUP: stopping as on SIGTERM (there is no reload: restart to change options)"
+)
+#: A client whose connection ended (a reset) before its redirect state
+#: could be read: nothing to relay, and nothing wrong with the proxy.
+GONE = LogLine("gone", "{client} went away before its redirect state was read", logging.DEBUG)
+#: The resource lines (said through THROTTLE, at most one a second each):
+#: the connection cap (--max-connections) reached, accepting paused until a
+#: connection ends; accept() out of descriptors or memory, accepting paused
+#: for a second; any other error the event loop reports (no traceback).
+CONNECTION_CAP = LogLine(
+    "connection_cap",
+    "at the connection cap ({limit}): accepting paused ({suppressed} more suppressed)",
+    logging.WARNING,
+)
+ACCEPT_PAUSED = LogLine(
+    "accept_paused",
+    "accept() on {listener}: {error}; accepting again in 1 s ({suppressed} more suppressed)",
+    logging.ERROR,
+)
+LOOP_ERROR = LogLine(
+    "loop_error", "event loop: {error} ({suppressed} more suppressed)", logging.ERROR
 )
 STOPPING = LogLine("stopping", "stopping: {open} open connections get {grace:g} s")
 STOPPED = LogLine("stopped", f"stopped after {{seconds:.1f}} s: {_TOTALS}")
@@ -177,6 +199,10 @@ class Throttle:
         self.last[kind.event] = (now, 0)
         say(kind.line(suppressed=held, **fields))
         return True
+
+
+#: The one Throttle of the process's resource lines.
+THROTTLE = Throttle()
 
 
 # The last second _utc wrote, and its text: one strftime a second.

@@ -114,6 +114,10 @@ def test_every_kind_has_its_level_and_fields() -> None:
         "udp_error": ("ERROR", ["error"]),
         "summary": ("INFO", ["open", "relayed", "refused", "failed", "up", "down", "rate"]),
         "hangup": ("INFO", []),
+        "gone": ("DEBUG", ["client"]),
+        "connection_cap": ("WARNING", ["limit", "suppressed"]),
+        "accept_paused": ("ERROR", ["listener", "error", "suppressed"]),
+        "loop_error": ("ERROR", ["error", "suppressed"]),
         "stopping": ("INFO", ["open", "grace"]),
         "stopped": ("INFO", ["seconds", "open", "relayed", "refused", "failed", "up", "down"]),
     }
