@@ -8,6 +8,7 @@ a second, in JSON when asked."""
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import queue
 import re
@@ -24,7 +25,7 @@ import pytest
 from netns import run_in_netns
 from processes import messages, running
 from rules import LOOPING_RULES, redirect
-from support import NEUTRAL_DIRECTORY, linux_only, require_tool
+from support import NEUTRAL_DIRECTORY, linux_only, require_tool, unavailable
 from wfpredirect import _proxy_log as proxy_log
 from wfpredirect._proxy_log import message
 
@@ -32,13 +33,24 @@ pytestmark = linux_only
 
 RULES = redirect("ip", "127.0.0.2", 8080, 15001)
 PROXY_READY = proxy_log.LISTENING.line(host="127.0.0.1", port=15001)
-PATHS = ["splice", "protocol", "streams"]
+# Each Python relay path, on asyncio's loop and on uvloop's.
+PATHS = [
+    "splice",
+    "protocol",
+    "streams",
+    "splice-uvloop",
+    "protocol-uvloop",
+    "streams-uvloop",
+]
 LINGER_NOW = struct.pack("ii", 1, 0)
 # A client port in a line, for exact comparison.
 PORT = re.compile(r"(127\.0\.0\.1):\d+")
 
 
 def proxy_command(path: str, *extra: str) -> list[str]:
+    relay, _, loop = path.partition("-")
+    if loop and importlib.util.find_spec(loop) is None:
+        unavailable(f"{loop} is not installed (.ci/run installs it)")
     return [
         sys.executable,
         "-m",
@@ -49,7 +61,9 @@ def proxy_command(path: str, *extra: str) -> list[str]:
         "--summary-interval",
         "0",
         "--relay",
-        path,
+        relay,
+        "--loop",
+        loop or "asyncio",
         *extra,
     ]
 
