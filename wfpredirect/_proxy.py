@@ -282,6 +282,7 @@ class Proxy:
         # The relaying connections' tasks, for the idle sweep.
         self.relaying: dict[asyncio.Task[Any], Activity] = {}
         self.gate = relay.Gate(settings.max_connections)
+        self.keepalive_inherited = False
         self.loop_errors: dict[str, log.Throttle] = {}
         # The native path's server (_relay_native), whose engine keeps the
         # live totals.
@@ -372,7 +373,9 @@ class Proxy:
             say(log.FAILED.line(client=client, target=target, reason=str(error) or "timed out"))
             connection.abort()
             return
-        for sock in connection.sockets():
+        # Keepalive on both sockets, but the client's where it came from
+        # the listener (relay._accepting).
+        for sock in connection.sockets()[1 if self.keepalive_inherited else 0 :]:
             relay.keep_alive(sock)
         self.totals.open += 1
         started = time.monotonic()
@@ -530,6 +533,7 @@ class Proxy:
                     on_gone=self.gone,
                 ),
             )
+        self.keepalive_inherited = getattr(server, "keepalive", False)
         endpoint: RedirectDatagramEndpoint | None = None
         if settings.udp is not None:
             endpoint, _ = await create_redirect_datagram_endpoint(
