@@ -446,3 +446,55 @@ def test_out_of_descriptors_accept_says_so_once_a_second_in_json(path: str) -> N
         "stopped": "stopped",
         "exit": 0,
     }, lines
+
+
+def test_the_library_logs_a_client_gone_before_its_query_at_debug() -> None:
+    """start_redirect_server: a client that reset its connection before the
+    query is closed, never reaches the callback, and is one DEBUG record on
+    the ``wfpredirect.aio`` logger (an ERROR was one per port scan probe)."""
+
+    def body() -> list[tuple[str, str]]:
+        import asyncio
+        import logging
+
+        from wfpredirect.aio import start_redirect_server
+
+        records: list[tuple[str, str]] = []
+
+        class Keep(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                records.append((record.levelname, record.getMessage()))
+
+        library = logging.getLogger("wfpredirect.aio")
+        library.addHandler(Keep())
+        library.setLevel(logging.DEBUG)
+
+        async def main() -> None:
+            def callback(*_: object) -> None:
+                records.append(("CALLBACK", ""))
+
+            # Listening, but not accepting yet: the client waits in the queue.
+            listener = socket.create_server(("127.0.0.1", 15001))
+            server = await start_redirect_server(callback, sock=listener, start_serving=False)
+            gone = socket.create_connection(("127.0.0.2", 8080), timeout=10)
+            gone.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_NOW)
+            gone.close()
+            await server.start_serving()
+            for _ in range(200):
+                if records:
+                    break
+                await asyncio.sleep(0.01)
+            server.close()
+            await server.wait_closed()
+
+        asyncio.run(main())
+        return [(level, re.sub(r"port \d+", "port PORT", text)) for level, text in records]
+
+    assert run_in_netns(body, nft_rules=RULES) == [
+        (
+            "DEBUG",
+            "closed the connection from 127.0.0.1 port PORT: it went away before its redirect "
+            "state was read: [Errno 107] original_destination: getpeername (Transport "
+            "endpoint is not connected)",
+        )
+    ]
