@@ -24,6 +24,16 @@ counts of the log line, and a reset passed on: a connection that breaks
 sides, never with the end of stream a finished one gets. The
 proxy around them (timeouts, log lines, the graceful stop) is path-blind:
 see ``Connection``.
+
+Each path accepts through _Acceptor where the loop can watch a listening
+socket (everywhere but Windows' Proactor loop): one accept() at a time,
+each counted under the connection cap (Gate) before the next, so that at
+the cap accepting stops exactly there (asyncio's own server accepts up to a
+backlog of connections per wakeup before any of them reaches its protocol);
+the streams path then makes asyncio's stream transport for each
+(loop.connect_accepted_socket) and judges it with start_redirect_server's
+own callback. Every connection's sockets get TCP keepalive
+(KEEPALIVE_OPTIONS).
 """
 
 from __future__ import annotations
@@ -147,7 +157,7 @@ def choose_relay_path(requested: str) -> str:
 
 
 def make_listeners(host: str, port: int, *, reuse_port: bool = False) -> list[socket.socket]:
-    """The splice path's TCP sockets, bound to every address of `host` as
+    """The TCP sockets of the paths' acceptors, bound to every address of `host` as
     asyncio.create_server binds them on POSIX (SO_REUSEADDR, which there only
     allows a restart while old connections linger in TIME_WAIT; IPv6 sockets
     IPv6-only); with `reuse_port`, SO_REUSEPORT before the bind
