@@ -498,3 +498,110 @@ def test_the_library_logs_a_client_gone_before_its_query_at_debug() -> None:
             "endpoint is not connected)",
         )
     ]
+
+
+# The clients and the origin of the test below, in a process of their own
+# (with descriptors enough): HELD clients through the redirect, held until
+# standard input closes.
+CLIENTS = f"""
+import socket, sys, threading
+origin = socket.create_server(("127.0.0.2", 8080), backlog={HELD})
+held = []
+def take():
+    while True:
+        try:
+            held.append(origin.accept()[0])
+        except OSError:
+            return
+threading.Thread(target=take, daemon=True).start()
+clients = [socket.create_connection(("127.0.0.2", 8080), timeout=10) for _ in range({HELD})]
+print("connected", flush=True)
+sys.stdin.read()
+origin.close()
+"""
+
+
+@pytest.mark.parametrize("path", ["protocol", "streams"])
+def test_asyncio_s_own_accept_loop_out_of_descriptors_is_a_throttled_line(
+    path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the paths leave accepting to asyncio's own server (Windows'
+    Proactor loop; here forced on the selector loop), its accept() out of
+    descriptors reaches the proxy's exception handler: the accept_paused
+    line in JSON, at most once a second, and nothing from asyncio itself."""
+    import asyncio
+    import io
+    import logging
+    import resource
+
+    from wfpredirect import _proxy, _relay
+
+    monkeypatch.setattr(_relay, "_own_acceptors", lambda: False)
+
+    def body() -> dict[str, object]:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        buffer = io.StringIO()
+        proxy_log.configure(logging.INFO, "json", buffer)
+        from_asyncio: list[str] = []
+
+        class Keep(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                from_asyncio.append(record.getMessage())
+
+        logging.getLogger("asyncio").addHandler(Keep())
+        ready = threading.Event()
+        timing: dict[str, float] = {}
+
+        def clients() -> None:
+            assert ready.wait(10)
+            helper = subprocess.Popen(
+                [sys.executable, "-c", CLIENTS],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+                cwd=NEUTRAL_DIRECTORY,
+                # Its own descriptors: the proxy (this process) has 64.
+                preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard)),
+            )
+            assert helper.stdout is not None and helper.stdin is not None
+            assert helper.stdout.readline() == "connected\n"
+            timing["start"] = time.monotonic()
+            time.sleep(HOLD_SECONDS)
+            timing["seconds"] = time.monotonic() - timing["start"]
+            signal.raise_signal(signal.SIGTERM)
+            helper.stdin.close()
+            helper.wait(10)
+
+        class Ready(_proxy.Proxy):
+            async def report_periodically(self, stop: asyncio.Event) -> None:
+                ready.set()
+
+        thread = threading.Thread(target=clients)
+        thread.start()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+        settings = _proxy.ProxySettings("127.0.0.1", 15001, relay=path, grace=0.0)
+        settings.summary_interval = 1.0
+        asyncio.run(Ready(settings).run())
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        thread.join(20)
+        events = [json.loads(line) for line in buffer.getvalue().splitlines()]
+        paused = [event for event in events if event["event"] == "accept_paused"]
+        return {
+            "first": {key: paused[0][key] for key in ("level", "listener", "error")}
+            if paused
+            else None,
+            "at most one a second": len(paused) <= timing["seconds"] + 2,
+            "from asyncio": from_asyncio,
+            "stopped": events[-1]["event"],
+        }
+
+    assert run_in_netns(body, nft_rules=RULES) == {
+        "first": {
+            "level": "ERROR",
+            "listener": "127.0.0.1:15001",
+            "error": "[Errno 24] Too many open files",
+        },
+        "at most one a second": True,
+        "from asyncio": [],
+        "stopped": "stopped",
+    }
