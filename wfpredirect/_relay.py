@@ -495,6 +495,10 @@ async def serve_streams(
         )
 
     if not _own_acceptors():
+        # reuse_address is left to asyncio: SO_REUSEADDR on POSIX, where it
+        # only allows a restart while old connections linger in TIME_WAIT;
+        # never on Windows, where it would let any other socket bind the
+        # same port and take redirected connections.
         kw: dict[str, Any] = (
             {"sock": listener}
             if listener is not None
