@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import logging
 import socket
 import sys
 from collections.abc import Callable, Coroutine
@@ -87,8 +86,6 @@ KEEPALIVE_OPTIONS = tuple(
     for name, value in (("TCP_KEEPIDLE", 60), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 6))
     if hasattr(socket, name)
 )
-
-logger = logging.getLogger("wfpredirect.relay")
 
 #: What a path counts as it delivers: ("up" or "down", bytes).
 Count = Callable[[str, int], None]
