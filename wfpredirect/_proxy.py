@@ -28,6 +28,7 @@ from . import _proxy_log as log
 from . import _relay as relay
 from ._backend import backend
 from ._capacity import plan
+from ._errors import RedirectError
 from ._marks import LOOP_MARK
 from ._records import Datagram, RedirectInfo
 from .aio import (
@@ -35,7 +36,6 @@ from .aio import (
     RedirectDatagramEndpoint,
     RedirectDatagramProtocol,
     create_redirect_datagram_endpoint,
-    start_redirect_server,
 )
 
 if TYPE_CHECKING:
@@ -318,6 +318,34 @@ def keep_privileges(settings: ProxySettings, starting: bool = False) -> tuple[st
     )
 
 
+#: asyncio's words for accept() out of a resource (EMFILE...), after which
+#: its server stops accepting for a second.
+ASYNCIO_ACCEPT_PAUSED = "socket.accept() out of system resource"
+#: The event loop's other errors are throttled one kind (message) at a
+#: time, up to this many kinds; beyond, they share one throttle.
+LOOP_ERROR_KINDS = 64
+
+
+class Activity:
+    """A relaying connection's bytes (`moved`), as the idle sweep last saw
+    them: their sum then, and since when it has not changed."""
+
+    __slots__ = ("idle", "moved", "seen", "since")
+
+    def __init__(self, moved: dict[str, int], now: float) -> None:
+        self.moved = moved
+        self.seen = 0
+        self.since = now
+        self.idle = False  # ended by the sweep
+
+
+def sweep_interval(idle_timeout: float) -> float:
+    """How often the idle sweep looks: a quarter of the timeout, at most a
+    second; a connection is ended between idle_timeout and idle_timeout plus
+    this after its last byte."""
+    return min(1.0, idle_timeout / 4)
+
+
 class Proxy:
     def __init__(self, settings: ProxySettings, process: bool = False) -> None:
         self.settings = settings
@@ -327,6 +355,11 @@ class Proxy:
         self.process = process
         self.totals = Totals()
         self.connections: set[asyncio.Task[Any]] = set()
+        # The relaying connections' tasks, for the idle sweep.
+        self.relaying: dict[asyncio.Task[Any], Activity] = {}
+        self.gate = relay.Gate(settings.max_connections)
+        self.keepalive_inherited = False
+        self.loop_errors: dict[str, log.Throttle] = {}
         # The native path's server (_relay_native), whose engine keeps the
         # live totals.
         self.native: NativeServer | None = None
@@ -349,11 +382,54 @@ class Proxy:
             if self.settings.user is not None and after_user_change is not None:
                 after_user_change()
 
-    async def handle(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, redirect: RedirectInfo
-    ) -> None:
-        """start_redirect_server's callback: the streams path."""
-        await self.handle_connection(relay.StreamConnection(reader, writer), redirect)
+    def loop_refused(self, peer: Any) -> None:
+        """judge_connection's loop case (its line said): a refused connection."""
+        self.totals.refused += 1
+
+    def gone(self, peer: Any, error: RedirectError) -> None:
+        """judge_connection's client gone before its query: a DEBUG line."""
+        say(log.GONE.line(client=format_address(peer) if peer else "an-unknown-peer"))
+
+    def loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """The event loop's errors as the proxy's lines, throttled, without a
+        traceback: asyncio's accept() out of a resource is the accept_paused
+        line the other paths give; anything else one loop_error line."""
+        text = str(context.get("message") or "error")
+        error = context.get("exception")
+        if text == ASYNCIO_ACCEPT_PAUSED and isinstance(error, OSError):
+            listener = context.get("socket")
+            try:
+                address = listener.getsockname() if listener is not None else ("?", 0)
+            except OSError:
+                address = ("?", 0)
+            relay.say_accept_paused(address, error)
+            return
+        throttles = self.loop_errors
+        throttle = throttles.get(text)
+        if throttle is None:
+            key = text if len(throttles) < LOOP_ERROR_KINDS else ""
+            throttle = throttles.setdefault(key, log.Throttle())
+        detail = f"{text}: {error!r}" if error is not None else text
+        throttle.say(log.LOOP_ERROR, error=" ".join(detail.split()))
+
+    async def sweep_idle(self, stop: asyncio.Event) -> None:
+        """End each relaying connection that moved no byte either way for
+        idle_timeout: one look every sweep_interval at every connection's
+        byte counts, so that the relays themselves keep no timer."""
+        timeout = self.settings.idle_timeout
+        interval = sweep_interval(timeout)
+        while not stop.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
+            now = time.monotonic()
+            for task, activity in list(self.relaying.items()):
+                moved = activity.moved
+                total = moved["up"] + moved["down"]
+                if total != activity.seen:
+                    activity.seen, activity.since = total, now
+                elif now - activity.since >= timeout and not activity.idle:
+                    activity.idle = True
+                    task.cancel()
 
     async def handle_connection(self, connection: relay.Connection, redirect: RedirectInfo) -> None:
         task = asyncio.current_task()
@@ -391,10 +467,17 @@ class Proxy:
             say(log.FAILED.line(client=client, target=target, reason=str(error) or "timed out"))
             connection.abort()
             return
+        # Keepalive on both sockets, but the client's where it came from
+        # the listener (relay._accepting).
+        for sock in connection.sockets()[1 if self.keepalive_inherited else 0 :]:
+            relay.keep_alive(sock)
         self.totals.open += 1
         started = time.monotonic()
         moved = {"up": 0, "down": 0}
         totals = self.totals
+        task = asyncio.current_task()
+        assert task is not None
+        activity = self.relaying[task] = Activity(moved, started)
 
         def count(name: str, size: int) -> None:
             moved[name] += size
@@ -409,10 +492,17 @@ class Proxy:
             if ended_by is not None:
                 outcome = f"ended by {ended_by!r}"
         except asyncio.CancelledError:
-            outcome = "cut at shutdown"
             connection.reset()
-            raise
+            if not activity.idle:
+                outcome = "cut at shutdown"
+                raise
+            # The idle sweep's cancellation: this task ends normally.
+            outcome = "idle timeout"
+            uncancel = getattr(task, "uncancel", None)
+            if uncancel is not None:
+                uncancel()
         finally:
+            del self.relaying[task]
             self.totals.open -= 1
             self.totals.relayed += 1
             say(
@@ -488,6 +578,9 @@ class Proxy:
         # A --workers worker starts with them held (_workers): one sent
         # meanwhile is a stop request now.
         backend.hold_signals(STOP_SIGNALS, False)
+        # asyncio's own errors (its accept loop out of descriptors, above
+        # all) as the proxy's lines: in its format, throttled, no traceback.
+        loop.set_exception_handler(self.loop_exception)
         try:
             await self._serve(stop)
         finally:
@@ -593,34 +686,22 @@ class Proxy:
                 # Before the engine's thread starts.
                 bound=self.end_binding,
             )
-        elif settings.relay != "streams":
+        else:
             server = await relay.SERVERS[settings.relay](
                 self.handle_connection,
                 settings.host,
                 settings.port,
                 listener=self._listener(),
-                backlog=settings.backlog,
                 reuse_port=settings.workers > 1,
-                loop_mark=LOOP_MARK if settings.loop_mark is None else settings.loop_mark,
+                serving=relay.Serving(
+                    gate=self.gate,
+                    backlog=settings.backlog,
+                    loop_mark=LOOP_MARK if settings.loop_mark is None else settings.loop_mark,
+                    on_loop=self.loop_refused,
+                    on_gone=self.gone,
+                ),
             )
-        elif (listener := self._listener()) is not None:
-            server = await start_redirect_server(
-                self.handle, sock=listener, backlog=settings.backlog, loop_mark=settings.loop_mark
-            )
-        else:
-            server = await start_redirect_server(
-                self.handle,
-                settings.host,
-                settings.port,
-                backlog=settings.backlog,
-                loop_mark=settings.loop_mark,
-                reuse_port=settings.workers > 1 or None,
-                # reuse_address is left to asyncio: SO_REUSEADDR on POSIX,
-                # where it only allows a restart while old connections linger
-                # in TIME_WAIT; never on Windows, where it would let any
-                # other socket bind the same port and take redirected
-                # connections.
-            )
+        self.keepalive_inherited = getattr(server, "keepalive", False)
         return server
 
     async def _until_stopped(
@@ -634,6 +715,9 @@ class Proxy:
         reporter = None
         if settings.summary_interval > 0:
             reporter = asyncio.create_task(self.report_periodically(stop))
+        sweeper = None
+        if settings.relay != "native":
+            sweeper = asyncio.create_task(self.sweep_idle(stop))
         await stop.wait()
         server.close()
         # Connections accepted in the turn the stop came in have their tasks
@@ -655,6 +739,8 @@ class Proxy:
         await server.wait_closed()
         if reporter is not None:
             await reporter
+        if sweeper is not None:
+            await sweeper
         say(log.STOPPED.line(seconds=time.monotonic() - started, **self.summary()))
 
 

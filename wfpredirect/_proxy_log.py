@@ -59,6 +59,7 @@ _FIELDS: dict[str, tuple[str, type]] = {
     "flows": (r"\d+", int),
     "capabilities": (r"\S+", str),
     "user": (r"\S+", str),
+    "listener": (r"\S+", str),
 }
 
 #: The levels --log-level accepts, by name.
@@ -133,7 +134,7 @@ PRIVILEGES = LogLine(
     "privileges", "privileges: kept {capabilities}, dropped every other capability; user {user}"
 )
 #: A relayed connection, when it ends: `outcome` is "closed", "cut at
-#: shutdown", "timed out ..." or "ended by ...".
+#: shutdown", "idle timeout", "timed out ..." or "ended by ...".
 RELAYED = LogLine(
     "relayed",
     "{client} -> {target}: {up} bytes up, {down} bytes down, {seconds:.3f} s, {outcome}",
@@ -184,6 +185,17 @@ SUMMARY = LogLine("summary", f"summary: {_TOTALS}, {{rate:.0f}} bytes/s")
 #: SIGHUP: a stop like SIGTERM's (there is no reload), said before it.
 HANGUP = LogLine(
     "hangup", "SIGHUP: stopping as on SIGTERM (there is no reload: restart to change options)"
+)
+#: More resource lines (said through THROTTLE, at most one a second each):
+#: accept() out of descriptors or memory, accepting paused for a second;
+#: any other error the event loop reports (no traceback).
+ACCEPT_PAUSED = LogLine(
+    "accept_paused",
+    "accept() on {listener}: {error}; accepting again in 1 s ({suppressed} more suppressed)",
+    logging.ERROR,
+)
+LOOP_ERROR = LogLine(
+    "loop_error", "event loop: {error} ({suppressed} more suppressed)", logging.ERROR
 )
 STOPPING = LogLine("stopping", "stopping: {open} open connections get {grace:g} s")
 STOPPED = LogLine("stopped", f"stopped after {{seconds:.1f}} s: {_TOTALS}")

@@ -10,7 +10,7 @@ What Python does is turn the engine's events, which come in batches
 signalled on a descriptor the event loop watches, into the lines and the
 totals the other paths give: the same LogLine texts, the same loggers
 (judge_connection's ``wfpredirect.aio`` lines, the accept pause's
-``wfpredirect.relay`` line), and the same graceful stop.
+throttled ``accept_paused`` line), and the same graceful stop.
 """
 
 from __future__ import annotations

@@ -175,10 +175,10 @@ def test_each_event_is_the_line_the_other_paths_say(
             "read: [Errno 9] query_redirect_info: getsockname: Bad descriptor",
         ),
         (
-            "wfpredirect.relay",
+            "wfpredirect.proxy",
             "ERROR",
-            "accept() on ('127.0.0.1', 15001): [Errno 24] Too many open files; "
-            "accepting again in 1 s",
+            "accept() on 127.0.0.1:15001: [Errno 24] Too many open files; "
+            "accepting again in 1 s (0 more suppressed)",
         ),
     ]
     assert totals == {

@@ -120,6 +120,8 @@ def test_every_kind_has_its_level_and_fields() -> None:
         "udp_reply_failed": ("WARNING", ["client", "target", "error"]),
         "summary": ("INFO", ["open", "relayed", "refused", "failed", "up", "down", "rate"]),
         "hangup": ("INFO", []),
+        "accept_paused": ("ERROR", ["listener", "error", "suppressed"]),
+        "loop_error": ("ERROR", ["error", "suppressed"]),
         "stopping": ("INFO", ["open", "grace"]),
         "stopped": ("INFO", ["seconds", "open", "relayed", "refused", "failed", "up", "down"]),
         "worker_started": ("DEBUG", ["number", "pid"]),
