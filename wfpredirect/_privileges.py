@@ -22,6 +22,7 @@ import os
 import sys
 
 # linux/capability.h
+CAP_KILL = 5
 CAP_SETGID = 6
 CAP_SETUID = 7
 CAP_SETPCAP = 8
@@ -29,6 +30,7 @@ CAP_NET_BIND_SERVICE = 10
 CAP_NET_ADMIN = 12
 CAP_NET_RAW = 13
 NAMES = {
+    CAP_KILL: "CAP_KILL",
     CAP_SETGID: "CAP_SETGID",
     CAP_SETUID: "CAP_SETUID",
     CAP_SETPCAP: "CAP_SETPCAP",
@@ -58,12 +60,13 @@ def starting(transparent: bool, user: str | None, binding: bool) -> int:
     """What a process that starts proxies (a ``--workers`` parent) keeps for
     them (a mask): what they need, and what they hold until bound (keep_only):
     CAP_NET_BIND_SERVICE for `binding`, CAP_SETUID and CAP_SETGID to become
-    `user`, and CAP_SETPCAP to drop the rest from their bounding set."""
+    `user`, and CAP_SETPCAP to drop the rest from their bounding set; with
+    `user`, CAP_KILL as well, to signal them once they are that user."""
     mask = needed(transparent) | bit(CAP_SETPCAP)
     if binding:
         mask |= bit(CAP_NET_BIND_SERVICE)
     if user is not None:
-        mask |= bit(CAP_SETUID) | bit(CAP_SETGID)
+        mask |= bit(CAP_SETUID) | bit(CAP_SETGID) | bit(CAP_KILL)
     return mask
 
 

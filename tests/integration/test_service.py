@@ -32,6 +32,7 @@ FWMARK_ACCEPT = {"net.ipv4.tcp_fwmark_accept": "1"}
 # linux/capability.h: the bits of the two the proxy keeps.
 NET_ADMIN = 1 << 12
 NET_RAW = 1 << 13
+KILL = 1 << 5
 SETGID = 1 << 6
 SETUID = 1 << 7
 SETPCAP = 1 << 8
@@ -260,7 +261,7 @@ def test_workers_each_drop_and_their_parent_keeps_what_they_start_with() -> None
     """--workers 2 --user nobody: each worker keeps CAP_NET_ADMIN as
     nobody; the parent, which forks replacements, keeps only what a worker
     starts with (CAP_NET_ADMIN, CAP_SETUID and CAP_SETGID for --user,
-    CAP_SETPCAP) as root; the start lines are said once. Two workers
+    CAP_SETPCAP) and CAP_KILL to signal them, as root; the start lines are said once. Two workers
     exactly, none left behind."""
     require_both_capabilities()
 
@@ -299,7 +300,7 @@ def test_workers_each_drop_and_their_parent_keeps_what_they_start_with() -> None
         }
 
     worker = dropped_to(NET_ADMIN, NOBODY)
-    parent = dropped_to(NET_ADMIN | SETUID | SETGID | SETPCAP)
+    parent = dropped_to(NET_ADMIN | KILL | SETUID | SETGID | SETPCAP)
     assert run_in_netns(body, nft_rules=RULES, sysctls=FWMARK_ACCEPT) == {
         "start": [privileges("CAP_NET_ADMIN", "nobody"), capacity(672, 0)],
         "held": {"parent": parent, "workers": [worker, worker]},

@@ -161,6 +161,12 @@ def test_each_event_is_the_line_the_other_paths_say(
             "at the connection cap (3): accepting paused (0 more suppressed)",
         ),
         (
+            "wfpredirect.proxy",
+            "",
+            "accept() on 127.0.0.1:15001: [Errno 24] Too many open files; "
+            "accepting again in 1 s (0 more suppressed)",
+        ),
+        (
             "wfpredirect.aio",
             "ERROR",
             "refused 127.0.0.1 port 40000: the proxy's own upstream connection came back: "
@@ -173,12 +179,6 @@ def test_each_event_is_the_line_the_other_paths_say(
             "ERROR",
             "closed the connection from 127.0.0.1 port 40000: its redirect state could not be "
             "read: [Errno 9] query_redirect_info: getsockname: Bad descriptor",
-        ),
-        (
-            "wfpredirect.proxy",
-            "ERROR",
-            "accept() on 127.0.0.1:15001: [Errno 24] Too many open files; "
-            "accepting again in 1 s (0 more suppressed)",
         ),
     ]
     assert totals == {
