@@ -51,9 +51,10 @@ def test_running_an_unbuilt_source_tree_says_it_without_a_traceback(tmp_path: Pa
     environment = {"PATH": "/usr/bin:/bin", "PYTHONSAFEPATH": ""}
     probe = tmp_path / "probe"
     probe.mkdir()
-    (probe / "current_directory_probe.py").write_text("")
+    module = "current_directory_probe"
+    (probe / module).with_suffix(".py").write_text("")
     probed = subprocess.run(
-        [sys.executable, "-m", "current_directory_probe"],
+        [sys.executable, "-m", module],
         cwd=probe,
         capture_output=True,
         check=False,
