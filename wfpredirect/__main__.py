@@ -6,6 +6,7 @@ import argparse
 import math
 import sys
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from . import __version__
 from ._backend import backend
@@ -137,8 +138,17 @@ RUN_OPTIONS = [
 ]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, whose usage error is one line: the command, the
+    option and what is wrong with it (the usage of a command with this many
+    options would bury it)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(
+    top = _Parser(
         prog="wfpredirect",
         description="A transparent proxy built on wfpredirect, a check of this machine, "
         "and a demonstration.",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import socket
 import threading
 import time
@@ -26,6 +27,43 @@ from ._records import Datagram, RedirectRecords
 
 # The largest UDP payload: every datagram fits.
 _MAX_DATAGRAM = 65535
+
+#: idle_timeout's least value: the expiry timer runs every half of it, and a
+#: timeout near zero would keep it always due (a core spinning); the proxy's
+#: --udp-idle-timeout has the same floor.
+MIN_IDLE_TIMEOUT = 0.1
+
+
+def _checked_idle_timeout(idle_timeout: float) -> float:
+    """`idle_timeout`, or ValueError naming it: a finite number of seconds,
+    at least MIN_IDLE_TIMEOUT (nan would never expire a flow, inf neither)."""
+    if isinstance(idle_timeout, bool) or not isinstance(idle_timeout, (int, float)):
+        raise TypeError(
+            "create_redirect_datagram_endpoint: idle_timeout must be a number of seconds, "
+            f"not {type(idle_timeout).__name__}"
+        )
+    if not math.isfinite(idle_timeout) or idle_timeout < MIN_IDLE_TIMEOUT:
+        raise ValueError(
+            "create_redirect_datagram_endpoint: idle_timeout must be a finite number of "
+            f"seconds, at least {MIN_IDLE_TIMEOUT} (got {idle_timeout!r})"
+        )
+    return float(idle_timeout)
+
+
+def _checked_max_flows(max_flows: int | None) -> int | None:
+    """`max_flows` (None: no cap), or an error naming it: a whole number, at least 1."""
+    if max_flows is None:
+        return None
+    if isinstance(max_flows, bool) or not isinstance(max_flows, int):
+        raise TypeError(
+            "create_redirect_datagram_endpoint: max_flows must be an int or None, "
+            f"not {type(max_flows).__name__}"
+        )
+    if max_flows < 1:
+        raise ValueError(
+            f"create_redirect_datagram_endpoint: max_flows must be at least 1 (got {max_flows})"
+        )
+    return max_flows
 
 
 class DatagramFlow:
@@ -97,7 +135,12 @@ class DatagramFlow:
                 self._endpoint._protocol.error_received(error)
                 continue
             self.last_active = time.monotonic()
-            received(data)
+            try:
+                received(data)
+            except OSError as error:
+                # An answer that could not be sent (its reply socket could
+                # not be bound, say): the flow goes on reading.
+                self._endpoint._protocol.error_received(error)
 
     def _upstream_received(self, data: bytes) -> None:
         self._endpoint._protocol.upstream_datagram_received(data, self)
@@ -137,6 +180,11 @@ class RedirectDatagramProtocol(asyncio.BaseProtocol):
     def flow_closed(self, flow: DatagramFlow) -> None:
         """The flow was idle for the endpoint's idle timeout, or closed."""
 
+    def flow_dropped(self, datagram: Datagram) -> None:
+        """A datagram that would have started a new flow, dropped because
+        the endpoint holds `max_flows` flows already: no socket was made
+        for it, and nothing was sent."""
+
     def error_received(self, exc: OSError) -> None:
         """A send or receive failed; the endpoint goes on."""
 
@@ -152,8 +200,10 @@ class RedirectDatagramEndpoint:
         idle_timeout: float,
         loop_mark: int | None = None,
         mark_mask: int | None = None,
+        max_flows: int | None = None,
     ) -> None:
         self._loop = loop
+        self._max_flows = max_flows
         self._loop_mark = loop_mark
         self._mark_mask = mark_mask
         self._sock = sock
@@ -222,7 +272,10 @@ class RedirectDatagramEndpoint:
             self._loop.call_soon_threadsafe(self._received, datagram)
 
     def _received(self, datagram: Datagram) -> None:
-        flow = self._flow_for(datagram)
+        admitted, flow = self._flow_for(datagram)
+        if not admitted:
+            self._protocol.flow_dropped(datagram)
+            return
         if flow is not None:
             flow.last_active = time.monotonic()
         self._deliver(datagram, flow)
@@ -233,20 +286,24 @@ class RedirectDatagramEndpoint:
         except OSError as error:
             self._protocol.error_received(error)
 
-    def _flow_for(self, datagram: Datagram) -> DatagramFlow | None:
+    def _flow_for(self, datagram: Datagram) -> tuple[bool, DatagramFlow | None]:
+        """Whether `datagram` is to be delivered (not when it would start a
+        flow beyond max_flows), and its flow (None: not redirected)."""
         if datagram.records is None and datagram.original_destination is None:
             # WFP gives the state with a flow's first datagram only; under
             # netfilter a datagram without it was addressed to the proxy.
             if _DATAGRAM_STATE_ON_FIRST_ONLY:
-                return self._by_client.get(datagram.address)
-            return None
+                return True, self._by_client.get(datagram.address)
+            return True, None
         key = (datagram.address, datagram.original_destination)
         flow = self._flows.get(key)
         if flow is None:
+            if self._max_flows is not None and len(self._flows) >= self._max_flows:
+                return False, None
             flow = DatagramFlow(self, datagram)
             self._flows[key] = flow
             self._by_client[datagram.address] = flow
-        return flow
+        return True, flow
 
     def _forget(self, flow: DatagramFlow) -> None:
         self._flows.pop((flow.client, flow.original_destination), None)
@@ -284,19 +341,27 @@ async def create_redirect_datagram_endpoint(
     idle_timeout: float = 60.0,
     loop_mark: int | None = None,
     mark_mask: int | None = None,
+    max_flows: int | None = None,
 ) -> tuple[RedirectDatagramEndpoint, RedirectDatagramProtocol]:
     """Receive redirected datagrams on `local_addr` (or the UDP socket
     `sock`): like ``loop.create_datagram_endpoint``, but each datagram goes
     to ``protocol.datagram_received(datagram, flow)`` with its
     :class:`~wfpredirect.Datagram` and its :class:`DatagramFlow`, which
     keeps one upstream socket carrying the flow's records. A flow idle for
-    `idle_timeout` seconds is closed (``protocol.flow_closed``).
+    `idle_timeout` seconds is closed (``protocol.flow_closed``): a finite
+    number of seconds, at least 0.1 (ValueError otherwise). With
+    `max_flows`, at most that many flows are held at once (each holds up to
+    two sockets: its upstream and its reply socket); a datagram that would
+    start another is dropped, without a socket, and given to
+    ``protocol.flow_dropped``. None (the default) sets no cap.
     `loop_mark` and `mark_mask` are ``sendmsg_redirect``'s.
 
     On a loop without ``add_reader`` (Windows' Proactor loop) a thread
     receives; later datagrams of a Linux TPROXY flow arrive on its reply
     socket, which the flow reads once it has answered.
     """
+    idle_timeout = _checked_idle_timeout(idle_timeout)
+    max_flows = _checked_max_flows(max_flows)
     loop = asyncio.get_running_loop()
     if sock is None:
         if local_addr is None:
@@ -317,6 +382,8 @@ async def create_redirect_datagram_endpoint(
         sock.close()
         raise
     protocol = protocol_factory()
-    endpoint = RedirectDatagramEndpoint(loop, sock, protocol, idle_timeout, loop_mark, mark_mask)
+    endpoint = RedirectDatagramEndpoint(
+        loop, sock, protocol, idle_timeout, loop_mark, mark_mask, max_flows
+    )
     endpoint._start()
     return endpoint, protocol

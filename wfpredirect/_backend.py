@@ -27,15 +27,32 @@ Each backend module has:
 - ``workers_problem(workers) -> str``: why ``proxy --workers`` cannot run
   that many processes here ("" when it can);
 - ``start_worker(work) -> int``: a new process (its pid) that runs
-  ``work()`` and exits with its status (``--workers``);
+  ``work()`` and exits with its status, and that ends with this process
+  (``--workers``);
+- ``watch_parent(parent)``: in a worker, SIGTERM when process `parent`
+  ends (again after a change of user, which clears it on Linux); nothing
+  where there are no workers;
 - ``reset_on_close(sock)``: SO_LINGER with a zero timeout on `sock` (a
   socket, or an asyncio transport's), so that closing it sends a reset
   instead of an end of stream; nothing when the socket is gone (the proxy
   passes a broken or cut connection on this way);
 - ``hold_signals(signums, held)``: block (`held`) or unblock the signals
   `signums` in this thread, a blocked one staying pending (``--workers``
-  holds the stop signals from before the first fork until each process
-  has its handlers; nothing where there are no workers).
+  holds the stop signals around each fork, so that a worker has them
+  held until it has its handlers; nothing where there are no workers);
+- ``raise_descriptor_limit() -> int``: the descriptors this process may
+  open, its soft limit raised to the hard one first where there is one
+  (Windows has none: a nominal figure, docs/service.md);
+- ``privileges_problem(user) -> str``: why this process cannot become
+  `user` (``proxy --user``; "" when it can, or there is none);
+- ``keep_privileges(transparent, user, relaying=True, binding=False)``:
+  before the sockets are bound (and before any other thread starts), keep
+  only the capabilities relaying needs, with `binding` CAP_NET_BIND_SERVICE
+  as well until ``end_binding()``, and become `user`; when not `relaying`
+  (a ``--workers`` parent), what a worker starts with, as this user; what is kept and who runs, as
+  (capabilities, user name), or None when nothing was dropped (Linux only;
+  nothing elsewhere);
+- ``end_binding()``: the sockets are bound: drop what `binding` held.
 """
 
 from __future__ import annotations
@@ -86,8 +103,15 @@ class Backend(Protocol):
     def open_splice_pipe(self) -> SplicePipe | None: ...
     def workers_problem(self, workers: int) -> str: ...
     def start_worker(self, work: Callable[[], int]) -> int: ...
+    def watch_parent(self, parent: int) -> None: ...
     def hold_signals(self, signums: tuple[int, ...], held: bool) -> None: ...
     def reset_on_close(self, sock: Any) -> None: ...
+    def raise_descriptor_limit(self) -> int: ...
+    def privileges_problem(self, user: str | None) -> str: ...
+    def keep_privileges(
+        self, transparent: bool, user: str | None, relaying: bool = True, binding: bool = False
+    ) -> tuple[str, str] | None: ...
+    def end_binding(self) -> None: ...
 
 
 def _chosen() -> Backend:

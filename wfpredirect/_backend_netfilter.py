@@ -193,10 +193,37 @@ def hold_signals(signums: tuple[int, ...], held: bool) -> None:
         signal.pthread_sigmask(signal.SIG_BLOCK if held else signal.SIG_UNBLOCK, signums)
 
 
+# linux/prctl.h
+PR_SET_PDEATHSIG = 1
+
+
+def watch_parent(parent: int) -> None:
+    """In a worker: SIGTERM when process `parent` (the one that forked it)
+    ends, even killed by SIGKILL (PR_SET_PDEATHSIG), so that no worker is
+    left serving without the parent that speaks for it; if `parent` has
+    already ended, exit at once. The kernel clears that setting when the
+    process changes its user or group (setuid): call it again after one."""
+    if sys.platform == "linux":  # always here; says so to the type checker
+        import ctypes
+        import signal
+
+        # SIGTERM, not SIGKILL: the worker holds the stop signals until it
+        # has its handlers, and then stops as on any stop signal.
+        if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM) != 0:
+            error = ctypes.get_errno()
+            raise OSError(error, f"prctl(PR_SET_PDEATHSIG): {os.strerror(error)}")
+        # The parent may have ended between the fork and the prctl: the
+        # worker then has another parent (init, or a subreaper).
+        if os.getppid() != parent:
+            os._exit(1)
+
+
 def start_worker(work: Callable[[], int]) -> int:
-    """A forked child running `work()`; it exits with its status (1, after
-    the traceback, when it raises), never returning into the parent's code."""
+    """A forked child running `work()`, which ends with its parent (this
+    process: watch_parent); it exits with its status (1, after the
+    traceback, when it raises), never returning into the parent's code."""
     if sys.platform == "linux":
+        parent = os.getpid()
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
@@ -204,6 +231,7 @@ def start_worker(work: Callable[[], int]) -> int:
             return pid
         status = 1
         try:
+            watch_parent(parent)
             status = work()
         except BaseException:  # noqa: BLE001 - said here: the child never returns
             traceback.print_exc()
@@ -228,6 +256,8 @@ def open_relay_engine(
     mark_mask: int | None,
     backlog: int,
     splice: bool = True,
+    idle_timeout: float | None = None,
+    max_connections: int | None = None,
 ) -> RelayEngine:
     """The native relay's engine on listening descriptors `listeners`
     (owned by it from here on): _core.RelayEngine."""
@@ -242,5 +272,49 @@ def open_relay_engine(
             mark_mask=mark_mask,
             backlog=backlog,
             splice=splice,
+            idle_timeout=idle_timeout,
+            max_connections=max_connections,
         )
     raise AssertionError(sys.platform)
+
+
+def raise_descriptor_limit() -> int:
+    """The soft RLIMIT_NOFILE raised to the hard limit (HAProxy does the
+    same at start): the limit now."""
+    if sys.platform == "linux":  # always here; says so to the type checker
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard != resource.RLIM_INFINITY and soft != hard:
+            with contextlib.suppress(OSError, ValueError):
+                resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    raise AssertionError(sys.platform)
+
+
+def privileges_problem(user: str | None) -> str:
+    from ._privileges import switching_problem
+
+    return switching_problem(user)
+
+
+def keep_privileges(
+    transparent: bool, user: str | None, relaying: bool = True, binding: bool = False
+) -> tuple[str, str] | None:
+    from ._privileges import keep_only, names, needed, starting
+
+    if relaying:
+        kept = keep_only(needed(transparent), user, binding)
+    else:
+        # A --workers parent binds nothing, but forks the replacement of a
+        # worker that died, which does: it keeps what a worker starts with,
+        # and its user (the replacement's SO_REUSEPORT listener must have
+        # the same owner as the others').
+        kept = keep_only(starting(transparent, user, binding), None)
+    return None if kept is None else (names(kept[0]), kept[1])
+
+
+def end_binding() -> None:
+    from ._privileges import finish
+
+    finish()

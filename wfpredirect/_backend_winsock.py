@@ -123,6 +123,10 @@ def hold_signals(signums: tuple[int, ...], held: bool) -> None:
     """Nothing: Windows has no workers."""
 
 
+def watch_parent(parent: int) -> None:
+    """Nothing: Windows has no workers."""
+
+
 def start_worker(work: Callable[[], int]) -> int:
     raise UnsupportedError(errno.EOPNOTSUPP, "start_worker: --workers is Linux's")
 
@@ -130,3 +134,28 @@ def start_worker(work: Callable[[], int]) -> int:
 def reset_on_close(sock: Any) -> None:
     with contextlib.suppress(OSError, ValueError):  # gone (uvloop: ValueError)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_NOW)
+
+
+#: What raise_descriptor_limit answers: Windows has no per-process limit on
+#: sockets (they are handles); the caps are derived from this figure, the
+#: number of ports one address has for upstream connections.
+NOMINAL_DESCRIPTORS = 65536
+
+
+def raise_descriptor_limit() -> int:
+    return NOMINAL_DESCRIPTORS
+
+
+def privileges_problem(user: str | None) -> str:
+    return ""  # --user is refused when parsed on Windows
+
+
+def keep_privileges(
+    transparent: bool, user: str | None, relaying: bool = True, binding: bool = False
+) -> tuple[str, str] | None:
+    """Nothing: Windows has no capabilities (run as a service account)."""
+    return None
+
+
+def end_binding() -> None:
+    """Nothing, as keep_privileges."""

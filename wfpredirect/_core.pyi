@@ -102,6 +102,8 @@ if sys.platform == "linux":
             mark_mask: int | None = None,
             backlog: int = 1024,
             splice: bool = True,
+            idle_timeout: float | None = None,
+            max_connections: int | None = None,
         ) -> None: ...
         @property
         def event_fd(self) -> int: ...

@@ -12,9 +12,12 @@ SIGINT/SIGTERM (and Ctrl-Break, SIGBREAK, on Windows).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import errno
 import logging
 import signal
+import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -24,6 +27,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from . import _proxy_log as log
 from . import _relay as relay
 from ._backend import backend
+from ._capacity import plan
+from ._errors import RedirectError
 from ._marks import LOOP_MARK
 from ._records import Datagram, RedirectInfo
 from .aio import (
@@ -31,7 +36,6 @@ from .aio import (
     RedirectDatagramEndpoint,
     RedirectDatagramProtocol,
     create_redirect_datagram_endpoint,
-    start_redirect_server,
 )
 
 if TYPE_CHECKING:
@@ -41,6 +45,10 @@ T = TypeVar("T")
 
 #: asyncio's default listen backlog (100) drops SYNs under a burst of clients.
 DEFAULT_BACKLOG = 1024
+
+#: Ports below this one take CAP_NET_BIND_SERVICE to bind (the default of
+#: net.ipv4.ip_unprivileged_port_start).
+PRIVILEGED_PORTS = 1024
 
 #: --workers' upper bound: each worker is a whole Python process (about 30
 #: MB), and more processes than cores only add memory.
@@ -117,6 +125,9 @@ class ProxySettings:
     # Linux: the user to run as once listening (with only the capabilities
     # the options need).
     user: str | None = None
+    # The descriptors this process may open, as run_proxy raised the limit
+    # (0: not known, and no capacity line).
+    descriptors: int = 0
 
 
 @dataclass
@@ -200,13 +211,29 @@ async def _within(seconds: float, awaitable: Awaitable[T]) -> T:
         timer.cancel()
 
 
+#: How many origin addresses UdpRelay remembers having warned about (a
+#: udp_reply_failed line each): past it the oldest is forgotten, and may be
+#: warned about again.
+REPLY_WARNINGS_KEPT = 1024
+
+
 class UdpRelay(RedirectDatagramProtocol):
     """Each redirected flow's datagrams go upstream with its records; the
-    answers go back to the client. One line per flow when it ends."""
+    answers go back to the client. One line per flow when it ends.
 
-    def __init__(self, totals: Totals) -> None:
+    A datagram that would start a flow beyond the endpoint's cap (`limit`)
+    counts as refused, with a throttled udp_flow_cap line; errors get
+    throttled udp_error lines; an answer that cannot be sent from the
+    origin's address (another socket holds it without SO_REUSEADDR) counts
+    as failed, with one udp_reply_failed line per origin address."""
+
+    def __init__(self, totals: Totals, limit: int | None = None) -> None:
         self.totals = totals
+        self.limit = limit
         self.moved: dict[DatagramFlow, dict[str, int]] = {}
+        # The origin addresses whose udp_reply_failed line was said (a dict
+        # keeps their order: the oldest goes first).
+        self.warned: dict[Any, None] = {}
 
     def datagram_received(self, datagram: Datagram, flow: DatagramFlow | None) -> None:
         if flow is None or flow.original_destination is None:
@@ -220,10 +247,37 @@ class UdpRelay(RedirectDatagramProtocol):
         self.moved[flow]["up"] += len(datagram.data)
         self.totals.bytes_up += len(datagram.data)
 
+    def flow_dropped(self, datagram: Datagram) -> None:
+        self.totals.refused += 1
+        log.THROTTLE.say(log.UDP_FLOW_CAP, limit=self.limit)
+
     def upstream_datagram_received(self, data: bytes, flow: DatagramFlow) -> None:
-        flow.reply(data)
+        try:
+            flow.reply(data)
+        except OSError as error:
+            if error.errno != errno.EADDRINUSE:
+                raise  # error_received says it
+            self.totals.failed += 1
+            self.reply_failed(flow, error)
+            return
         self.moved[flow]["down"] += len(data)
         self.totals.bytes_down += len(data)
+
+    def reply_failed(self, flow: DatagramFlow, error: OSError) -> None:
+        """The udp_reply_failed line, the first time for this origin address."""
+        target = flow.original_destination
+        if target in self.warned:
+            return
+        if len(self.warned) >= REPLY_WARNINGS_KEPT:
+            del self.warned[next(iter(self.warned))]
+        self.warned[target] = None
+        say(
+            log.UDP_REPLY_FAILED.line(
+                client=format_address(flow.client),
+                target=format_address(target),
+                error=error,
+            )
+        )
 
     def flow_closed(self, flow: DatagramFlow) -> None:
         moved = self.moved.pop(flow, None)
@@ -243,23 +297,139 @@ class UdpRelay(RedirectDatagramProtocol):
 
     def error_received(self, exc: OSError) -> None:
         self.totals.failed += 1
-        say(log.UDP_ERROR.line(error=exc))
+        log.THROTTLE.say(log.UDP_ERROR, error=exc)
+
+
+#: In a worker of ``--workers``: what to do once this process has become
+#: ``--user`` (ask again to end with the parent: _workers).
+after_user_change: Callable[[], None] | None = None
+
+
+def keep_privileges(settings: ProxySettings, starting: bool = False) -> tuple[str, str] | None:
+    """Keep only the capabilities `settings` need (backend.keep_privileges):
+    a proxy's, before it binds; with `starting`, a ``--workers`` parent's,
+    which binds nothing but must start replacement workers that do."""
+    ports = [settings.port] + ([settings.udp[1]] if settings.udp is not None else [])
+    return backend.keep_privileges(
+        settings.transparent or settings.keep_client_address or settings.udp is not None,
+        settings.user,
+        relaying=not starting,
+        binding=any(0 < port < PRIVILEGED_PORTS for port in ports),
+    )
+
+
+#: asyncio's words for accept() out of a resource (EMFILE...), after which
+#: its server stops accepting for a second.
+ASYNCIO_ACCEPT_PAUSED = "socket.accept() out of system resource"
+#: The event loop's other errors are throttled one kind (message) at a
+#: time, up to this many kinds; beyond, they share one throttle.
+LOOP_ERROR_KINDS = 64
+
+
+class Activity:
+    """A relaying connection's bytes (`moved`), as the idle sweep last saw
+    them: their sum then, and since when it has not changed."""
+
+    __slots__ = ("idle", "moved", "seen", "since")
+
+    def __init__(self, moved: dict[str, int], now: float) -> None:
+        self.moved = moved
+        self.seen = 0
+        self.since = now
+        self.idle = False  # ended by the sweep
+
+
+def sweep_interval(idle_timeout: float) -> float:
+    """How often the idle sweep looks: a quarter of the timeout, at most a
+    second; a connection is ended between idle_timeout and idle_timeout plus
+    this after its last byte."""
+    return min(1.0, idle_timeout / 4)
 
 
 class Proxy:
-    def __init__(self, settings: ProxySettings) -> None:
+    def __init__(self, settings: ProxySettings, process: bool = False) -> None:
         self.settings = settings
+        # Whether this process is the proxy's own (the command line's, or a
+        # worker): only then are its privileges dropped, which is each
+        # process's and each thread's (one embedding a Proxy has its own).
+        self.process = process
         self.totals = Totals()
         self.connections: set[asyncio.Task[Any]] = set()
+        # The relaying connections' tasks, for the idle sweep.
+        self.relaying: dict[asyncio.Task[Any], Activity] = {}
+        self.gate = relay.Gate(settings.max_connections)
+        self.keepalive_inherited = False
+        self.loop_errors: dict[str, log.Throttle] = {}
         # The native path's server (_relay_native), whose engine keeps the
         # live totals.
         self.native: NativeServer | None = None
+        # What keep_privileges kept: (capabilities, user), or None when
+        # there was nothing to drop.
+        self.kept: tuple[str, str] | None = None
 
-    async def handle(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, redirect: RedirectInfo
-    ) -> None:
-        """start_redirect_server's callback: the streams path."""
-        await self.handle_connection(relay.StreamConnection(reader, writer), redirect)
+    def keep_privileges(self) -> None:
+        """Before the sockets are bound, while no thread but this one runs
+        (capabilities are each thread's): only the capabilities the options
+        need, as --user, and CAP_NET_BIND_SERVICE until end_binding when a
+        port is below 1024 (Linux; _privileges)."""
+        if self.process:
+            self.kept = keep_privileges(self.settings)
+
+    def end_binding(self) -> None:
+        """The sockets are bound: CAP_NET_BIND_SERVICE goes, if it was kept."""
+        if self.process:
+            backend.end_binding()
+            if self.settings.user is not None and after_user_change is not None:
+                after_user_change()
+
+    def loop_refused(self, peer: Any) -> None:
+        """judge_connection's loop case (its line said): a refused connection."""
+        self.totals.refused += 1
+
+    def gone(self, peer: Any, error: RedirectError) -> None:
+        """judge_connection's client gone before its query: a DEBUG line."""
+        say(log.GONE.line(client=format_address(peer) if peer else "an-unknown-peer"))
+
+    def loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """The event loop's errors as the proxy's lines, throttled, without a
+        traceback: asyncio's accept() out of a resource is the accept_paused
+        line the other paths give; anything else one loop_error line."""
+        text = str(context.get("message") or "error")
+        error = context.get("exception")
+        if text == ASYNCIO_ACCEPT_PAUSED and isinstance(error, OSError):
+            listener = context.get("socket")
+            try:
+                address = listener.getsockname() if listener is not None else ("?", 0)
+            except OSError:
+                address = ("?", 0)
+            relay.say_accept_paused(address, error)
+            return
+        throttles = self.loop_errors
+        throttle = throttles.get(text)
+        if throttle is None:
+            key = text if len(throttles) < LOOP_ERROR_KINDS else ""
+            throttle = throttles.setdefault(key, log.Throttle())
+        detail = f"{text}: {error!r}" if error is not None else text
+        throttle.say(log.LOOP_ERROR, error=" ".join(detail.split()))
+
+    async def sweep_idle(self, stop: asyncio.Event) -> None:
+        """End each relaying connection that moved no byte either way for
+        idle_timeout: one look every sweep_interval at every connection's
+        byte counts, so that the relays themselves keep no timer."""
+        timeout = self.settings.idle_timeout
+        interval = sweep_interval(timeout)
+        while not stop.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
+            now = time.monotonic()
+            for task, activity in list(self.relaying.items()):
+                moved = activity.moved
+                total = moved["up"] + moved["down"]
+                if total != activity.seen:
+                    activity.seen, activity.since = total, now
+                elif now - activity.since >= timeout and not activity.idle:
+                    activity.idle = True
+                    task.cancel()
 
     async def handle_connection(self, connection: relay.Connection, redirect: RedirectInfo) -> None:
         task = asyncio.current_task()
@@ -297,10 +467,17 @@ class Proxy:
             say(log.FAILED.line(client=client, target=target, reason=str(error) or "timed out"))
             connection.abort()
             return
+        # Keepalive on both sockets, but the client's where it came from
+        # the listener (relay._accepting).
+        for sock in connection.sockets()[1 if self.keepalive_inherited else 0 :]:
+            relay.keep_alive(sock)
         self.totals.open += 1
         started = time.monotonic()
         moved = {"up": 0, "down": 0}
         totals = self.totals
+        task = asyncio.current_task()
+        assert task is not None
+        activity = self.relaying[task] = Activity(moved, started)
 
         def count(name: str, size: int) -> None:
             moved[name] += size
@@ -315,10 +492,17 @@ class Proxy:
             if ended_by is not None:
                 outcome = f"ended by {ended_by!r}"
         except asyncio.CancelledError:
-            outcome = "cut at shutdown"
             connection.reset()
-            raise
+            if not activity.idle:
+                outcome = "cut at shutdown"
+                raise
+            # The idle sweep's cancellation: this task ends normally.
+            outcome = "idle timeout"
+            uncancel = getattr(task, "uncancel", None)
+            if uncancel is not None:
+                uncancel()
         finally:
+            del self.relaying[task]
             self.totals.open -= 1
             self.totals.relayed += 1
             say(
@@ -394,6 +578,9 @@ class Proxy:
         # A --workers worker starts with them held (_workers): one sent
         # meanwhile is a stop request now.
         backend.hold_signals(STOP_SIGNALS, False)
+        # asyncio's own errors (its accept loop out of descriptors, above
+        # all) as the proxy's lines: in its format, throttled, no traceback.
+        loop.set_exception_handler(self.loop_exception)
         try:
             await self._serve(stop)
         finally:
@@ -406,6 +593,82 @@ class Proxy:
                 signal.signal(signum, signal.SIG_IGN)
 
     async def _serve(self, stop: asyncio.Event) -> None:
+        settings = self.settings
+        loop = asyncio.get_running_loop()
+        self.keep_privileges()
+        # Resolving a host name runs in the default executor, whose threads
+        # would keep CAP_NET_BIND_SERVICE: this one ends before it is dropped.
+        binding = concurrent.futures.ThreadPoolExecutor(1, "wfpredirect-bind")
+        if self.process:
+            loop.set_default_executor(binding)
+        udp_socket = None if settings.udp is None else _bind_udp(settings.udp)
+        try:
+            server = await self._listen()
+        except BaseException:
+            if udp_socket is not None:
+                udp_socket.close()
+            raise
+        finally:
+            binding.shutdown()
+        if self.process:
+            loop.set_default_executor(concurrent.futures.ThreadPoolExecutor())
+        try:
+            self.end_binding()
+        except BaseException:
+            server.close()
+            if udp_socket is not None:
+                udp_socket.close()
+            raise
+        endpoint: RedirectDatagramEndpoint | None = None
+        if udp_socket is not None:
+            endpoint, _ = await create_redirect_datagram_endpoint(
+                lambda: UdpRelay(self.totals, settings.max_udp_flows),
+                sock=udp_socket,
+                idle_timeout=settings.udp_idle_timeout,
+                loop_mark=settings.loop_mark,
+                mark_mask=settings.mark_mask,
+                max_flows=settings.max_udp_flows,
+            )
+        started = time.monotonic()
+        for sock in server.sockets:
+            host, port = sock.getsockname()[:2]
+            say(log.LISTENING.line(host=host, port=port))
+        if endpoint is not None:
+            host, port = endpoint.get_extra_info("sockname")[:2]
+            say(log.LISTENING_UDP.line(host=host, port=port))
+        if self.kept is not None:
+            say(log.PRIVILEGES.line(capabilities=self.kept[0], user=self.kept[1]))
+        # Last of the start lines (a --workers parent waits for it).
+        if settings.descriptors:
+            say(
+                log.CAPACITY.line(
+                    limit=settings.descriptors,
+                    connections=settings.max_connections,
+                    flows=settings.max_udp_flows,
+                )
+            )
+        await self._until_stopped(stop, server, endpoint, started)
+
+    def _listener(self) -> socket.socket | None:
+        """The listening socket made here rather than by the event loop, if
+        any: with --transparent, and on uvloop (its address resolution
+        starts threads of its own, which would keep the capability to bind
+        a port below 1024: resolved here, in this thread), when the address
+        is one."""
+        settings = self.settings
+        reuse_port = settings.workers > 1
+        if settings.transparent:
+            return backend.transparent_listener(settings.host, settings.port, reuse_port)
+        if settings.loop == "uvloop":
+            listeners = relay.make_listeners(settings.host, settings.port, reuse_port=reuse_port)
+            if len(listeners) == 1:
+                return listeners[0]
+            for sock in listeners:
+                sock.close()
+        return None
+
+    async def _listen(self) -> relay.Listening:
+        """The TCP server of the chosen relay path, listening."""
         settings = self.settings
         server: relay.Listening
         if settings.relay == "native":
@@ -420,61 +683,41 @@ class Proxy:
                 if settings.transparent
                 else None,
                 loop_mark=LOOP_MARK if settings.loop_mark is None else settings.loop_mark,
+                # Before the engine's thread starts.
+                bound=self.end_binding,
             )
-        elif settings.relay != "streams":
+        else:
             server = await relay.SERVERS[settings.relay](
                 self.handle_connection,
                 settings.host,
                 settings.port,
-                listener=backend.transparent_listener(
-                    settings.host, settings.port, settings.workers > 1
-                )
-                if settings.transparent
-                else None,
-                backlog=settings.backlog,
+                listener=self._listener(),
                 reuse_port=settings.workers > 1,
-                loop_mark=LOOP_MARK if settings.loop_mark is None else settings.loop_mark,
+                serving=relay.Serving(
+                    gate=self.gate,
+                    backlog=settings.backlog,
+                    loop_mark=LOOP_MARK if settings.loop_mark is None else settings.loop_mark,
+                    on_loop=self.loop_refused,
+                    on_gone=self.gone,
+                ),
             )
-        elif settings.transparent:
-            listener = backend.transparent_listener(
-                settings.host, settings.port, settings.workers > 1
-            )
-            server = await start_redirect_server(
-                self.handle, sock=listener, backlog=settings.backlog, loop_mark=settings.loop_mark
-            )
-        else:
-            server = await start_redirect_server(
-                self.handle,
-                settings.host,
-                settings.port,
-                backlog=settings.backlog,
-                loop_mark=settings.loop_mark,
-                reuse_port=settings.workers > 1 or None,
-                # reuse_address is left to asyncio: SO_REUSEADDR on POSIX,
-                # where it only allows a restart while old connections linger
-                # in TIME_WAIT; never on Windows, where it would let any
-                # other socket bind the same port and take redirected
-                # connections.
-            )
-        endpoint: RedirectDatagramEndpoint | None = None
-        if settings.udp is not None:
-            endpoint, _ = await create_redirect_datagram_endpoint(
-                lambda: UdpRelay(self.totals),
-                settings.udp,
-                idle_timeout=settings.udp_idle_timeout,
-                loop_mark=settings.loop_mark,
-                mark_mask=settings.mark_mask,
-            )
-        started = time.monotonic()
-        for sock in server.sockets:
-            host, port = sock.getsockname()[:2]
-            say(log.LISTENING.line(host=host, port=port))
-        if endpoint is not None:
-            host, port = endpoint.get_extra_info("sockname")[:2]
-            say(log.LISTENING_UDP.line(host=host, port=port))
+        self.keepalive_inherited = getattr(server, "keepalive", False)
+        return server
+
+    async def _until_stopped(
+        self,
+        stop: asyncio.Event,
+        server: relay.Listening,
+        endpoint: RedirectDatagramEndpoint | None,
+        started: float,
+    ) -> None:
+        settings = self.settings
         reporter = None
         if settings.summary_interval > 0:
             reporter = asyncio.create_task(self.report_periodically(stop))
+        sweeper = None
+        if settings.relay != "native":
+            sweeper = asyncio.create_task(self.sweep_idle(stop))
         await stop.wait()
         server.close()
         # Connections accepted in the turn the stop came in have their tasks
@@ -496,7 +739,21 @@ class Proxy:
         await server.wait_closed()
         if reporter is not None:
             await reporter
+        if sweeper is not None:
+            await sweeper
         say(log.STOPPED.line(seconds=time.monotonic() - started, **self.summary()))
+
+
+def _bind_udp(address: tuple[str, int]) -> socket.socket:
+    """A UDP socket bound to `address` (the first address of its host)."""
+    family, _, _, _, where = socket.getaddrinfo(*address, type=socket.SOCK_DGRAM)[0]
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.bind(where)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 #: ``--loop``: the event loops the proxy can run on.
@@ -524,7 +781,7 @@ def _run_one(settings: ProxySettings) -> int:
     # once it stops serving, and they come back once its loop has closed.
     previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
     try:
-        _runner(settings.loop)(Proxy(settings).run())
+        _runner(settings.loop)(Proxy(settings, process=True).run())
     except OSError as error:
         # One write: with --workers, several workers may say it at once.
         sys.stderr.write(f"wfpredirect proxy: {error}\n")
@@ -539,12 +796,16 @@ def _run_one(settings: ProxySettings) -> int:
 
 def run_proxy(settings: ProxySettings) -> int:
     """Run until a stop signal (STOP_SIGNALS); the exit status."""
-    problem = backend.proxy_problem(
-        settings.loop_mark,
-        settings.mark_mask,
-        udp=settings.udp is not None,
-        transparent=settings.transparent or settings.keep_client_address,
-    ) or backend.workers_problem(settings.workers)
+    problem = (
+        backend.proxy_problem(
+            settings.loop_mark,
+            settings.mark_mask,
+            udp=settings.udp is not None,
+            transparent=settings.transparent or settings.keep_client_address,
+        )
+        or backend.workers_problem(settings.workers)
+        or backend.privileges_problem(settings.user)
+    )
     if not problem and settings.workers > 1 and settings.port == 0:
         problem = (
             f"--workers {settings.workers} needs a fixed port (each worker binds the "
@@ -555,6 +816,22 @@ def run_proxy(settings: ProxySettings) -> int:
         _runner(settings.loop)
     except ValueError as error:
         problem = problem or str(error)
+    if not problem:
+        # Each process of --workers has this limit, and these caps, its own.
+        settings.descriptors = backend.raise_descriptor_limit()
+        try:
+            capacity = plan(
+                settings.descriptors,
+                settings.relay,
+                settings.udp is not None,
+                settings.max_connections,
+                settings.max_udp_flows,
+            )
+        except ValueError as error:
+            problem = str(error)
+        else:
+            settings.max_connections = capacity.connections
+            settings.max_udp_flows = capacity.flows
     if problem:
         print(f"wfpredirect proxy: {problem}", file=sys.stderr)
         return 2

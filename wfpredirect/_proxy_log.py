@@ -49,6 +49,17 @@ _FIELDS: dict[str, tuple[str, type]] = {
     "reason": (r".+", str),
     "error": (r".+", str),
     "suppressed": (r"\d+", int),
+    "limit": (r"\d+", int),
+    "number": (r"\d+", int),
+    "pid": (r"\d+", int),
+    "ended": (r"killed by SIG[A-Z0-9]+(?: \(core dumped\))?|exited with status \d+", str),
+    "then": (r".+", str),
+    "delay": (r"\S+", float),
+    "connections": (r"\d+", int),
+    "flows": (r"\d+", int),
+    "capabilities": (r"\S+", str),
+    "user": (r"\S+", str),
+    "listener": (r"\S+", str),
 }
 
 #: The levels --log-level accepts, by name.
@@ -112,8 +123,18 @@ _TOTALS = (
 
 LISTENING = LogLine("listening", "listening on {host} port {port}")
 LISTENING_UDP = LogLine("listening_udp", "listening for udp on {host} port {port}")
+#: At start, after the listening lines: the descriptor limit (raised to the
+#: hard limit) and the caps derived from it or given (_capacity).
+CAPACITY = LogLine(
+    "capacity", "descriptors: {limit}; up to {connections} connections and {flows} udp flows"
+)
+#: Linux, once the sockets are bound: the capabilities kept (comma-separated),
+#: and the user the proxy runs as (_privileges).
+PRIVILEGES = LogLine(
+    "privileges", "privileges: kept {capabilities}, dropped every other capability; user {user}"
+)
 #: A relayed connection, when it ends: `outcome` is "closed", "cut at
-#: shutdown", "timed out ..." or "ended by ...".
+#: shutdown", "idle timeout", "timed out ..." or "ended by ...".
 RELAYED = LogLine(
     "relayed",
     "{client} -> {target}: {up} bytes up, {down} bytes down, {seconds:.3f} s, {outcome}",
@@ -126,19 +147,70 @@ REFUSED = LogLine(
 FAILED = LogLine(
     "failed", "failed {client} -> {target}: cannot connect upstream: {reason}", logging.WARNING
 )
+#: A client that reset before its redirect state was read: nothing is
+#: wrong with the proxy or its rules (a port scan, a client that gave up).
+GONE = LogLine("gone", "{client} went away before its redirect state was read", logging.DEBUG)
+#: Accepting paused: the proxy holds --max-connections connections, and a
+#: client waits in the listen backlog until one ends (said through THROTTLE).
+CONNECTION_CAP = LogLine(
+    "connection_cap",
+    "at the connection cap ({limit}): accepting paused ({suppressed} more suppressed)",
+    logging.WARNING,
+)
 #: A relayed UDP flow, when it ends.
 UDP_FLOW = LogLine(
     "udp_flow", "udp {client} -> {target}: {up} bytes up, {down} bytes down, {seconds:.3f} s"
 )
 UDP_REFUSED = LogLine("udp_refused", "refused udp {client}: not redirected", logging.WARNING)
-UDP_ERROR = LogLine("udp_error", "udp error: {error}", logging.ERROR)
+#: Said through THROTTLE: under descriptor exhaustion (EMFILE) it can come
+#: thousands of times a second.
+UDP_ERROR = LogLine("udp_error", "udp error: {error} ({suppressed} more suppressed)", logging.ERROR)
+#: A datagram that would start a UDP flow beyond --max-udp-flows, dropped
+#: (counted as refused); said through THROTTLE.
+UDP_FLOW_CAP = LogLine(
+    "udp_flow_cap",
+    "at the udp flow cap ({limit}): new flows dropped ({suppressed} more suppressed)",
+    logging.WARNING,
+)
+#: An origin's answer that could not be sent from the origin's address: the
+#: reply socket's bind failed (EADDRINUSE: a socket of the origin on this
+#: host without SO_REUSEADDR). Once per origin address.
+UDP_REPLY_FAILED = LogLine(
+    "udp_reply_failed",
+    "udp {client} -> {target}: cannot answer from that address: {error}; "
+    "the origin on this host must set SO_REUSEADDR on its socket",
+    logging.WARNING,
+)
 SUMMARY = LogLine("summary", f"summary: {_TOTALS}, {{rate:.0f}} bytes/s")
 #: SIGHUP: a stop like SIGTERM's (there is no reload), said before it.
 HANGUP = LogLine(
     "hangup", "SIGHUP: stopping as on SIGTERM (there is no reload: restart to change options)"
 )
+#: More resource lines (said through THROTTLE, at most one a second each):
+#: accept() out of descriptors or memory, accepting paused for a second;
+#: any other error the event loop reports (no traceback).
+ACCEPT_PAUSED = LogLine(
+    "accept_paused",
+    "accept() on {listener}: {error}; accepting again in 1 s ({suppressed} more suppressed)",
+    logging.ERROR,
+)
+LOOP_ERROR = LogLine(
+    "loop_error", "event loop: {error} ({suppressed} more suppressed)", logging.ERROR
+)
 STOPPING = LogLine("stopping", "stopping: {open} open connections get {grace:g} s")
 STOPPED = LogLine("stopped", f"stopped after {{seconds:.1f}} s: {_TOTALS}")
+#: --workers: the parent started worker `number` (at start, or to replace one).
+WORKER_STARTED = LogLine("worker_started", "worker {number} started: pid {pid}", logging.DEBUG)
+#: --workers: a worker ended without being asked to, or failed while stopping:
+#: how (`ended`), and what follows (`then`: its replacement's back-off, or
+#: the proxy stopping).
+WORKER_DIED = LogLine("worker_died", "worker {number} (pid {pid}) {ended}: {then}", logging.ERROR)
+#: --workers: a replacement could not be forked; it is tried again after `delay`.
+WORKER_UNSTARTED = LogLine(
+    "worker_unstarted",
+    "cannot start worker {number} again: {error}: next try in {delay:g} s",
+    logging.ERROR,
+)
 
 #: The proxy's logger; the library's (its parent, ``wfpredirect``) shares its handler.
 LOGGER = logging.getLogger("wfpredirect.proxy")
@@ -177,6 +249,10 @@ class Throttle:
         self.last[kind.event] = (now, 0)
         say(kind.line(suppressed=held, **fields))
         return True
+
+
+#: The proxy's one Throttle: every resource-exhaustion line goes through it.
+THROTTLE = Throttle()
 
 
 # The last second _utc wrote, and its text: one strftime a second.

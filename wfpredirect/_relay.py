@@ -24,23 +24,36 @@ counts of the log line, and a reset passed on: a connection that breaks
 sides, never with the end of stream a finished one gets. The
 proxy around them (timeouts, log lines, the graceful stop) is path-blind:
 see ``Connection``.
+
+Each path accepts through _Acceptor where the loop can watch a listening
+socket (everywhere but Windows' Proactor loop): one accept() at a time,
+each counted under the connection cap (Gate) before the next, so that at
+the cap accepting stops exactly there (asyncio's own server accepts up to a
+backlog of connections per wakeup before any of them reaches its protocol);
+the streams path then makes asyncio's stream transport for each
+(loop.connect_accepted_socket) and judges it with start_redirect_server's
+own callback. Every connection's sockets get TCP keepalive
+(KEEPALIVE_OPTIONS).
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
-import logging
 import socket
+import sys
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
+from . import _proxy_log as log
 from . import _upstream as upstream
 from ._addresses import Address
 from ._backend import SplicePipe, backend
+from ._errors import RedirectError
 from ._loops import Endpoint, forget_upstream, remember_upstream
 from ._records import RedirectInfo
-from .aio import judge_connection, open_upstream
+from .aio import judge_connection, open_upstream, redirect_stream_callback
 
 #: Every relay path's name; ``auto`` is the backend's first (backend.relay_paths).
 #: ``native`` (Linux) is _relay_native's: the whole connection in the core.
@@ -62,8 +75,17 @@ CONNECTING = frozenset(
 )
 #: The connection lost without an error of its own: asyncio streams' words.
 CONNECTION_LOST = "Connection lost"
-
-logger = logging.getLogger("wfpredirect.relay")
+#: TCP keepalive on both sockets of every connection, so that a peer that
+#: vanished without a FIN or a reset (a host switched off, a NAT that
+#: forgot the flow) is found and its connection reaped: the first probe
+#: after 60 s without a segment, then one every 10 s, and after 6 unanswered
+#: the kernel ends the connection (about 2 minutes in all). Each option is
+#: set where the platform has it.
+KEEPALIVE_OPTIONS = tuple(
+    (getattr(socket, name), value)
+    for name, value in (("TCP_KEEPIDLE", 60), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 6))
+    if hasattr(socket, name)
+)
 
 #: What a path counts as it delivers: ("up" or "down", bytes).
 Count = Callable[[str, int], None]
@@ -74,6 +96,11 @@ class Connection(Protocol):
     calls open_upstream once, then relay once, or abort at any time."""
 
     def peername(self) -> Any: ...
+    def sockets(self) -> list[Any]:
+        """The connection's open sockets: the client's, then the upstream's
+        once open (for socket options)."""
+        ...
+
     def abort(self) -> None: ...
     def reset(self) -> None:
         """abort(), each socket closed with a reset (RST) rather than an end
@@ -127,7 +154,7 @@ def choose_relay_path(requested: str) -> str:
 
 
 def make_listeners(host: str, port: int, *, reuse_port: bool = False) -> list[socket.socket]:
-    """The splice path's TCP sockets, bound to every address of `host` as
+    """The TCP sockets of the paths' acceptors, bound to every address of `host` as
     asyncio.create_server binds them on POSIX (SO_REUSEADDR, which there only
     allows a restart while old connections linger in TIME_WAIT; IPv6 sockets
     IPv6-only); with `reuse_port`, SO_REUSEPORT before the bind
@@ -203,10 +230,87 @@ def connect_failed(code: int, target: Any) -> OSError:
 
 def say_accept_paused(listener: Any, error: OSError) -> None:
     """The line for accept() out of a resource on `listener` (its
-    address): accepting pauses for ACCEPT_PAUSE_SECONDS."""
-    logger.error(
-        "accept() on %s: %s; accepting again in %g s", listener, error, ACCEPT_PAUSE_SECONDS
+    address): accepting pauses for ACCEPT_PAUSE_SECONDS. At most one a
+    second (log.THROTTLE): under a flood of clients it would come thousands
+    of times a second."""
+    host, port = listener[0], listener[1]
+    log.THROTTLE.say(
+        log.ACCEPT_PAUSED,
+        listener=f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+        error=error,
     )
+
+
+def keep_alive(sock: Any) -> None:
+    """TCP keepalive on `sock` (KEEPALIVE_OPTIONS); a socket already gone
+    (reset) keeps what it had."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for option, value in KEEPALIVE_OPTIONS:
+            sock.setsockopt(socket.IPPROTO_TCP, option, value)
+    except OSError:
+        pass
+
+
+class Ticket:
+    """One accepted connection's place under the connection cap (Gate),
+    given back once, when its client socket closes."""
+
+    __slots__ = ("gate",)
+
+    def __init__(self, gate: Gate | None) -> None:
+        self.gate = gate
+
+    def release(self) -> None:
+        gate, self.gate = self.gate, None
+        if gate is not None:
+            gate.leave()
+
+
+class Gate:
+    """The connection cap (``--max-connections``; None: no cap): the
+    connections accepted and not yet closed are counted, and when they reach
+    `limit` every acceptor stops accepting (the listeners are not read: new
+    clients wait in the kernel's backlog, not half-served) until one ends.
+    The line that says so goes through log.THROTTLE."""
+
+    def __init__(self, limit: int | None) -> None:
+        self.limit = limit
+        self.held = 0
+        self.acceptors: list[_Acceptor] = []
+
+    @property
+    def full(self) -> bool:
+        return self.limit is not None and self.held >= self.limit
+
+    def enter(self) -> Ticket:
+        if self.limit is None:
+            return Ticket(None)
+        self.held += 1
+        if self.held == self.limit:
+            for acceptor in self.acceptors:
+                acceptor.update()
+            log.THROTTLE.say(log.CONNECTION_CAP, limit=self.limit)
+        return Ticket(self)
+
+    def leave(self) -> None:
+        self.held -= 1
+        if self.limit is not None and self.held == self.limit - 1:
+            for acceptor in self.acceptors:
+                acceptor.update()
+
+
+@dataclass
+class Serving:
+    """What every acceptor of a proxy shares: the connection cap, the listen
+    backlog, the loop mark, and what judge_connection reports to the proxy
+    (the proxy's own upstream refused; a client gone before its query)."""
+
+    gate: Gate = field(default_factory=lambda: Gate(None))
+    backlog: int = 100
+    loop_mark: int = 0
+    on_loop: Callable[[Any], None] | None = None
+    on_gone: Callable[[Any, RedirectError], None] | None = None
 
 
 async def _connect(
@@ -286,6 +390,10 @@ class StreamConnection:
     def peername(self) -> Any:
         return self.writer.get_extra_info("peername")
 
+    def sockets(self) -> list[Any]:
+        writers = [self.writer] if self.upstream is None else [self.writer, self.upstream[1]]
+        return [writer.get_extra_info("socket") for writer in writers]
+
     def abort(self) -> None:
         self.writer.transport.abort()
         if self.upstream is not None:
@@ -337,6 +445,113 @@ class StreamConnection:
         return errors[0] if errors else None
 
 
+class _StreamSide(asyncio.StreamReaderProtocol):
+    """asyncio's stream protocol for a client the streams path accepted
+    itself: its place under the cap is given back when it closes."""
+
+    def __init__(self, callback: Any, ticket: Ticket) -> None:
+        super().__init__(asyncio.StreamReader(limit=CHUNK_SIZE), callback)
+        self.ticket = ticket
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.ticket.release()
+        super().connection_lost(exc)
+
+
+async def serve_streams(
+    handler: Handler,
+    host: str,
+    port: int,
+    *,
+    listener: socket.socket | None,
+    reuse_port: bool,
+    serving: Serving,
+) -> Listening:
+    """The streams path's server: start_redirect_server's callback (the
+    judgement, then `handler` with a StreamConnection in a task of its
+    own), on connections accepted by _Acceptor where the loop can watch a
+    listener (add_reader: every loop but Windows' Proactor), else by
+    asyncio's own server (no cap there)."""
+
+    async def connected_streams(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, redirect: RedirectInfo
+    ) -> None:
+        await handler(StreamConnection(reader, writer), redirect)
+
+    addresses: list[Address] = []
+    loop = asyncio.get_running_loop()
+
+    def callback_for(peer: Any) -> Any:
+        return redirect_stream_callback(
+            connected_streams,
+            addresses,
+            serving.loop_mark,
+            on_loop=serving.on_loop,
+            on_gone=serving.on_gone,
+            peer=peer,
+        )
+
+    if not _own_acceptors():
+        # reuse_address is left to asyncio: SO_REUSEADDR on POSIX, where it
+        # only allows a restart while old connections linger in TIME_WAIT;
+        # never on Windows, where it would let any other socket bind the
+        # same port and take redirected connections.
+        kw: dict[str, Any] = (
+            {"sock": listener}
+            if listener is not None
+            else {"host": host, "port": port, "reuse_port": reuse_port or None}
+        )
+        server = await asyncio.start_server(
+            callback_for(None), backlog=serving.backlog, start_serving=False, **kw
+        )
+        addresses += _listening(server.sockets)
+        await server.start_serving()
+        return server
+
+    def accepted(sock: socket.socket, peer: Any, ticket: Ticket) -> None:
+        callback = callback_for(peer)
+        _connect_accepted(loop, sock, ticket, lambda: _StreamSide(callback, ticket))
+
+    return _accepting(host, port, listener, reuse_port, serving, addresses, accepted)
+
+
+def _own_acceptors() -> bool:
+    """Whether the paths accept through _Acceptor here: everywhere but on
+    Windows, whose Proactor loop cannot watch a listener (and whose
+    listeners are asyncio's, without SO_REUSEADDR: make_listeners)."""
+    return sys.platform != "win32"
+
+
+def _connect_accepted(
+    loop: asyncio.AbstractEventLoop,
+    sock: socket.socket,
+    ticket: Ticket,
+    protocol: Callable[[], asyncio.BaseProtocol],
+) -> None:
+    """A transport for accepted `sock` (loop.connect_accepted_socket, in a
+    task as asyncio's own server does it); a socket the loop cannot take
+    (reset meanwhile) is closed and its place given back."""
+
+    async def connect() -> None:
+        try:
+            await loop.connect_accepted_socket(protocol, sock)
+        except Exception:  # noqa: BLE001 - a socket gone before its transport: closed
+            ticket.release()
+            sock.close()
+
+    _keep(loop.create_task(connect()))
+
+
+# The tasks started for accepted connections, held until done (the loop
+# keeps only a weak reference to a task).
+_tasks: set[asyncio.Task[Any]] = set()
+
+
+def _keep(task: asyncio.Task[Any]) -> None:
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
+
+
 # -- protocol ---------------------------------------------------------------
 
 
@@ -382,28 +597,42 @@ class _ClientSide(_Side):
     runs for it."""
 
     def __init__(
-        self, handler: Handler, listening_addresses: list[Address], loop_mark: int
+        self,
+        handler: Handler,
+        listening_addresses: list[Address],
+        serving: Serving,
+        ticket: Ticket,
+        peer: Any = None,
     ) -> None:
         super().__init__("up")
+        self.peer_address = peer
         ProtocolConnection(self)
         self.handler = handler
         self.listening_addresses = listening_addresses
-        self.loop_mark = loop_mark
+        self.serving = serving
+        self.ticket = ticket
         self.task: asyncio.Future[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        serving = self.serving
         redirect = judge_connection(
             transport.get_extra_info("socket"),
-            transport.get_extra_info("peername"),
+            self.peer_address or transport.get_extra_info("peername"),
             self.listening_addresses,
-            self.loop_mark,
+            serving.loop_mark,
+            on_loop=serving.on_loop,
+            on_gone=serving.on_gone,
         )
         if redirect is None:
             # Not from inside connection_made: uvloop leaves the socket open then.
             asyncio.get_running_loop().call_soon(cast("asyncio.Transport", transport).abort)
             return
         self.task = asyncio.ensure_future(self.handler(self.connection, redirect))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.ticket.release()
+        super().connection_lost(exc)
 
 
 class ProtocolConnection:
@@ -429,6 +658,13 @@ class ProtocolConnection:
     def peername(self) -> Any:
         assert self.client.transport is not None
         return self.client.transport.get_extra_info("peername")
+
+    def sockets(self) -> list[Any]:
+        return [
+            side.transport.get_extra_info("socket")
+            for side in (self.client, self.upstream)
+            if side.transport is not None
+        ]
 
     async def open_upstream(
         self,
@@ -540,31 +776,44 @@ async def serve_protocol(
     port: int,
     *,
     listener: socket.socket | None,
-    backlog: int,
     reuse_port: bool,
-    loop_mark: int,
+    serving: Serving,
 ) -> Listening:
     """The protocol path's server on (host, port), or on bound socket
     `listener`; `handler` runs, in a task, for each connection whose
-    redirect state could be read."""
+    redirect state could be read. Accepted by _Acceptor where the loop can
+    watch a listener, else by asyncio's own server (no cap there)."""
     loop = asyncio.get_running_loop()
     addresses: list[Address] = []
+    if not _own_acceptors():
 
-    def client() -> _ClientSide:
-        return _ClientSide(handler, addresses, loop_mark)
+        def client() -> _ClientSide:
+            return _ClientSide(handler, addresses, serving, Ticket(None))
 
-    if listener is not None:
-        server = await loop.create_server(
-            client, sock=listener, backlog=backlog, start_serving=False
+        if listener is not None:
+            server = await loop.create_server(
+                client, sock=listener, backlog=serving.backlog, start_serving=False
+            )
+        else:
+            server = await loop.create_server(
+                client,
+                host,
+                port,
+                backlog=serving.backlog,
+                reuse_port=reuse_port or None,
+                start_serving=False,
+            )
+        # Not serving until the listening addresses are known (start_redirect_server's rule).
+        addresses += _listening(server.sockets)
+        await server.start_serving()
+        return server
+
+    def accepted(sock: socket.socket, peer: Any, ticket: Ticket) -> None:
+        _connect_accepted(
+            loop, sock, ticket, lambda: _ClientSide(handler, addresses, serving, ticket, peer)
         )
-    else:
-        server = await loop.create_server(
-            client, host, port, backlog=backlog, reuse_port=reuse_port or None, start_serving=False
-        )
-    # Not serving until the listening addresses are known (start_redirect_server's rule).
-    addresses += _listening(server.sockets)
-    await server.start_serving()
-    return server
+
+    return _accepting(host, port, listener, reuse_port, serving, addresses, accepted)
 
 
 def _listening(listeners: Any) -> list[Address]:
@@ -746,9 +995,10 @@ class SocketConnection:
     """The splice path: the accepted socket and its upstream, non-blocking,
     one _Pump each way."""
 
-    def __init__(self, sock: socket.socket, peer: Any) -> None:
+    def __init__(self, sock: socket.socket, peer: Any, ticket: Ticket | None = None) -> None:
         self.client = sock
         self.peer = peer
+        self.ticket = ticket
         self.upstream: socket.socket | None = None
         self.key: Endpoint | None = None
         self.pumps: tuple[_Pump, ...] = ()
@@ -758,6 +1008,9 @@ class SocketConnection:
 
     def peername(self) -> Any:
         return self.peer
+
+    def sockets(self) -> list[Any]:
+        return [self.client] if self.upstream is None else [self.client, self.upstream]
 
     async def open_upstream(
         self,
@@ -818,33 +1071,47 @@ class SocketConnection:
         if self.key is not None:
             forget_upstream(self.key)
             self.key = None
+        if self.ticket is not None:
+            self.ticket.release()
+
+
+#: What an acceptor does with each connection it accepted (its socket,
+#: non-blocking, its peer, and its place under the cap).
+Accepted = Callable[[socket.socket, Any, Ticket], None]
 
 
 class _Acceptor:
-    """Accepts on one listening socket through loop.add_reader and starts
-    `handler` in a task for each redirected connection."""
+    """Accepts on one listening socket through loop.add_reader and hands
+    each connection to `accepted`. It stops reading the listener while the
+    connection cap is reached (serving.gate) and, for a second, after
+    accept() ran out of a resource (ACCEPT_RESOURCE_ERRORS)."""
 
-    def __init__(
-        self,
-        listener: socket.socket,
-        handler: Handler,
-        addresses: list[Address],
-        *,
-        backlog: int,
-        loop_mark: int,
-    ) -> None:
+    def __init__(self, listener: socket.socket, accepted: Accepted, serving: Serving) -> None:
         self.loop = asyncio.get_running_loop()
         self.listener = listener
         self.fd = listener.fileno()
-        self.handler = handler
-        self.addresses = addresses
-        self.backlog = backlog
-        self.loop_mark = loop_mark
+        self.accepted = accepted
+        self.serving = serving
+        self.gate = serving.gate
         self.closed = False
-        self.loop.add_reader(self.fd, self._ready)
+        self.resting = False  # for a second, after a resource error
+        self.reading = False
+        self.update()
+
+    def update(self) -> None:
+        """Read the listener or not, as the state says."""
+        wanted = not (self.closed or self.resting or self.gate.full)
+        if wanted and not self.reading:
+            self.loop.add_reader(self.fd, self._ready)
+        elif not wanted and self.reading:
+            self.loop.remove_reader(self.fd)
+        self.reading = wanted
 
     def _ready(self) -> None:
-        for _ in range(self.backlog):  # as asyncio: at most a backlog per wakeup
+        gate = self.gate
+        for _ in range(self.serving.backlog):  # as asyncio: at most a backlog per wakeup
+            if not self.reading:
+                return  # the cap reached meanwhile
             try:
                 sock, peer = self.listener.accept()
             except (BlockingIOError, InterruptedError):
@@ -855,37 +1122,34 @@ class _Acceptor:
                 if error.errno not in ACCEPT_RESOURCE_ERRORS:
                     raise
                 say_accept_paused(self.listener.getsockname(), error)
-                self.loop.remove_reader(self.fd)
+                self.resting = True
+                self.update()
                 self.loop.call_later(ACCEPT_PAUSE_SECONDS, self._resume)
                 return
-            self._accepted(sock, peer)
+            try:
+                sock.setblocking(False)
+            except OSError:
+                sock.close()  # already reset by its client
+                continue
+            self.accepted(sock, peer, gate.enter())
 
     def _resume(self) -> None:
-        if not self.closed:
-            self.loop.add_reader(self.fd, self._ready)
-
-    def _accepted(self, sock: socket.socket, peer: Any) -> None:
-        try:
-            sock.setblocking(False)
-            # As asyncio's transports do: each write goes out at once.
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            sock.close()  # already reset by its client
-            return
-        redirect = judge_connection(sock, peer, self.addresses, self.loop_mark)
-        if redirect is None:
-            sock.close()
-            return
-        self.loop.create_task(self.handler(SocketConnection(sock, peer), redirect))
+        self.resting = False
+        self.update()
 
     def close(self) -> None:
         if not self.closed:
             self.closed = True
-            self.loop.remove_reader(self.fd)
+            self.update()
             self.listener.close()
+            if self in self.gate.acceptors:
+                self.gate.acceptors.remove(self)
 
 
 class _Acceptors:
+    #: Its accepted sockets have keepalive already (see _accepting).
+    keepalive = True
+
     def __init__(self, acceptors: list[_Acceptor]) -> None:
         self.acceptors = acceptors
         self.sockets = [acceptor.listener for acceptor in acceptors]
@@ -898,32 +1162,71 @@ class _Acceptors:
         return
 
 
+def _accepting(
+    host: str,
+    port: int,
+    listener: socket.socket | None,
+    reuse_port: bool,
+    serving: Serving,
+    addresses: list[Address],
+    accepted: Accepted,
+) -> Listening:
+    """An _Acceptor on each listener of (host, port) (make_listeners), or on
+    bound socket `listener`; their addresses go to `addresses`."""
+    listeners = (
+        [listener] if listener is not None else make_listeners(host, port, reuse_port=reuse_port)
+    )
+    for sock in listeners:
+        sock.listen(serving.backlog)
+        sock.setblocking(False)
+        # Linux gives an accepted socket its listener's keepalive options:
+        # four system calls less per connection (the proxy sets the
+        # upstream's).
+        keep_alive(sock)
+    addresses += _listening(listeners)
+    acceptors = [_Acceptor(sock, accepted, serving) for sock in listeners]
+    serving.gate.acceptors += acceptors
+    return _Acceptors(acceptors)
+
+
 async def serve_splice(
     handler: Handler,
     host: str,
     port: int,
     *,
     listener: socket.socket | None,
-    backlog: int,
     reuse_port: bool,
-    loop_mark: int,
+    serving: Serving,
 ) -> Listening:
     """Accept on (host, port), or on bound socket `listener`, on the splice
     path; `handler` runs, in a task, for each connection whose redirect
     state could be read."""
-    listeners = (
-        [listener] if listener is not None else make_listeners(host, port, reuse_port=reuse_port)
-    )
-    for sock in listeners:
-        sock.listen(backlog)
-        sock.setblocking(False)
-    addresses = _listening(listeners)
-    return _Acceptors(
-        [
-            _Acceptor(sock, handler, addresses, backlog=backlog, loop_mark=loop_mark)
-            for sock in listeners
-        ]
-    )
+    loop = asyncio.get_running_loop()
+    addresses: list[Address] = []
+
+    def accepted(sock: socket.socket, peer: Any, ticket: Ticket) -> None:
+        try:
+            # As asyncio's transports do: each write goes out at once.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            ticket.release()
+            sock.close()  # already reset by its client
+            return
+        redirect = judge_connection(
+            sock,
+            peer,
+            addresses,
+            serving.loop_mark,
+            on_loop=serving.on_loop,
+            on_gone=serving.on_gone,
+        )
+        if redirect is None:
+            ticket.release()
+            sock.close()
+            return
+        _keep(loop.create_task(handler(SocketConnection(sock, peer, ticket), redirect)))
+
+    return _accepting(host, port, listener, reuse_port, serving, addresses, accepted)
 
 
-SERVERS = {"protocol": serve_protocol, "splice": serve_splice}
+SERVERS = {"protocol": serve_protocol, "splice": serve_splice, "streams": serve_streams}

@@ -10,7 +10,7 @@ What Python does is turn the engine's events, which come in batches
 signalled on a descriptor the event loop watches, into the lines and the
 totals the other paths give: the same LogLine texts, the same loggers
 (judge_connection's ``wfpredirect.aio`` lines, the accept pause's
-``wfpredirect.relay`` line), and the same graceful stop.
+throttled ``accept_paused`` line), and the same graceful stop.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import asyncio
 import os
 import socket
 import threading
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from . import _proxy
@@ -31,6 +32,8 @@ from .aio import say_loop_refused, say_unreadable
 
 #: A relayed connection's code when the stop cut it (kCutAtShutdown).
 CUT_AT_SHUTDOWN = -1
+#: ... when it delivered no byte either way for --idle-timeout (kIdleTimeout).
+IDLE_TIMEOUT = -2
 
 
 class RelayEngine(Protocol):
@@ -67,6 +70,8 @@ def outcome(code: int) -> str:
         return "closed"
     if code == CUT_AT_SHUTDOWN:
         return "cut at shutdown"
+    if code == IDLE_TIMEOUT:
+        return "idle timeout"
     return f"ended by {_error(code)!r}"
 
 
@@ -103,6 +108,9 @@ class NativeServer:
         self.loop = asyncio.get_running_loop()
         self.finished: asyncio.Future[None] = self.loop.create_future()
         self.stopped = False
+        # The engine's part of the totals as last added to them (open, up,
+        # down): the UDP relay counts into the same totals.
+        self.counted = (0, 0, 0)
         self.loop.add_reader(engine.event_fd, self.handle_events)
         self.thread = threading.Thread(target=self._run, name="wfpredirect-relay", daemon=True)
         self.thread.start()
@@ -177,18 +185,28 @@ class NativeServer:
                     )
                 )
             elif kind == "loop":
+                totals.refused += 1
                 say_loop_refused(event[1], self.loop_mark)  # judge_connection's lines
+            elif kind == "gone":
+                say(log.GONE.line(client=address(event[1])))
             elif kind == "unreadable":
                 say_unreadable(event[1], event[2])
+            elif kind == "connection_cap":
+                log.THROTTLE.say(log.CONNECTION_CAP, limit=event[2])
             else:  # accept_error: _Acceptor's line
                 say_accept_paused(event[1], _error(event[2]))
         self.refresh()
 
     def refresh(self) -> None:
         """The totals' live part: the connections relaying now, and every
-        byte delivered so far (as the other paths count each chunk)."""
+        byte delivered so far (as the other paths count each chunk), added
+        to what the UDP relay counts."""
         totals = self.totals
-        totals.open, totals.bytes_up, totals.bytes_down = self.engine.counters()
+        now = self.engine.counters()
+        before, self.counted = self.counted, now
+        totals.open += now[0] - before[0]
+        totals.bytes_up += now[1] - before[1]
+        totals.bytes_down += now[2] - before[2]
 
 
 async def serve_native(
@@ -197,9 +215,11 @@ async def serve_native(
     *,
     listener: socket.socket | None,
     loop_mark: int,
+    bound: Callable[[], None] = lambda: None,
 ) -> NativeServer:
     """The native path's server on settings' address (or on bound socket
-    `listener`), counting into `totals`."""
+    `listener`), counting into `totals`; `bound()` is called once the
+    listeners are, before the engine's thread starts."""
     listeners = (
         [listener]
         if listener is not None
@@ -208,6 +228,7 @@ async def serve_native(
     try:
         for sock in listeners:
             sock.listen(settings.backlog)
+        bound()
         addresses = [sock.getsockname() for sock in listeners]
         engine = open_relay_engine(
             [sock.fileno() for sock in listeners],
@@ -216,6 +237,9 @@ async def serve_native(
             loop_mark=settings.loop_mark,
             mark_mask=settings.mark_mask,
             backlog=settings.backlog,
+            idle_timeout=settings.idle_timeout,
+            # None until the proxy derives it from the descriptor limit: no cap.
+            max_connections=settings.max_connections,
         )
     except BaseException:
         for sock in listeners:

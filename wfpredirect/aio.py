@@ -10,6 +10,7 @@ connection callback, the one point every loop shares.
 from __future__ import annotations
 
 import asyncio
+import errno
 import inspect
 import logging
 import socket
@@ -76,7 +77,8 @@ async def start_redirect_server(
     A connection whose redirect state cannot be read (a query answering an
     error outside the documented ones) is closed and logged, with the error
     and its code, on the ``wfpredirect.aio`` logger; the callback does not see
-    it.
+    it. One whose client went away before the query (ENOTCONN, ECONNRESET)
+    is closed too, and logged there at DEBUG only.
 
     A connection addressed to one of the server's own listening addresses
     (every connection on a TPROXY listener looks redirected) gets a
@@ -88,6 +90,34 @@ async def start_redirect_server(
     loop_mark = kw.pop("loop_mark", None)
     loop_mark = LOOP_MARK if loop_mark is None else loop_mark
     listening_addresses: list[Address] = []
+    connected = redirect_stream_callback(client_connected_cb, listening_addresses, loop_mark)
+
+    # Not serving until the listening addresses are known, so that no
+    # connection is judged without them.
+    server = await asyncio.start_server(connected, host, port, start_serving=False, **kw)
+    for sock in server.sockets:
+        listening_addresses.append(sock.getsockname())
+        upstream.remember_listener(sock)
+    if start_serving:
+        await server.start_serving()
+    return server
+
+
+def redirect_stream_callback(
+    client_connected_cb: ClientConnectedCallback,
+    listening_addresses: list[Address],
+    loop_mark: int,
+    *,
+    on_loop: Callable[[Any], None] | None = None,
+    on_gone: Callable[[Any, RedirectError], None] | None = None,
+    peer: Any = None,
+) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
+    """start_redirect_server's callback for asyncio's streams: each
+    connection judged (judge_connection, with `on_loop` and `on_gone`), then
+    handed to `client_connected_cb` with its RedirectInfo. The proxy's
+    streams path gives it to each connection it accepts itself, with the
+    `peer` accept() gave (a client reset before its transport was made has
+    no peer name on it)."""
 
     async def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         # The query runs here, on the transport's socket: the one point every
@@ -97,9 +127,11 @@ async def start_redirect_server(
         # socket without it.)
         redirect = judge_connection(
             writer.get_extra_info("socket"),
-            writer.get_extra_info("peername"),
+            peer or writer.get_extra_info("peername"),
             listening_addresses,
             loop_mark,
+            on_loop=on_loop,
+            on_gone=on_gone,
         )
         if redirect is None:
             writer.transport.abort()
@@ -124,31 +156,60 @@ async def start_redirect_server(
         if not handler.cancelled():
             handler.result()  # an error is asyncio's to report, as before
 
-    # Not serving until the listening addresses are known, so that no
-    # connection is judged without them.
-    server = await asyncio.start_server(connected, host, port, start_serving=False, **kw)
-    for sock in server.sockets:
-        listening_addresses.append(sock.getsockname())
-        upstream.remember_listener(sock)
-    if start_serving:
-        await server.start_serving()
-    return server
+    return connected
+
+
+#: The errors of a redirect state query on a connection its client has
+#: already ended (a reset before the query): the client went away, nothing
+#: is wrong (Winsock's codes are errno values on Windows).
+GONE_ERRORS = frozenset(
+    code
+    for code in (
+        errno.ENOTCONN,
+        errno.ECONNRESET,
+        errno.ECONNABORTED,
+        errno.EPIPE,
+        getattr(errno, "WSAENOTCONN", None),
+        getattr(errno, "WSAECONNRESET", None),
+        getattr(errno, "WSAECONNABORTED", None),
+    )
+    if code is not None
+)
 
 
 def judge_connection(
-    sock: Any, peer: Any, listening_addresses: list[Address], loop_mark: int
+    sock: Any,
+    peer: Any,
+    listening_addresses: list[Address],
+    loop_mark: int,
+    *,
+    on_loop: Callable[[Any], None] | None = None,
+    on_gone: Callable[[Any, RedirectError], None] | None = None,
 ) -> RedirectInfo | None:
     """The redirect state of accepted connection `sock` (from address
     `peer`), or None when it must be closed at once: the proxy's own
-    upstream coming back, or a state that could not be read (each logged on
-    the ``wfpredirect.aio`` logger, as start_redirect_server documents)."""
+    upstream coming back, a client gone before its state could be read, or
+    a state that could not be read (each logged on the ``wfpredirect.aio``
+    logger, as start_redirect_server documents). `on_loop(peer)` is called
+    after the loop's line; `on_gone(peer, error)` instead of the gone
+    client's (DEBUG) line."""
     try:
         return query_redirect_info(sock, listening_addresses)
     except RedirectLoopError:
         # The proxy's own upstream came back: refuse it at once, so the
         # loop ends here instead of opening upstream after upstream.
         say_loop_refused(peer, loop_mark)
+        if on_loop is not None:
+            on_loop(peer)
     except RedirectError as error:
+        if error.errno in GONE_ERRORS:
+            # Reset by its client before the query (a port scan, a client
+            # that gave up): an everyday event, not the proxy's problem.
+            if on_gone is not None:
+                on_gone(peer, error)
+            else:
+                say_gone(peer, error)
+            return None
         # An answer outside the documented ones (a layered provider, a
         # driver's own code): neither redirected nor not, so the
         # connection cannot be handled by either rule. Say so, with the
@@ -172,6 +233,16 @@ def say_unreadable(peer: Any, error: object) -> None:
     state could not be read (the native relay says it too)."""
     logger.error(
         "closed the connection from %s: its redirect state could not be read: %s",
+        _peer(peer),
+        error,
+    )
+
+
+def say_gone(peer: Any, error: object) -> None:
+    """judge_connection's (DEBUG) line for a client from `peer` that went
+    away before its redirect state was read."""
+    logger.debug(
+        "closed the connection from %s: it went away before its redirect state was read: %s",
         _peer(peer),
         error,
     )

@@ -28,7 +28,8 @@ constexpr const char* kName = "RelayEngine";
 class RelayEngine {
   public:
     RelayEngine(const py::sequence& listeners, double connect_timeout, bool keep_client_address,
-                py::object loop_mark, py::object mark_mask, int backlog, bool splice) {
+                py::object loop_mark, py::object mark_mask, int backlog, bool splice,
+                py::object idle_timeout, py::object max_connections) {
         if (listeners.size() == 0)
             throw_error(PyExc_ValueError, kName, "listeners must name at least one socket");
         std::vector<int> fds;
@@ -49,6 +50,26 @@ class RelayEngine {
         if (backlog < 1)
             throw_error(PyExc_ValueError, kName, "backlog must be at least 1");
         engine::RelaySettings settings;
+        if (!idle_timeout.is_none()) {
+            const double seconds = PyFloat_AsDouble(idle_timeout.ptr());
+            if (seconds == -1.0 && PyErr_Occurred())
+                throw py::error_already_set();
+            if (!std::isfinite(seconds) || seconds <= 0)
+                throw_error(PyExc_ValueError, kName,
+                            "idle_timeout must be a positive number, or None");
+            settings.idle_timeout = seconds;
+        }
+        if (!max_connections.is_none()) {
+            if (!PyLong_Check(max_connections.ptr()))
+                throw_error(PyExc_TypeError, kName, "max_connections must be an int, or None");
+            const long long cap = PyLong_AsLongLong(max_connections.ptr());
+            if (cap == -1 && PyErr_Occurred())
+                throw py::error_already_set();
+            if (cap < 1 || cap > INT_MAX)
+                throw_error(PyExc_ValueError, kName,
+                            "max_connections must be at least 1 (and fit an int), or None");
+            settings.max_connections = static_cast<std::size_t>(cap);
+        }
         settings.connect_timeout = connect_timeout;
         settings.keep_client_address = keep_client_address;
         settings.inbound_marks = configured_marks();
@@ -127,7 +148,11 @@ class RelayEngine {
             return py::make_tuple("loop", client);
         case Kind::unreadable:
             return py::make_tuple("unreadable", client,
-                                  status_exception(query_name(event.query), event.status));
+                                  status_exception("query_redirect_info", event.status));
+        case Kind::gone:
+            return py::make_tuple("gone", client);
+        case Kind::connection_cap:
+            return py::make_tuple("connection_cap", client, event.code);
         default:
             return py::make_tuple("accept_error", client, event.code);
         }
@@ -144,10 +169,12 @@ void init_relay_engine(py::module_& module) {
                             "The native relay: accepts on `listeners` (listening descriptors, "
                             "owned from here on) and relays each redirected connection in its "
                             "own loop (wfpredirect proxy --relay native). Availability: Linux.")
-        .def(py::init<const py::sequence&, double, bool, py::object, py::object, int, bool>(),
+        .def(py::init<const py::sequence&, double, bool, py::object, py::object, int, bool,
+                      py::object, py::object>(),
              py::arg("listeners"), py::pos_only(), py::kw_only(), py::arg("connect_timeout"),
              py::arg("keep_client_address") = false, py::arg("loop_mark") = py::none(),
-             py::arg("mark_mask") = py::none(), py::arg("backlog") = 1024, py::arg("splice") = true)
+             py::arg("mark_mask") = py::none(), py::arg("backlog") = 1024, py::arg("splice") = true,
+             py::arg("idle_timeout") = py::none(), py::arg("max_connections") = py::none())
         .def_property_readonly("event_fd", &RelayEngine::event_fd,
                                "Readable while events() has something.")
         .def("run", &RelayEngine::run,

@@ -139,3 +139,52 @@ def test_datagram_endpoint_relays_each_flow(
         "expired": 2,
         "left": [],
     }
+
+
+class CapRecorder(Recorder):
+    def __init__(self) -> None:
+        super().__init__()
+        self.dropped: list[tuple[bytes, object]] = []
+
+    def flow_dropped(self, datagram: wfpredirect.Datagram) -> None:
+        self.dropped.append((datagram.data, datagram.original_destination))
+
+
+async def relay_at_the_cap() -> dict[str, object]:
+    origin = UdpOrigin()
+    endpoint, protocol = await create_redirect_datagram_endpoint(
+        CapRecorder, ("0.0.0.0", PROXY_PORT), idle_timeout=60, max_flows=1
+    )
+    assert isinstance(protocol, CapRecorder)
+    first, second = client_socket(), client_socket()
+    answer = await ask(first, b"one")
+    loop = asyncio.get_running_loop()
+    for data in (b"two", b"three"):  # a second flow: beyond the cap
+        await loop.sock_sendto(second, data, (IPV4.origin_host, ORIGIN_PORT))
+    for _ in range(200):  # until both were dropped (10 s at most)
+        if len(protocol.dropped) == 2:
+            break
+        await asyncio.sleep(0.05)
+    again = await ask(first, b"four")  # the flow held goes on
+    result = {
+        "answers": [answer, again],
+        "dropped": protocol.dropped,
+        "flows": [flow.client == first.getsockname() for flow in endpoint.flows],
+        "origin": [data for data, _, _ in origin.arrivals],
+    }
+    endpoint.close()
+    return result
+
+
+def test_datagram_endpoint_drops_new_flows_beyond_max_flows() -> None:
+    result = run_in_netns(
+        lambda: (route_marked_locally(IPV4), asyncio.run(relay_at_the_cap()))[1],
+        nft_rules=tproxy_rules(IPV4),
+    )
+    destination = (IPV4.origin_host, ORIGIN_PORT)
+    assert result == {
+        "answers": [(b"origin one", destination), (b"origin four", destination)],
+        "dropped": [(b"two", destination), (b"three", destination)],
+        "flows": [True],
+        "origin": [b"one", b"four"],
+    }

@@ -617,12 +617,14 @@ def test_json_log_one_object_a_line(site: Path) -> None:
             running(proxy_command("--log-format", "json")) as proxy,
         ):
             assert proxy.stdout is not None
-            first = proxy.stdout.readline()
+            # Listening, privileges, capacity: read from the buffer that
+            # communicate() would pass over.
+            first = [proxy.stdout.readline() for _ in range(3)]
             for url in (f"{ORIGIN}/file007.txt", "http://127.0.0.1:15001/file007.txt"):
                 subprocess.run(["curl", "-sS", "--max-time", "10", url], capture_output=True)
             status, output = stop(proxy)
         assert status == 0
-        return [json.loads(line) for line in [first, *output.splitlines()]]
+        return [json.loads(line) for line in [*first, *output.splitlines()]]
 
     entries = run_in_netns(body, nft_rules=RULES)
     for entry in entries:
@@ -637,18 +639,20 @@ def test_json_log_one_object_a_line(site: Path) -> None:
         }
     assert [entry["event"] for entry in entries] == [
         "listening",
+        "privileges",
+        "capacity",
         "relayed",
         "refused",
         "stopping",
         "stopped",
     ]
-    relayed = entries[1]
+    relayed = entries[3]
     assert (relayed["target"], relayed["outcome"], relayed["up"] > 0) == (
         "127.0.0.2:8080",
         "closed",
         True,
     )
-    assert (entries[4]["relayed"], entries[4]["refused"]) == (1, 1)
+    assert (entries[-1]["relayed"], entries[-1]["refused"]) == (1, 1)
 
 
 def test_quiet_logs_only_warnings_with_time_and_level(site: Path) -> None:
@@ -754,11 +758,12 @@ def test_a_slow_origin_slows_the_client() -> None:
     }
 
 
-def test_a_port_in_use_is_an_error() -> None:
+def test_a_port_in_use_is_an_error(proxy_way: str) -> None:
     """Another socket on the port: the proxy (each worker) says so and
-    exits 1, on every way."""
+    exits 1, on every way; with workers, the parent names each one, which
+    it does not replace (it never listened)."""
 
-    def body() -> tuple[int, str, list[str]]:
+    def body() -> tuple[int, list[str], list[str]]:
         with socket.create_server(("127.0.0.1", 15001)):
             result = subprocess.run(
                 proxy_command(),
@@ -768,11 +773,16 @@ def test_a_port_in_use_is_an_error() -> None:
                 timeout=30,
                 cwd=NEUTRAL_DIRECTORY,
             )
-        return result.returncode, result.stdout, sorted(set(result.stderr.splitlines()))
+        lines = sorted(re.sub(r"pid \d+", "pid N", line) for line in messages(result.stdout))
+        return result.returncode, lines, sorted(set(result.stderr.splitlines()))
 
+    workers = proxy_way.endswith("workers")
     assert run_in_netns(body) == (
         1,
-        "",
+        [
+            f"worker {number} (pid N) exited with status 1: it never listened, so the proxy stops"
+            for number in range(2 if workers else 0)
+        ],
         [
             "wfpredirect proxy: [Errno 98] error while attempting to bind on address "
             "('127.0.0.1', 15001): address already in use"

@@ -15,7 +15,7 @@ from support import linux_only
 from wfpredirect._errors import CAPABILITY_ADVICE, RedirectError
 
 if sys.platform == "linux":  # the native relay is Linux's
-    from wfpredirect import _proxy, _relay_native
+    from wfpredirect import _proxy, _proxy_log, _relay_native
 
 pytestmark = linux_only
 
@@ -39,19 +39,27 @@ class FakeEngine:
         return (0, 300, 200)
 
 
+def native_server(events: list[tuple[Any, ...]], totals: _proxy.Totals) -> Any:
+    """A NativeServer on a FakeEngine, without its thread."""
+    server = _relay_native.NativeServer.__new__(_relay_native.NativeServer)
+    server.engine = FakeEngine(events)
+    server.totals = totals
+    server.loop_mark = 0x40
+    server.counted = (0, 0, 0)
+    return server
+
+
 def lines_for(
     events: list[tuple[Any, ...]], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> tuple[list[tuple[str, str, str]], dict[str, int]]:
     said: list[str] = []
     monkeypatch.setattr(_proxy, "say", said.append)
+    monkeypatch.setattr(_proxy_log, "say", said.append)  # the throttled lines'
+    monkeypatch.setattr(_proxy_log, "THROTTLE", _proxy_log.Throttle())
     totals = _proxy.Totals()
 
     async def handle() -> None:
-        server = _relay_native.NativeServer.__new__(_relay_native.NativeServer)
-        server.engine = FakeEngine(events)
-        server.totals = totals
-        server.loop_mark = 0x40
-        server.handle_events()
+        native_server(events, totals).handle_events()
 
     with caplog.at_level(logging.ERROR, logger="wfpredirect"):
         asyncio.run(handle())
@@ -66,12 +74,13 @@ def test_each_event_is_the_line_the_other_paths_say(
     records_error = RedirectError(
         errno.EINVAL, "set_redirect_records: the records are not netfilter records"
     )
-    unreadable = RedirectError(errno.EBADF, "original_destination: getsockname: Bad descriptor")
+    unreadable = RedirectError(errno.EBADF, "query_redirect_info: getsockname: Bad descriptor")
     lines, totals = lines_for(
         [
             ("relayed", CLIENT, TARGET, 300, 200, 0.25, 0),
             ("relayed", CLIENT, TARGET, 0, 0, 1.5, errno.ECONNRESET),
             ("relayed", CLIENT, TARGET, 0, 0, 2.0, -1),
+            ("relayed", CLIENT, TARGET, 5, 0, 3.0, -2),
             ("refused", CLIENT),
             ("failed", CLIENT, TARGET, errno.ECONNREFUSED),
             ("failed", CLIENT, TARGET, 0),
@@ -80,6 +89,9 @@ def test_each_event_is_the_line_the_other_paths_say(
             ("failed_call", CLIENT, TARGET, "bind", errno.EADDRNOTAVAIL),
             ("loop", CLIENT),
             ("unreadable", CLIENT, unreadable),
+            ("gone", CLIENT),
+            ("connection_cap", ("127.0.0.1", 15001), 3),
+            ("connection_cap", ("127.0.0.1", 15001), 3),
             ("accept_error", ("127.0.0.1", 15001), errno.EMFILE),
         ],
         monkeypatch,
@@ -101,6 +113,11 @@ def test_each_event_is_the_line_the_other_paths_say(
             "wfpredirect.proxy",
             "",
             "127.0.0.1:40000 -> 127.0.0.2:8080: 0 bytes up, 0 bytes down, 2.000 s, cut at shutdown",
+        ),
+        (
+            "wfpredirect.proxy",
+            "",
+            "127.0.0.1:40000 -> 127.0.0.2:8080: 5 bytes up, 0 bytes down, 3.000 s, idle timeout",
         ),
         (
             "wfpredirect.proxy",
@@ -137,6 +154,12 @@ def test_each_event_is_the_line_the_other_paths_say(
             "failed 127.0.0.1:40000 -> 127.0.0.2:8080: cannot connect upstream: "
             "[Errno 99] Cannot assign requested address",
         ),
+        ("wfpredirect.proxy", "", "127.0.0.1:40000 went away before its redirect state was read"),
+        (
+            "wfpredirect.proxy",
+            "",
+            "at the connection cap (3): accepting paused (0 more suppressed)",
+        ),
         (
             "wfpredirect.aio",
             "ERROR",
@@ -149,20 +172,38 @@ def test_each_event_is_the_line_the_other_paths_say(
             "wfpredirect.aio",
             "ERROR",
             "closed the connection from 127.0.0.1 port 40000: its redirect state could not be "
-            "read: [Errno 9] original_destination: getsockname: Bad descriptor",
+            "read: [Errno 9] query_redirect_info: getsockname: Bad descriptor",
         ),
         (
-            "wfpredirect.relay",
+            "wfpredirect.proxy",
             "ERROR",
-            "accept() on ('127.0.0.1', 15001): [Errno 24] Too many open files; "
-            "accepting again in 1 s",
+            "accept() on 127.0.0.1:15001: [Errno 24] Too many open files; "
+            "accepting again in 1 s (0 more suppressed)",
         ),
     ]
     assert totals == {
         "open": 0,
-        "relayed": 3,
-        "refused": 1,
+        "relayed": 4,
+        "refused": 2,  # the loop too
         "failed": 5,
         "bytes_up": 300,
         "bytes_down": 200,
     }
+
+
+def test_the_engine_s_totals_add_to_the_udp_relay_s() -> None:
+    """refresh() adds what the engine counted since the last call: the UDP
+    relay's counts in the same totals stay."""
+    totals = _proxy.Totals(open=1, relayed=2, bytes_up=11, bytes_down=7)
+    server = native_server([], totals)
+    server.engine.counters = lambda: (2, 300, 200)
+    server.refresh()
+    server.refresh()  # nothing new
+    seen = [vars(totals).copy()]
+    server.engine.counters = lambda: (1, 350, 260)
+    server.refresh()
+    seen.append(vars(totals).copy())
+    assert seen == [
+        {"open": 3, "relayed": 2, "refused": 0, "failed": 0, "bytes_up": 311, "bytes_down": 207},
+        {"open": 2, "relayed": 2, "refused": 0, "failed": 0, "bytes_up": 361, "bytes_down": 267},
+    ]

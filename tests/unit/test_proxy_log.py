@@ -106,16 +106,27 @@ def test_every_kind_has_its_level_and_fields() -> None:
     } == {
         "listening": ("INFO", ["host", "port"]),
         "listening_udp": ("INFO", ["host", "port"]),
+        "capacity": ("INFO", ["limit", "connections", "flows"]),
+        "privileges": ("INFO", ["capabilities", "user"]),
         "relayed": ("INFO", ["client", "target", "up", "down", "seconds", "outcome"]),
         "refused": ("WARNING", ["client"]),
         "failed": ("WARNING", ["client", "target", "reason"]),
+        "gone": ("DEBUG", ["client"]),
+        "connection_cap": ("WARNING", ["limit", "suppressed"]),
         "udp_flow": ("INFO", ["client", "target", "up", "down", "seconds"]),
         "udp_refused": ("WARNING", ["client"]),
-        "udp_error": ("ERROR", ["error"]),
+        "udp_error": ("ERROR", ["error", "suppressed"]),
+        "udp_flow_cap": ("WARNING", ["limit", "suppressed"]),
+        "udp_reply_failed": ("WARNING", ["client", "target", "error"]),
         "summary": ("INFO", ["open", "relayed", "refused", "failed", "up", "down", "rate"]),
         "hangup": ("INFO", []),
+        "accept_paused": ("ERROR", ["listener", "error", "suppressed"]),
+        "loop_error": ("ERROR", ["error", "suppressed"]),
         "stopping": ("INFO", ["open", "grace"]),
         "stopped": ("INFO", ["seconds", "open", "relayed", "refused", "failed", "up", "down"]),
+        "worker_started": ("DEBUG", ["number", "pid"]),
+        "worker_died": ("ERROR", ["number", "pid", "ended", "then"]),
+        "worker_unstarted": ("ERROR", ["number", "error", "delay"]),
     }
 
 
@@ -123,7 +134,7 @@ def test_say_logs_at_the_kind_level_through_configure(stream: io.StringIO) -> No
     log.configure(logging.WARNING, "json", stream)
     log.say(relayed())  # INFO: below the level
     log.say(log.REFUSED.line(client="127.0.0.1:1"))
-    log.say(log.UDP_ERROR.line(error=OSError(111, "Connection refused")))
+    log.say(log.UDP_ERROR.line(error=OSError(111, "Connection refused"), suppressed=0))
     logging.getLogger("wfpredirect.aio").error("from the library")
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert [(line["level"], line["event"], line["message"]) for line in lines] == [
@@ -132,7 +143,7 @@ def test_say_logs_at_the_kind_level_through_configure(stream: io.StringIO) -> No
             "refused",
             "refused 127.0.0.1:1: not redirected (addressed to the proxy itself)",
         ),
-        ("ERROR", "udp_error", "udp error: [Errno 111] Connection refused"),
+        ("ERROR", "udp_error", "udp error: [Errno 111] Connection refused (0 more suppressed)"),
         ("ERROR", "library", "from the library"),
     ]
     assert lines[1]["error"] == "[Errno 111] Connection refused"

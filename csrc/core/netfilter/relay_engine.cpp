@@ -33,6 +33,16 @@ constexpr std::size_t kCopySize = 65536;
 // pauses for kAcceptPauseSeconds (asyncio's selector loop does the same).
 constexpr double kAcceptPauseSeconds = 1.0;
 constexpr int kEpollBatch = 256;
+// TCP keepalive on both sockets of every connection, so that a peer that
+// vanished without a FIN or a reset (powered off, unplugged, its state
+// dropped by a firewall) is reaped: the first probe after 60 s of silence,
+// then one every 10 s, and after 6 unanswered the kernel ends the
+// connection (ETIMEDOUT): about 2 minutes in all, where Linux's defaults
+// (7200 s, 75 s, 9) take over 2 hours. Accepted sockets inherit the
+// listener's settings, so only the upstream needs the calls.
+constexpr int kKeepAliveIdleSeconds = 60;
+constexpr int kKeepAliveIntervalSeconds = 10;
+constexpr int kKeepAliveProbes = 6;
 constexpr unsigned kSocketEvents = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
 constexpr unsigned kSpliceFlags = SPLICE_F_MOVE | SPLICE_F_NONBLOCK;
 
@@ -60,6 +70,29 @@ void wake(int fd) {
 void drain_eventfd(int fd) {
     std::uint64_t count = 0;
     [[maybe_unused]] const ssize_t read_size = read(fd, &count, sizeof count);
+}
+
+// SO_KEEPALIVE with the timings above: 0, or the errno of the call that failed.
+int keep_alive(int fd, const char*& call) {
+    const int on = 1;
+    const struct {
+        int level;
+        int option;
+        int value;
+        const char* name;
+    } options[] = {
+        {SOL_SOCKET, SO_KEEPALIVE, on, "setsockopt(SO_KEEPALIVE)"},
+        {IPPROTO_TCP, TCP_KEEPIDLE, kKeepAliveIdleSeconds, "setsockopt(TCP_KEEPIDLE)"},
+        {IPPROTO_TCP, TCP_KEEPINTVL, kKeepAliveIntervalSeconds, "setsockopt(TCP_KEEPINTVL)"},
+        {IPPROTO_TCP, TCP_KEEPCNT, kKeepAliveProbes, "setsockopt(TCP_KEEPCNT)"},
+    };
+    for (const auto& option : options) {
+        if (setsockopt(fd, option.level, option.option, &option.value, sizeof option.value) != 0) {
+            call = option.name;
+            return errno;
+        }
+    }
+    return 0;
 }
 
 bool is_unspecified(const SocketAddress& address) {
@@ -93,8 +126,8 @@ struct Pump {
 struct Connection {
     Connection* previous = nullptr; // every open connection
     Connection* next = nullptr;
-    Connection* waiting_previous = nullptr; // the connecting ones
-    Connection* waiting_next = nullptr;
+    Connection* queue_previous = nullptr; // the connecting or the relaying ones
+    Connection* queue_next = nullptr;
     int client_fd = -1;
     int upstream_fd = -1;
     bool client_readable = false;
@@ -104,8 +137,9 @@ struct Connection {
     bool relaying = false;
     bool ended = false;
     bool has_key = false;
-    double deadline = 0; // of the connect
-    double started = 0;  // of the relay
+    double deadline = 0;    // of the connect
+    double started = 0;     // of the relay
+    double last_active = 0; // when it last delivered a byte (or started)
     SocketAddress client;
     SocketAddress target;
     SocketAddress upstream_local;
@@ -222,6 +256,28 @@ RelayEngine::EndpointKey RelayEngine::key_of(const SocketAddress& address) {
     return key;
 }
 
+void RelayEngine::Queue::push_back(Connection& connection) {
+    connection.queue_previous = last;
+    connection.queue_next = nullptr;
+    if (last != nullptr)
+        last->queue_next = &connection;
+    else
+        first = &connection;
+    last = &connection;
+}
+
+void RelayEngine::Queue::remove(Connection& connection) {
+    if (connection.queue_previous != nullptr)
+        connection.queue_previous->queue_next = connection.queue_next;
+    else
+        first = connection.queue_next;
+    if (connection.queue_next != nullptr)
+        connection.queue_next->queue_previous = connection.queue_previous;
+    else
+        last = connection.queue_previous;
+    connection.queue_previous = connection.queue_next = nullptr;
+}
+
 Status RelayEngine::create(const int* listeners, std::size_t count, const RelaySettings& settings,
                            std::unique_ptr<RelayEngine>& out) {
     std::unique_ptr<RelayEngine> engine(new RelayEngine());
@@ -256,10 +312,14 @@ Status RelayEngine::create(const int* listeners, std::size_t count, const RelayS
         if (!accepting)
             return Status::failure(Outcome::invalid_argument, EINVAL, nullptr,
                                    clause("a listener is not listening"));
+        const char* call = nullptr;
+        if (const int error = keep_alive(listeners[i], call))
+            return classify(error, SystemCall::socket_option, call);
         event.events = EPOLLIN;
         event.data.u64 = (static_cast<std::uint64_t>(i) << 2) | kListenerTag;
         if (epoll_ctl(engine->epoll_fd_, EPOLL_CTL_ADD, listeners[i], &event) != 0)
             return classify(errno, SystemCall::socket_option, "epoll_ctl");
+        listener.watched = true;
         engine->listeners_.push_back(listener);
         engine->listening_addresses_.push_back(listener.address);
     }
@@ -329,6 +389,7 @@ void RelayEngine::close_listener_fds() {
         if (listener.fd >= 0)
             close(listener.fd); // leaves the epoll set with it
         listener.fd = -1;
+        listener.watched = false;
     }
 }
 
@@ -384,9 +445,12 @@ int RelayEngine::wait_milliseconds(double now) const {
         if (at > 0 && (until < 0 || at < until))
             until = at;
     };
-    // The oldest connecting connection has the nearest deadline.
-    if (connecting_first_ != nullptr)
-        sooner(connecting_first_->deadline);
+    // The oldest connecting connection has the nearest deadline, and the
+    // least recently active relaying one the nearest idle deadline.
+    if (connecting_.first != nullptr)
+        sooner(connecting_.first->deadline);
+    if (relaying_queue_.first != nullptr && settings_.idle_timeout > 0)
+        sooner(relaying_queue_.first->last_active + settings_.idle_timeout);
     sooner(resume_at_);
     if (stopping_)
         sooner(stop_deadline_);
@@ -468,29 +532,78 @@ Status RelayEngine::run() {
 void RelayEngine::timers(double now) {
     if (resume_at_ > 0 && now >= resume_at_) {
         resume_at_ = 0;
-        for (std::size_t i = 0; i < listeners_.size(); ++i) {
-            Listener& listener = listeners_[i];
-            if (!listener.paused || listener.fd < 0)
-                continue;
+        for (Listener& listener : listeners_)
             listener.paused = false;
+        watch_listeners();
+    }
+    // Connecting connections in order of their deadlines (one timeout).
+    while (connecting_.first != nullptr && connecting_.first->deadline <= now) {
+        RelayEvent event;
+        event.kind = RelayEventKind::failed;
+        event.code = 0; // timed out
+        fail(*connecting_.first, event);
+    }
+    // Relaying ones in order of their last activity (one idle timeout).
+    if (settings_.idle_timeout > 0) {
+        while (relaying_queue_.first != nullptr &&
+               relaying_queue_.first->last_active + settings_.idle_timeout <= now)
+            finish(*relaying_queue_.first, kIdleTimeout, now);
+    }
+}
+
+void RelayEngine::touch(Connection& connection, double now) {
+    connection.last_active = now;
+    if (relaying_queue_.last != &connection) {
+        relaying_queue_.remove(connection);
+        relaying_queue_.push_back(connection);
+    }
+}
+
+bool RelayEngine::at_cap() const {
+    return settings_.max_connections > 0 &&
+           open_.load(std::memory_order_relaxed) >= settings_.max_connections;
+}
+
+void RelayEngine::watch_listeners() {
+    // A listener is watched unless it is closed, resting after a resource
+    // error, or the engine is at its connection cap.
+    for (std::size_t i = 0; i < listeners_.size(); ++i) {
+        Listener& listener = listeners_[i];
+        const bool wanted = listener.fd >= 0 && !listener.paused && !capped_;
+        if (wanted == listener.watched)
+            continue;
+        if (wanted) {
             epoll_event event{};
             event.events = EPOLLIN;
             event.data.u64 = (static_cast<std::uint64_t>(i) << 2) | kListenerTag;
             epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, listener.fd, &event);
+        } else if (listener.fd >= 0) {
+            epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, listener.fd, nullptr);
         }
-    }
-    // Connecting connections in order of their deadlines (one timeout).
-    while (connecting_first_ != nullptr && connecting_first_->deadline <= now) {
-        RelayEvent event;
-        event.kind = RelayEventKind::failed;
-        event.code = 0; // timed out
-        fail(*connecting_first_, event);
+        listener.watched = wanted;
     }
 }
 
 void RelayEngine::accept_from(std::size_t index, double now) {
     Listener& listener = listeners_[index];
     for (int i = 0; i < settings_.accepts_per_wakeup && listener.fd >= 0; ++i) {
+        if (at_cap()) {
+            // Not knowing whether another client waits: the listener stays
+            // watched, and wakes the loop again if one does.
+            if (i > 0)
+                return;
+            // A client is waiting and the engine holds max_connections: the
+            // kernel keeps it in the backlog until one ends (discard).
+            capped_ = true;
+            watch_listeners();
+            RelayEvent event;
+            event.kind = RelayEventKind::connection_cap;
+            event.has_client = true;
+            event.client = listener.address;
+            event.code = static_cast<int>(settings_.max_connections);
+            emit(event);
+            return;
+        }
         sockaddr_storage storage;
         socklen_t size = sizeof storage;
         const int fd = accept4(listener.fd, reinterpret_cast<sockaddr*>(&storage), &size,
@@ -515,8 +628,8 @@ void RelayEngine::accept_from(std::size_t index, double now) {
             event.client = listener.address;
             event.code = error;
             emit(event);
-            epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, listener.fd, nullptr);
             listener.paused = true;
+            watch_listeners();
             resume_at_ = now + kAcceptPauseSeconds;
             return;
         }
@@ -558,6 +671,16 @@ void RelayEngine::judge(int fd, const SocketAddress& client, double now) {
         return;
     }
     if (!state.failure.ok()) {
+        // A client that reset before the query leaves its socket
+        // unconnected: nothing is wrong with the proxy or the rules.
+        const std::uint32_t error = state.failure.code;
+        if (state.failure.outcome == Outcome::os_error &&
+            (error == ENOTCONN || error == ECONNRESET)) {
+            event.kind = RelayEventKind::gone;
+            emit(event);
+            close(fd);
+            return;
+        }
         event.kind = RelayEventKind::unreadable;
         event.status = state.failure;
         event.query = state.failed_query;
@@ -639,6 +762,12 @@ void RelayEngine::open_upstream(int fd, const SocketAddress& client, const Socke
     }
     const int on = 1;
     setsockopt(upstream, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
+    const char* call = nullptr;
+    if (const int error = keep_alive(upstream, call)) {
+        failed_call(call, error);
+        give_up();
+        return;
+    }
     sockaddr_storage storage;
     const socklen_t size = to_sockaddr(target, storage);
     if (connect(upstream, reinterpret_cast<sockaddr*>(&storage), size) != 0 &&
@@ -670,12 +799,7 @@ void RelayEngine::open_upstream(int fd, const SocketAddress& client, const Socke
     else
         first_ = connection;
     last_ = connection;
-    connection->waiting_previous = connecting_last_;
-    if (connecting_last_ != nullptr)
-        connecting_last_->waiting_next = connection;
-    else
-        connecting_first_ = connection;
-    connecting_last_ = connection;
+    connecting_.push_back(*connection);
     open_.fetch_add(1, std::memory_order_relaxed);
     epoll_event watch{};
     watch.events = kSocketEvents;
@@ -700,9 +824,11 @@ void RelayEngine::connected(Connection& connection, double now) {
         fail(connection, event);
         return;
     }
-    stop_waiting(connection);
+    connecting_.remove(connection);
+    relaying_queue_.push_back(connection);
     connection.relaying = true;
     connection.started = now;
+    connection.last_active = now;
     relaying_.fetch_add(1, std::memory_order_relaxed);
     for (Pump* pump : {&connection.up, &connection.down}) {
         Pipe pipe;
@@ -730,6 +856,8 @@ void RelayEngine::service(Connection& connection, double now) {
         bytes_up_.fetch_add(connection.up.moved - up, std::memory_order_relaxed);
     if (connection.down.moved != down)
         bytes_down_.fetch_add(connection.down.moved - down, std::memory_order_relaxed);
+    if (connection.up.moved != up || connection.down.moved != down)
+        touch(connection, now);
     if (error != 0) {
         finish(connection, error, now);
         return;
@@ -749,7 +877,11 @@ void RelayEngine::finish(Connection& connection, int code, double now) {
     event.seconds = now - connection.started;
     event.code = code;
     emit(event);
-    if (code != 0) {
+    // Idle with nothing left to write: both sides get an end of stream,
+    // as HAProxy's timeouts close.
+    const bool idle =
+        code == kIdleTimeout && connection.up.pending == 0 && connection.down.pending == 0;
+    if (code != 0 && !idle) {
         // Broken or cut: both sides get a reset, not an end of stream that
         // would pass for a complete transfer (backend.reset_on_close).
         const linger reset{1, 0};
@@ -784,8 +916,7 @@ void RelayEngine::discard(Connection& connection) {
         if (found != upstreams_.end() && --found->second <= 0)
             upstreams_.erase(found);
     }
-    if (!connection.relaying)
-        stop_waiting(connection);
+    (connection.relaying ? relaying_queue_ : connecting_).remove(connection);
     if (connection.previous != nullptr)
         connection.previous->next = connection.next;
     else
@@ -798,18 +929,10 @@ void RelayEngine::discard(Connection& connection) {
     connection.previous = connection.next = nullptr;
     open_.fetch_sub(1, std::memory_order_relaxed);
     ended_.push_back(&connection);
-}
-
-void RelayEngine::stop_waiting(Connection& connection) {
-    if (connection.waiting_previous != nullptr)
-        connection.waiting_previous->waiting_next = connection.waiting_next;
-    else
-        connecting_first_ = connection.waiting_next;
-    if (connection.waiting_next != nullptr)
-        connection.waiting_next->waiting_previous = connection.waiting_previous;
-    else
-        connecting_last_ = connection.waiting_previous;
-    connection.waiting_previous = connection.waiting_next = nullptr;
+    if (capped_ && !at_cap()) {
+        capped_ = false;
+        watch_listeners();
+    }
 }
 
 void RelayEngine::cut_all(double now) {

@@ -38,6 +38,12 @@ struct RelaySettings {
     int accepts_per_wakeup = 1024;
     // False: a plain copy through a buffer in both directions (no pipes).
     bool splice = true;
+    // Seconds a relaying connection may deliver no byte either way before
+    // it is ended (code kIdleTimeout); 0: never.
+    double idle_timeout = 0;
+    // Connections held at once (connecting or relaying): at the cap the
+    // listeners leave the epoll set until one ends; 0: no cap.
+    std::size_t max_connections = 0;
 };
 
 enum class RelayEventKind : std::uint8_t {
@@ -49,10 +55,14 @@ enum class RelayEventKind : std::uint8_t {
     loop,           // the proxy's own upstream came back
     unreadable,     // status and query: the redirect state could not be read
     accept_error,   // client: the listener's address; code: accept's errno
+    gone,           // the client went away (reset) before its redirect state was read
+    connection_cap, // accepting paused at the cap; code: max_connections
 };
 
 // A relayed connection's code when the stop cut it.
 constexpr int kCutAtShutdown = -1;
+// ... when it delivered no byte either way for idle_timeout seconds.
+constexpr int kIdleTimeout = -2;
 
 struct RelayEvent {
     RelayEventKind kind = RelayEventKind::relayed;
@@ -109,7 +119,16 @@ class RelayEngine {
     struct Listener {
         int fd = -1;
         SocketAddress address;
-        bool paused = false;
+        bool paused = false;  // resting after accept() ran out of a resource
+        bool watched = false; // in the epoll set
+    };
+    // Connections in the order of their deadlines, through their
+    // queue_previous and queue_next (a connection is in one at most).
+    struct Queue {
+        Connection* first = nullptr;
+        Connection* last = nullptr;
+        void push_back(Connection& connection);
+        void remove(Connection& connection);
     };
     struct Pipe {
         int read_end = -1;
@@ -137,7 +156,9 @@ class RelayEngine {
     void discard(Connection& connection);
     void timers(double now);
     void cut_all(double now);
-    void stop_waiting(Connection& connection);
+    void touch(Connection& connection, double now);
+    void watch_listeners();
+    bool at_cap() const;
     void close_listener_fds();
     // Queues `event` for take_events, waking Python for the first of a batch.
     void emit(const RelayEvent& event);
@@ -155,12 +176,17 @@ class RelayEngine {
     std::vector<SocketAddress> listening_addresses_; // kept after the close
     double resume_at_ = 0; // when paused listeners accept again (0: none paused)
 
-    // Every open connection, oldest first: the connecting ones' deadlines
-    // come in this order too (one timeout for all).
+    // Every open connection, oldest first.
     Connection* first_ = nullptr;
     Connection* last_ = nullptr;
-    Connection* connecting_first_ = nullptr;
-    Connection* connecting_last_ = nullptr;
+    // The connecting ones, oldest first: their deadlines come in this order
+    // (one timeout for all). The relaying ones, the least recently active
+    // first: their idle deadlines come in this order too, so no connection
+    // needs a timer of its own.
+    Queue connecting_;
+    Queue relaying_queue_;
+    // Accepting paused at max_connections (the listeners out of the epoll set).
+    bool capped_ = false;
     // Ended in this round; freed once its events are handled.
     std::vector<Connection*> ended_;
     std::vector<Pipe> spare_pipes_;
