@@ -14,9 +14,9 @@ import pytest
 
 from support import project_file
 
-# The embeddable Windows CPython 3.10 (the Windows lane's) puts no current
-# directory on sys.path for `python -m` (its ._pth file fixes sys.path;
-# 3.11's and later's still add it).
+# The embeddable Windows CPython (the Windows lane's) puts no current
+# directory on sys.path, not even for `python -m`: its ._pth file fixes
+# sys.path.
 NO_CURRENT_DIRECTORY = "this interpreter puts no current directory on sys.path for -m"
 
 

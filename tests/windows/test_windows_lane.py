@@ -71,7 +71,7 @@ ALLOWED_SKIPS = {
     "tests the netfilter backend, which is Linux's",
     "needs a free-threaded build (such as 3.14t)",
     "this platform has a backend",
-    # The embeddable 3.10's ._pth file (tests/unit/test_source_tree.py).
+    # The embeddable build's ._pth file (tests/unit/test_source_tree.py).
     "this interpreter puts no current directory on sys.path for -m",
 }
 
