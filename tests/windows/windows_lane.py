@@ -8,7 +8,8 @@ one folder (WFPREDIRECT_WINDOWS_CACHE, default ~/.cache/wfpredirect-windows-lane
   sdists);
 - the CPython headers for Windows (Include/ and PC/pyconfig.h from Debian's
   source packages, fetched through a deb-src list of the lane's own, so the
-  machine's apt sources stay as they are);
+  machine's apt sources stay as they are; 3.10's, which Debian no longer
+  has, from PyPI's python-sources sdist);
 - an import library for each interpreter's DLL, made with MSVC's lib.exe
   from the DLL's export names (the embeddable build ships none);
 - pure-Python wheels for Windows: pip, setuptools, wheel, pybind11, pytest.
