@@ -1,9 +1,14 @@
 """The native module declares itself GIL-free (it keeps no shared mutable
 state): on a free-threaded build importing it leaves the GIL off, and on
-every build its functions give the same answers from many threads at once."""
+every build its functions give the same answers from many threads at once.
+
+.ci/run's free-threaded pass sets WFPREDIRECT_FREE_THREADED=1: there the
+GIL-free check must run, and on a build with the GIL it fails under
+WFPREDIRECT_STRICT=1 instead of skipping. Elsewhere it skips on such a build."""
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -15,10 +20,13 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 import wfpredirect
-from support import NEUTRAL_DIRECTORY
+from support import NEUTRAL_DIRECTORY, unavailable
 from test_wfpsampler_context import sockaddr_in, sockaddr_in6
 
 FREE_THREADED = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+# Set by .ci/run's free-threaded pass, which must not skip for want of one.
+FREE_THREADED_PASS = os.environ.get("WFPREDIRECT_FREE_THREADED") == "1"
+NEEDS_FREE_THREADED = "needs a free-threaded build (such as 3.14t)"
 THREADS = 8
 ROUNDS = 1000
 
@@ -27,14 +35,21 @@ ROUNDS = 1000
 GIL_PROBE = "import sys, wfpredirect; print(sys._is_gil_enabled())"
 
 
-@pytest.mark.skipif(not FREE_THREADED, reason="needs a free-threaded build (such as 3.14t)")
 def test_import_leaves_the_gil_off() -> None:
+    if not FREE_THREADED:
+        if FREE_THREADED_PASS:
+            unavailable(f"this is the free-threaded pass and {sys.executable} has the GIL")
+        pytest.skip(NEEDS_FREE_THREADED)
+    # Without PYTHON_GIL (the free-threaded pass sets it to 0, which would
+    # keep the GIL off whatever the module declares).
+    environment = {k: v for k, v in os.environ.items() if k != "PYTHON_GIL"}
     completed = subprocess.run(
         [sys.executable, "-W", "error", "-c", GIL_PROBE],
         capture_output=True,
         text=True,
         check=True,
         cwd=NEUTRAL_DIRECTORY,
+        env=environment,
     )
     assert completed.stdout == "False\n"
 

@@ -10,7 +10,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from support import project_file
+
+# The embeddable Windows CPython (the Windows lane's) puts no current
+# directory on sys.path, not even for `python -m`: its ._pth file fixes
+# sys.path.
+NO_CURRENT_DIRECTORY = "this interpreter puts no current directory on sys.path for -m"
 
 
 def test_an_unbuilt_source_tree_says_what_happened(tmp_path: Path) -> None:
@@ -41,6 +48,21 @@ def test_an_unbuilt_source_tree_says_what_happened(tmp_path: Path) -> None:
 
 def test_running_an_unbuilt_source_tree_says_it_without_a_traceback(tmp_path: Path) -> None:
     """`python -m wfpredirect` in such a checkout: the message alone, exit 1."""
+    environment = {"PATH": "/usr/bin:/bin", "PYTHONSAFEPATH": ""}
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    module = "current_directory_probe"
+    (probe / module).with_suffix(".py").write_text("")
+    probed = subprocess.run(
+        [sys.executable, "-m", module],
+        cwd=probe,
+        capture_output=True,
+        check=False,
+        timeout=60,
+        env=environment,
+    )
+    if probed.returncode != 0:
+        pytest.skip(NO_CURRENT_DIRECTORY)
     source = project_file("wfpredirect/__init__.py").parent
     tree = tmp_path / "checkout" / "wfpredirect"
     shutil.copytree(
@@ -53,7 +75,7 @@ def test_running_an_unbuilt_source_tree_says_it_without_a_traceback(tmp_path: Pa
         text=True,
         check=False,
         timeout=60,
-        env={"PATH": "/usr/bin:/bin", "PYTHONSAFEPATH": ""},
+        env=environment,
     )
     assert (result.returncode, result.stdout, result.stderr) == (
         1,

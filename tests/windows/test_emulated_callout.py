@@ -618,7 +618,7 @@ def test_an_undocumented_answer_closes_that_connection_only(
     assert message.startswith(f"closed the connection from {LOOPBACK} port ")
     # Then the system's text for the code (Wine has none for this one).
     assert (
-        ": its redirect state could not be read: [WinError 10050] original_destination: "
+        ": its redirect state could not be read: [WinError 10050] query_redirect_info: "
         "WSAIoctl(SIO_QUERY_WFP_CONNECTION_REDIRECT_RECORDS) (" in message
     ), message
 

