@@ -16,6 +16,7 @@ throttled ``accept_paused`` line), and the same graceful stop.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import socket
 import threading
@@ -113,7 +114,15 @@ class NativeServer:
         self.counted = (0, 0, 0)
         self.loop.add_reader(engine.event_fd, self.handle_events)
         self.thread = threading.Thread(target=self._run, name="wfpredirect-relay", daemon=True)
-        self.thread.start()
+        try:
+            self.thread.start()
+        except RuntimeError as error:
+            # No thread to be had (a pids limit, ulimit -u): the proxy's
+            # one-line start error, not a traceback.
+            self.loop.remove_reader(engine.event_fd)
+            raise OSError(
+                errno.EAGAIN, f"cannot start the native relay's thread: {error}"
+            ) from None
 
     def _run(self) -> None:
         error: BaseException | None = None

@@ -136,6 +136,8 @@ struct Connection {
     bool upstream_writable = false;
     bool relaying = false;
     bool ended = false;
+    // Still in open_count(): finish and fail take it out before their event.
+    bool counted = true;
     bool has_key = false;
     double deadline = 0;    // of the connect
     double started = 0;     // of the relay
@@ -876,6 +878,10 @@ void RelayEngine::finish(Connection& connection, int code, double now) {
     event.down = connection.down.moved;
     event.seconds = now - connection.started;
     event.code = code;
+    // Out of the open count before its line: a stop signal that follows the
+    // line must not count it as open.
+    relaying_.fetch_sub(1, std::memory_order_relaxed);
+    uncount(connection);
     emit(event);
     // Idle with nothing left to write: both sides get an end of stream,
     // as HAProxy's timeouts close.
@@ -888,7 +894,6 @@ void RelayEngine::finish(Connection& connection, int code, double now) {
         setsockopt(connection.client_fd, SOL_SOCKET, SO_LINGER, &reset, sizeof reset);
         setsockopt(connection.upstream_fd, SOL_SOCKET, SO_LINGER, &reset, sizeof reset);
     }
-    relaying_.fetch_sub(1, std::memory_order_relaxed);
     discard(connection);
 }
 
@@ -896,8 +901,16 @@ void RelayEngine::fail(Connection& connection, RelayEvent event) {
     event.has_client = true;
     event.client = connection.client;
     event.target = connection.target;
+    uncount(connection);
     emit(event);
     discard(connection);
+}
+
+void RelayEngine::uncount(Connection& connection) {
+    if (connection.counted) {
+        connection.counted = false;
+        open_.fetch_sub(1, std::memory_order_relaxed);
+    }
 }
 
 void RelayEngine::discard(Connection& connection) {
@@ -927,7 +940,7 @@ void RelayEngine::discard(Connection& connection) {
         last_ = connection.previous;
     connection.ended = true;
     connection.previous = connection.next = nullptr;
-    open_.fetch_sub(1, std::memory_order_relaxed);
+    uncount(connection);
     ended_.push_back(&connection);
     if (capped_ && !at_cap()) {
         capped_ = false;

@@ -154,6 +154,8 @@ class RelayEngine {
     void finish(Connection& connection, int code, double now);
     void fail(Connection& connection, RelayEvent event);
     void discard(Connection& connection);
+    // Takes `connection` out of open_count() (once).
+    void uncount(Connection& connection);
     void timers(double now);
     void cut_all(double now);
     void touch(Connection& connection, double now);
