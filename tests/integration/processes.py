@@ -5,11 +5,28 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from support import NEUTRAL_DIRECTORY
 from wfpredirect._proxy_log import message
+
+
+def proxy_command(*extra: str) -> list[str]:
+    """``python -m wfpredirect proxy`` on 127.0.0.1:15001 without summaries,
+    with `extra` arguments."""
+    return [
+        sys.executable,
+        "-m",
+        "wfpredirect",
+        "proxy",
+        "--listen",
+        "127.0.0.1:15001",
+        "--summary-interval",
+        "0",
+        *extra,
+    ]
 
 
 def messages(output: str) -> list[str]:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+import processes
 from netns import run_in_netns
 from processes import messages, running
 from rules import LOOPING_RULES, redirect
@@ -71,18 +72,8 @@ def proxy_way(request: pytest.FixtureRequest) -> Iterator[str]:
 
 
 def proxy_command(*extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "wfpredirect",
-        "proxy",
-        "--listen",
-        "127.0.0.1:15001",
-        "--summary-interval",
-        "0",
-        *_way,
-        *extra,
-    ]
+    """The proxy command (processes.proxy_command) on this run's relay way."""
+    return processes.proxy_command(*_way, *extra)
 
 
 def origin_command(directory: Path, host: str = "127.0.0.2") -> list[str]:

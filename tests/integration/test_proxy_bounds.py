@@ -22,6 +22,7 @@ import time
 
 import pytest
 
+import processes
 from netns import run_in_netns
 from processes import messages, running
 from rules import LOOPING_RULES, redirect
@@ -51,21 +52,7 @@ def proxy_command(path: str, *extra: str) -> list[str]:
     relay, _, loop = path.partition("-")
     if loop and importlib.util.find_spec(loop) is None:
         unavailable(f"{loop} is not installed (.ci/run installs it)")
-    return [
-        sys.executable,
-        "-m",
-        "wfpredirect",
-        "proxy",
-        "--listen",
-        "127.0.0.1:15001",
-        "--summary-interval",
-        "0",
-        "--relay",
-        relay,
-        "--loop",
-        loop or "asyncio",
-        *extra,
-    ]
+    return processes.proxy_command("--relay", relay, "--loop", loop or "asyncio", *extra)
 
 
 def stop(process: subprocess.Popen[str]) -> tuple[int, str]:

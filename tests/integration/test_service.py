@@ -12,14 +12,13 @@ import resource
 import signal
 import socket
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import pytest
 
 from netns import run_in_netns
-from processes import messages
+from processes import messages, proxy_command
 from rules import redirect
 from servers import Origin, exchange
 from support import NEUTRAL_DIRECTORY, require_tool, unavailable
@@ -39,20 +38,6 @@ SETPCAP = 1 << 8
 NOBODY = 65534
 # The limit each proxy here starts with (the soft one is raised to the hard one).
 SOFT, HARD = 1024, 4096
-
-
-def proxy_command(*extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "wfpredirect",
-        "proxy",
-        "--listen",
-        "127.0.0.1:15001",
-        "--summary-interval",
-        "0",
-        *extra,
-    ]
 
 
 def limited(soft: int, hard: int) -> Callable[[], None]:

@@ -16,7 +16,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,6 +27,7 @@ import pytest
 
 from cgroups import PidsGroup, pids_cgroup
 from netns import run_in_netns
+from processes import proxy_command
 from rules import redirect
 from servers import Origin, exchange
 from support import NEUTRAL_DIRECTORY, require_tool
@@ -55,20 +55,6 @@ NOBODY = 65534
 OUTLIVES = 2.0
 # linux/fcntl.h: a pipe of one page.
 PAGE = 4096
-
-
-def proxy_command(*extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "wfpredirect",
-        "proxy",
-        "--listen",
-        "127.0.0.1:15001",
-        "--summary-interval",
-        "0",
-        *extra,
-    ]
 
 
 def tidy(line: str) -> str:
