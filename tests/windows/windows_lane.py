@@ -90,6 +90,10 @@ WINE_TIMEOUT = 300
 # What Wine's loader prints when the prefix's server died under it; its
 # processes then wait forever.
 WINESERVER_CRASHED = "wineserver crashed"
+# What a Windows program under Wine is told when Wine itself failed to start
+# one of its processes (seen once for cl.exe under pip, in one of five runs
+# of the same sdist): ERROR_INTERNAL_ERROR, not the program's failure.
+WINE_INTERNAL_ERROR = "[WinError 1359] Internal error"
 
 
 def cache_folder() -> Path:
@@ -141,8 +145,9 @@ def run_wine(
     cwd: Path | None = None,
     check: bool = True,
 ) -> subprocess.CompletedProcess[str]:
-    """Run a Windows program under Wine. A run whose wineserver crashed, or
-    that hangs past WINE_TIMEOUT, is Wine failing rather than the program:
+    """Run a Windows program under Wine. A run whose wineserver crashed, that
+    failed with Wine's internal error (WINE_INTERNAL_ERROR), or that hangs
+    past WINE_TIMEOUT, is Wine failing rather than the program:
     the prefix's server is stopped and the command runs once more, with a
     line on stderr saying so. The same trouble twice fails the lane."""
     trouble = ""
@@ -153,10 +158,13 @@ def run_wine(
             trouble = f"it ran past {WINE_TIMEOUT} s"
             output = f"{expired.stdout!r}\n{expired.stderr!r}"
         else:
-            if WINESERVER_CRASHED not in result.stderr:
-                return _checked(command, result) if check else result
-            trouble = "its wineserver crashed"
             output = result.stdout + result.stderr
+            if WINESERVER_CRASHED in result.stderr:
+                trouble = "its wineserver crashed"
+            elif result.returncode != 0 and WINE_INTERNAL_ERROR in output:
+                trouble = "Wine could not start one of its processes"
+            else:
+                return _checked(command, result) if check else result
         stop_prefix(env)
         if attempt == 1:
             print(
