@@ -258,6 +258,7 @@ def open_relay_engine(
     splice: bool = True,
     idle_timeout: float | None = None,
     max_connections: int | None = None,
+    max_pipes: int | None = None,
 ) -> RelayEngine:
     """The native relay's engine on listening descriptors `listeners`
     (owned by it from here on): _core.RelayEngine."""
@@ -274,6 +275,7 @@ def open_relay_engine(
             splice=splice,
             idle_timeout=idle_timeout,
             max_connections=max_connections,
+            max_pipes=max_pipes,
         )
     raise AssertionError(sys.platform)
 

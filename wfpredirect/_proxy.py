@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from . import _proxy_log as log
 from . import _relay as relay
 from ._backend import backend
-from ._capacity import plan
+from ._capacity import plan, pool_pipes
 from ._errors import RedirectError
 from ._marks import LOOP_MARK
 from ._records import Datagram, RedirectInfo
@@ -645,6 +645,7 @@ class Proxy:
                     limit=settings.descriptors,
                     connections=settings.max_connections,
                     flows=settings.max_udp_flows,
+                    pipes=pool_pipes(settings.relay),
                 )
             )
         await self._until_stopped(stop, server, endpoint, started)

@@ -2,9 +2,9 @@
 whole of each connection in the core (csrc/core/netfilter/relay_engine.cpp),
 in one epoll loop in a thread of its own that holds no interpreter lock:
 the accept, the redirect state, the judgement of judge_connection, the
-upstream carrying the records, both directions through a pipe each with
-splice(2) (a plain copy where splice is not possible), the half-close, and
-the close.
+upstream carrying the records, both directions (through the engine's one
+buffer, or with splice(2) through a pipe of its pool, PIPE_POOL, while a
+direction streams), the half-close, and the close.
 
 What Python does is turn the engine's events, which come in batches
 signalled on a descriptor the event loop watches, into the lines and the
@@ -27,6 +27,7 @@ from . import _proxy
 from . import _proxy_log as log
 from ._addresses import Address
 from ._backend_netfilter import open_relay_engine, transparent_error
+from ._capacity import PIPE_POOL
 from ._errors import RedirectError, renamed
 from ._relay import connect_failed, make_listeners, say_accept_paused
 from .aio import say_loop_refused, say_unreadable
@@ -48,6 +49,7 @@ class RelayEngine(Protocol):
     def events(self) -> list[tuple[Any, ...]]: ...
     def open_count(self) -> int: ...
     def counters(self) -> tuple[int, int, int]: ...
+    def pipes(self) -> tuple[int, int, int]: ...
 
 
 class _Listening:
@@ -249,6 +251,7 @@ async def serve_native(
             idle_timeout=settings.idle_timeout,
             # None until the proxy derives it from the descriptor limit: no cap.
             max_connections=settings.max_connections,
+            max_pipes=PIPE_POOL,
         )
     except BaseException:
         for sock in listeners:
