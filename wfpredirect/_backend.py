@@ -64,7 +64,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ._core import BACKEND
 
 if TYPE_CHECKING:
-    from ._doctor import Finding
+    from .cli._doctor import Finding
 
 
 class SplicePipe(Protocol):

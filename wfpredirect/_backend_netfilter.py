@@ -17,8 +17,8 @@ from ._marks import marks_problem, resolve_marks
 
 if TYPE_CHECKING:
     from ._backend import SplicePipe
-    from ._doctor import Finding
-    from ._relay_native import RelayEngine
+    from .cli._doctor import Finding
+    from .cli._relay_native import RelayEngine
 
 # asm-generic/socket.h; socket.SO_MARK exists from Python 3.12.
 SO_MARK = 36
@@ -37,13 +37,13 @@ relay_paths: tuple[str, ...] = ("native", "splice", "protocol", "streams")
 
 
 def doctor_checks() -> list[Finding]:
-    from ._doctor_netfilter import checks
+    from .cli._doctor_netfilter import checks
 
     return checks()
 
 
 def run_demo(keep_running: bool) -> int:
-    from ._demo_netfilter import run_netfilter_demo
+    from .cli._demo_netfilter import run_netfilter_demo
 
     return run_netfilter_demo(keep_running)
 
@@ -293,7 +293,7 @@ def raise_descriptor_limit() -> int:
 
 
 def privileges_problem(user: str | None) -> str:
-    from ._privileges import switching_problem
+    from .cli._privileges import switching_problem
 
     return switching_problem(user)
 
@@ -301,7 +301,7 @@ def privileges_problem(user: str | None) -> str:
 def keep_privileges(
     transparent: bool, user: str | None, relaying: bool = True, binding: bool = False
 ) -> tuple[str, str] | None:
-    from ._privileges import keep_only, names, needed, starting
+    from .cli._privileges import keep_only, names, needed, starting
 
     if relaying:
         kept = keep_only(needed(transparent), user, binding)
@@ -315,6 +315,6 @@ def keep_privileges(
 
 
 def end_binding() -> None:
-    from ._privileges import finish
+    from .cli._privileges import finish
 
     finish()

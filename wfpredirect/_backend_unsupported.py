@@ -29,11 +29,11 @@ from ._backend_winsock import workers_problem as workers_problem
 from ._errors import UnsupportedError
 
 if TYPE_CHECKING:
-    from ._doctor import Finding
+    from .cli._doctor import Finding
 
 
 def doctor_checks() -> list[Finding]:
-    from ._doctor import Finding
+    from .cli._doctor import Finding
 
     return [
         Finding(

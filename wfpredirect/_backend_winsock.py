@@ -18,7 +18,7 @@ _LINGER_NOW = struct.pack("HH", 1, 0)
 
 if TYPE_CHECKING:
     from ._backend import SplicePipe
-    from ._doctor import Finding
+    from .cli._doctor import Finding
 
 #: The Proactor loop (Windows' default) has no add_reader, which the splice
 #: path needs: the streams path, as before, and the protocol path.
@@ -51,13 +51,13 @@ What this machine offers (python -m wfpredirect doctor):
 
 
 def doctor_checks() -> list[Finding]:
-    from ._doctor_winsock import checks
+    from .cli._doctor_winsock import checks
 
     return checks()
 
 
 def run_demo(keep_running: bool) -> int:
-    from ._doctor import run_doctor
+    from .cli._doctor import run_doctor
 
     print(WINDOWS_EXPLANATION)
     return run_doctor()

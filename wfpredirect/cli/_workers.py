@@ -50,9 +50,9 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from .._backend import backend
 from . import _proxy
 from . import _proxy_log as log
-from ._backend import backend
 
 if TYPE_CHECKING:
     from ._proxy import ProxySettings

@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from ._backend import backend
-from ._core import BACKEND
+from .._backend import backend
+from .._core import BACKEND
 
 
 @dataclass
@@ -62,7 +62,7 @@ def query_failed(name: str, error: Exception) -> Finding:
 
 def run_doctor() -> int:
     """Print the report; exit status 0 without problems, else 1."""
-    from . import __version__
+    from .. import __version__
 
     findings = [
         Finding("backend", BACKEND),

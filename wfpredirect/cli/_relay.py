@@ -46,14 +46,14 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
+from .. import _upstream as upstream
+from .._addresses import Address
+from .._backend import SplicePipe, backend
+from .._errors import RedirectError
+from .._loops import Endpoint, forget_upstream, remember_upstream
+from .._records import RedirectInfo
+from ..aio import judge_connection, open_upstream, redirect_stream_callback
 from . import _proxy_log as log
-from . import _upstream as upstream
-from ._addresses import Address
-from ._backend import SplicePipe, backend
-from ._errors import RedirectError
-from ._loops import Endpoint, forget_upstream, remember_upstream
-from ._records import RedirectInfo
-from .aio import judge_connection, open_upstream, redirect_stream_callback
 
 #: Every relay path's name; ``auto`` is the backend's first (backend.relay_paths).
 #: ``native`` (Linux) is _relay_native's: the whole connection in the core.

@@ -24,19 +24,19 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import _proxy_log as log
-from . import _relay as relay
-from ._backend import backend
-from ._capacity import plan
-from ._errors import RedirectError
-from ._marks import LOOP_MARK
-from ._records import Datagram, RedirectInfo
-from .aio import (
+from .._backend import backend
+from .._errors import RedirectError
+from .._marks import LOOP_MARK
+from .._records import Datagram, RedirectInfo
+from ..aio import (
     DatagramFlow,
     RedirectDatagramEndpoint,
     RedirectDatagramProtocol,
     create_redirect_datagram_endpoint,
 )
+from . import _proxy_log as log
+from . import _relay as relay
+from ._capacity import plan
 
 if TYPE_CHECKING:
     from ._relay_native import NativeServer
