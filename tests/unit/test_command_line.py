@@ -163,10 +163,10 @@ def test_an_unknown_relay_path_is_a_usage_error() -> None:
 
 
 def test_a_relay_path_this_platform_lacks_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
-    from wfpredirect._backend import backend
     from wfpredirect.cli import _relay
+    from wfpredirect.cli._platform import this_platform
 
-    monkeypatch.setattr(backend, "relay_paths", ("streams", "protocol"))
+    monkeypatch.setattr(this_platform, "relay_paths", ("streams", "protocol"))
     assert _relay.choose_relay_path("auto") == "streams"
     assert _relay.choose_relay_path("protocol") == "protocol"
     with pytest.raises(ValueError) as raised:

@@ -9,7 +9,6 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from .. import __version__
-from .._backend import backend
 from .._marks import (
     DEFAULT_LOOP_MARK,
     DEFAULT_MARK_MASK,
@@ -18,6 +17,7 @@ from .._marks import (
     parse_mark,
 )
 from ._doctor import run_doctor
+from ._platform import this_platform
 from ._proxy import (
     EVENT_LOOPS,
     LIMITS,
@@ -323,7 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         )
     if arguments.command == "doctor":
-        return run_doctor()
+        return run_doctor(this_platform.doctor_checks)
     if arguments.command == "demo":
-        return backend.run_demo(arguments.keep_running)
+        return this_platform.run_demo(arguments.keep_running)
     raise AssertionError(arguments.command)

@@ -24,11 +24,12 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from .._addresses import Address
-from .._backend_netfilter import open_relay_engine, transparent_error
+from .._backend_netfilter import transparent_error
 from .._errors import RedirectError, renamed
 from ..aio import say_loop_refused, say_unreadable
 from . import _proxy
 from . import _proxy_log as log
+from ._platform_netfilter import open_relay_engine
 from ._relay import connect_failed, make_listeners, say_accept_paused
 
 #: A relayed connection's code when the stop cut it (kCutAtShutdown).
