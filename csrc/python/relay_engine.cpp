@@ -1,5 +1,5 @@
 // RelayEngine: the native relay (csrc/core/netfilter/relay_engine.hpp) as a
-// Python object, for wfpredirect/_relay_native.py. Conversion only: the
+// Python object, for wfpredirect/cli/_relay_native.py. Conversion only: the
 // engine makes every system call. Availability: Linux.
 #include "relay_engine.hpp"
 

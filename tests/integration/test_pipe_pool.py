@@ -29,7 +29,7 @@ from test_relay_native import (
     stop,
     wait_for_events,
 )
-from wfpredirect import _proxy_log as proxy_log
+from wfpredirect.cli import _proxy_log as proxy_log
 
 if sys.platform != "linux":
     pytest.skip("the native relay is Linux's", allow_module_level=True)

@@ -1,5 +1,5 @@
 // The native relay's loop (relay_engine.hpp). Each connection's steps are
-// those of the splice path in wfpredirect/_relay.py (_Acceptor, _Pump,
+// those of the splice path in wfpredirect/cli/_relay.py (_Acceptor, _Pump,
 // SocketConnection), so that both give the same lines: see that file for
 // why each step is as it is.
 #include "relay_engine.hpp"
@@ -23,7 +23,7 @@ namespace wfpredirect::core::netfilter {
 namespace {
 
 // What a splice pipe is raised to (F_SETPIPE_SZ): the default maximum of
-// /proc/sys/fs/pipe-max-size (PIPE_SIZE in _backend_netfilter.py).
+// /proc/sys/fs/pipe-max-size (PIPE_SIZE in wfpredirect/cli/_platform_netfilter.py).
 constexpr int kPipeSize = 1 << 20;
 // The shared buffer (CHUNK_SIZE in _relay.py). A read that fills it says
 // the source streams, and its next reads splice: HAProxy's splice-auto

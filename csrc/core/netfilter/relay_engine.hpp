@@ -8,7 +8,7 @@
 // splice(2) through a pipe from a bounded pool of the engine's, taken only
 // while bytes are in it (HAProxy's splice-auto): a connection at rest holds
 // its two sockets and nothing else. What Python hears of it is a batch of events
-// (RelayEvent), signalled on an eventfd; wfpredirect/_relay_native.py turns
+// (RelayEvent), signalled on an eventfd; wfpredirect/cli/_relay_native.py turns
 // them into the proxy's lines. Availability: Linux.
 #pragma once
 
@@ -45,7 +45,7 @@ struct RelaySettings {
     bool splice = true;
     // Pipes the engine may hold at once (the pool: in use and spare); with
     // all of them in use a direction copies through the shared buffer
-    // instead. PIPE_POOL in wfpredirect/_capacity.py, which counts their
+    // instead. PIPE_POOL in wfpredirect/cli/_capacity.py, which counts their
     // descriptors once.
     std::size_t max_pipes = 32;
     // Seconds a relaying connection may deliver no byte either way before
