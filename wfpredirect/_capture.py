@@ -23,7 +23,12 @@ from ._capture_routes import ROUTE_MARK, TABLE_PREFIX, capture_tables, sync_rout
 from ._capture_rules import CaptureSettings, table_text
 from ._capture_targets import MAX_PORT, CaptureTarget
 from ._core import BACKEND
-from ._errors import RedirectError, UnsupportedError
+from ._errors import (
+    CAPABILITY_ADVICE,
+    RedirectError,
+    RedirectPermissionError,
+    UnsupportedError,
+)
 from ._marks import LOOP_MARK
 from ._nftables import Nftables
 
@@ -147,29 +152,41 @@ class Capture:
             raise ValueError(f"capture {self.table} is already installed")
         nftables = Nftables()
         try:
-            try:
-                nftables.run(table_text(self.table, self.settings, owner=True))
-                self.owned = True
-            except RedirectError as owner_refused:
-                # An older kernel or nft: the same table without the flag. When
-                # that fails too, its error is the one to report.
-                try:
-                    nftables.run(table_text(self.table, self.settings, owner=False))
-                except RedirectError:
-                    raise owner_refused from None
-                warnings.warn(
-                    f"capture table {self.table}: this kernel or nft lacks 'flags owner' "
-                    f"({owner_refused.strerror}); it is deleted at exit, but a kill -9 would "
-                    f"leave it: delete it then with: {leftover_advice(self.table)}",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
-            self._nftables = nftables
+            self.owned = self._add_table(nftables)
+        except BaseException:
+            nftables.close()
+            raise
+        try:
             sync_routes(nftables)
         except BaseException:
-            self._nftables = None
             self._remove(nftables)
             raise
+        self._nftables = nftables
+
+    def _add_table(self, nftables: Nftables) -> bool:
+        """Add the table, owned when the system can; whether it is owned."""
+        try:
+            nftables.run(table_text(self.table, self.settings, owner=True))
+            return True
+        except RedirectPermissionError as error:
+            raise RedirectPermissionError(
+                error.errno, f"{error.strerror}: {CAPABILITY_ADVICE}"
+            ) from None
+        except RedirectError as owner_refused:
+            # An older kernel or nft: the same table without the flag. When
+            # that fails too, its error is the one to report.
+            try:
+                nftables.run(table_text(self.table, self.settings, owner=False))
+            except RedirectError:
+                raise owner_refused from None
+            warnings.warn(
+                f"capture table {self.table}: this kernel or nft lacks 'flags owner' "
+                f"({owner_refused.strerror}); it is deleted at exit, but a kill -9 would "
+                f"leave it: delete it then with: {leftover_advice(self.table)}",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            return False
 
     def _remove(self, nftables: Nftables) -> None:
         try:

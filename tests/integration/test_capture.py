@@ -24,6 +24,7 @@ from test_datagrams import IPV4, ORIGIN_PORT, PROXY_PORT
 from test_proxy import PROXY_READY
 from wfpredirect import _proxy_log as proxy_log
 from wfpredirect._capture_routes import ROUTE_TABLE, RULE_PRIORITY
+from wfpredirect._errors import CAPABILITY_ADVICE
 
 LOOP_MARK = wfpredirect.LOOP_MARK
 UDP_ANSWERS = 50
@@ -35,6 +36,21 @@ HOLDER = """
 import sys, time, wfpredirect
 with wfpredirect.Capture(sys.argv[1:], tcp_port=15001, udp_port=15353) as capture:
     print(capture.table, flush=True)
+    time.sleep(60)
+"""
+
+
+# The same, with a child forked while the capture is open (as --workers
+# forks its workers): the child's copy of the netlink socket must not keep
+# the table once the holder is gone.
+HOLDER_WITH_CHILD = """
+import os, sys, time, wfpredirect
+with wfpredirect.Capture(sys.argv[1:], tcp_port=15001) as capture:
+    child = os.fork()
+    if child == 0:
+        time.sleep(60)
+        os._exit(0)
+    print(capture.table, child, flush=True)
     time.sleep(60)
 """
 
@@ -194,6 +210,62 @@ def test_nothing_is_left_when_the_holder_is_killed(how: int) -> None:
         "left": "",
         "routing left": True,
         "next start": NO_ROUTING,
+    }
+
+
+def test_a_forked_child_does_not_keep_the_table() -> None:
+    require_tool("nft")
+
+    def body() -> dict[str, Any]:
+        process = subprocess.Popen(
+            [sys.executable, "-c", HOLDER_WITH_CHILD, "tcp:127.0.0.2:8080"],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=NEUTRAL_DIRECTORY,
+        )
+        assert process.stdout is not None
+        table, child = process.stdout.readline().split()
+        try:
+            held = tables()
+            process.kill()
+            process.wait(timeout=10)
+            child_alive = os.path.exists(f"/proc/{child}")
+            return {
+                "held": held == [table],
+                "child alive": child_alive,
+                "left": nft("list", "ruleset"),
+            }
+        finally:
+            os.kill(int(child), signal.SIGKILL)
+
+    assert run_in_netns(body) == {"held": True, "child alive": True, "left": ""}
+
+
+def test_without_the_privilege_a_capture_is_refused_and_leaves_nothing() -> None:
+    setpriv = require_tool("setpriv")
+    require_tool("nft")
+    attempt = (
+        "import wfpredirect\n"
+        "try:\n"
+        "    wfpredirect.Capture('tcp:127.0.0.2:8080', tcp_port=15001).install()\n"
+        "except wfpredirect.RedirectPermissionError as error:\n"
+        "    print(error.errno, error)\n"
+    )
+
+    def body() -> dict[str, Any]:
+        refused = subprocess.run(
+            [setpriv, "--inh-caps=-all", "--bounding-set=-all", "--reuid=65534", "--regid=65534",
+             "--clear-groups", sys.executable, "-c", attempt],
+            capture_output=True, text=True, cwd=NEUTRAL_DIRECTORY, check=False,
+        )  # fmt: skip
+        return {"said": refused.stdout, "errors": refused.stderr, "left": nft("list", "ruleset")}
+
+    assert run_in_netns(body) == {
+        "said": "1 [Errno 1] nft_run_cmd_from_buffer: netlink: Error: cache initialization "
+        f"failed: Operation not permitted: {CAPABILITY_ADVICE}\n",
+        # libnftables' own line, written when it cannot open its socket.
+        "errors": "Operation not permitted (you must be root)\n",
+        "left": "",
     }
 
 

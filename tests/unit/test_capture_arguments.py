@@ -3,11 +3,13 @@ arguments Capture refuses before anything is installed."""
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 
 import pytest
 
-from wfpredirect import Capture, CaptureTarget
+import wfpredirect
+from wfpredirect import Capture, CaptureTarget, _nftables
 
 FORM = "(the form is [tcp:|udp:]ADDRESS[/PREFIX][:PORTS])"
 
@@ -145,3 +147,20 @@ def test_each_capture_has_its_own_table() -> None:
     second = Capture("tcp:127.0.0.2:80", tcp_port=15001)
     assert first.table != second.table
     assert first.table.startswith("wfpredirect_") and not first.installed
+
+
+@pytest.mark.skipif(
+    wfpredirect.BACKEND != "netfilter", reason="Linux: elsewhere no library is loaded"
+)
+def test_a_missing_libnftables_names_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A library name that no system has, as when libnftables1 is not installed.
+    monkeypatch.setattr(_nftables, "LIBRARY", "libnftables.so.0-missing")
+    monkeypatch.setattr(_nftables, "_library", None)
+    with pytest.raises(wfpredirect.UnsupportedError) as refused:
+        Capture("tcp:127.0.0.2:80", tcp_port=15001).install()
+    assert refused.value.errno == errno.ENOENT
+    assert str(refused.value) == (
+        "[Errno 2] a capture needs libnftables.so.0-missing (nftables' library), which cannot "
+        "be loaded (libnftables.so.0-missing: cannot open shared object file: No such file or "
+        "directory): apt-get install libnftables1"
+    )
