@@ -66,7 +66,8 @@ def _check_port(name: str, port: int | None, needed: bool) -> None:
         raise ValueError(f"{name} {port} is not within 1-{MAX_PORT}")
 
 
-def _check_interface(interface: str | None) -> None:
+def check_interface(interface: str | None) -> None:
+    """ValueError (TypeError) unless `interface` is None or can name a network interface."""
     if interface is None:
         return
     if not isinstance(interface, str):
@@ -97,7 +98,7 @@ def _settings(
     protocols = {target.protocol for target in parsed}
     _check_port("tcp_port", tcp_port, "tcp" in protocols)
     _check_port("udp_port", udp_port, "udp" in protocols)
-    _check_interface(interface)
+    check_interface(interface)
     mark = LOOP_MARK if loop_mark is None else loop_mark
     if isinstance(mark, bool) or not isinstance(mark, int) or not 0 < mark <= 0xFFFFFFFF:
         raise ValueError(f"loop_mark {mark!r} is not a mark (1 to 0xffffffff)")

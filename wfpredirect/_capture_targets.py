@@ -4,6 +4,7 @@ text form of the command line, ``[tcp:|udp:]ADDRESS[/PREFIX][:PORTS]``."""
 from __future__ import annotations
 
 import ipaddress
+import string
 from dataclasses import dataclass
 from typing import Literal
 
@@ -64,6 +65,10 @@ def _parse(spec: str) -> CaptureTarget:
     for name in PROTOCOLS:
         if spec.startswith(f"{name}:"):
             protocol, rest = name, spec[len(name) + 1 :]
+    head, colon, _ = rest.partition(":")
+    # A word that no address starts with (IPv6 starts with hex digits).
+    if colon and head.isalpha() and not all(c in string.hexdigits for c in head):
+        raise ValueError(f"{head!r} is neither tcp, udp nor an address")
     if rest.startswith("["):
         address, bracket, after = rest[1:].partition("]")
         if not bracket:

@@ -22,9 +22,9 @@ from support import NEUTRAL_DIRECTORY, require_tool
 from test_aio_datagrams import UdpOrigin
 from test_datagrams import IPV4, ORIGIN_PORT, PROXY_PORT
 from test_proxy import PROXY_READY
-from wfpredirect import _proxy_log as proxy_log
 from wfpredirect._capture_routes import ROUTE_TABLE, RULE_PRIORITY
 from wfpredirect._errors import CAPABILITY_ADVICE
+from wfpredirect.cli import _proxy_log as proxy_log
 
 LOOP_MARK = wfpredirect.LOOP_MARK
 UDP_ANSWERS = 50
