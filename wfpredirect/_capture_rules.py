@@ -49,12 +49,16 @@ def _match(target: CaptureTarget) -> str:
     family = "ip" if target.version == 4 else "ip6"
     if target.network.prefixlen == 0:
         match = f"meta nfproto {'ipv4' if target.version == 4 else 'ipv6'}"
+    elif target.network.num_addresses == 1:
+        match = f"{family} daddr {target.network.network_address}"
     else:
         match = f"{family} daddr {target.network}"
     if not target.ports:
         return f"{match} meta l4proto {target.protocol}"
     ports = ", ".join(str(low) if low == high else f"{low}-{high}" for low, high in target.ports)
-    return f"{match} {target.protocol} dport {{ {ports} }}"
+    if len(target.ports) > 1:
+        ports = f"{{ {ports} }}"
+    return f"{match} {target.protocol} dport {ports}"
 
 
 def _chain(name: str, hook: str, kind: str, priority: int, rules: list[str], mark: int) -> str:

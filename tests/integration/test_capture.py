@@ -390,3 +390,45 @@ def test_udp_through_tproxy_every_datagram_answered_and_no_routing_left() -> Non
         "left": "",
         "routing": NO_ROUTING,
     }
+
+
+def test_every_form_of_target_loads() -> None:
+    """Networks, port lists and ranges, both families, both protocols and
+    an interface: the kernel takes the whole table, chain by chain."""
+    require_tool("nft")
+
+    def body() -> dict[str, Any]:
+        targets = [
+            "tcp:127.0.0.2:8080",
+            "tcp:[::]/0:80,443,8000-8100",
+            "tcp:10.0.0.0/8",
+            "udp:127.0.0.3:5353",
+            "udp:[2001:db8::]/32:53",
+        ]
+        with wfpredirect.Capture(
+            targets, tcp_port=15001, udp_port=15353, interface="eth1"
+        ) as capture:
+            chains = {
+                name: [rule_kinds(rule) for rule in chain(capture.table, name)]
+                for name in ("tcp_output", "tcp_prerouting", "udp_output", "udp_prerouting")
+            }
+            held = tables() == [capture.table]
+        return {"held": held, "chains": chains, "left": nft("list", "ruleset")}
+
+    exemption = ["match", "return"]
+    # Each rule: its matches (address or family, protocol or ports, and the
+    # interface in prerouting), then what it does.
+    redirect = ["match", "match", "redirect"]
+    arriving = ["match", *redirect]
+    rerouted = ["match", "match", "mangle"]
+    diverted = ["match", "match", "match", "tproxy", "mangle", "accept"]
+    assert run_in_netns(body) == {
+        "held": True,
+        "chains": {
+            "tcp_output": [exemption, redirect, redirect, redirect],
+            "tcp_prerouting": [exemption, arriving, arriving, arriving],
+            "udp_output": [exemption, rerouted, rerouted],
+            "udp_prerouting": [exemption, diverted, diverted],
+        },
+        "left": "",
+    }

@@ -166,3 +166,47 @@ def test_a_missing_libnftables_names_the_package(monkeypatch: pytest.MonkeyPatch
         "be loaded (libnftables.so.0-missing: cannot open shared object file: No such file or "
         "directory): apt-get install libnftables1"
     )
+
+
+def test_the_ruleset_starts_every_chain_with_the_exemption() -> None:
+    """The table a capture loads (the integration tests load it into the
+    kernel): TCP by redirect, UDP by TPROXY with the route mark, the
+    interface's chains with --capture-interface."""
+    capture = Capture(
+        ["tcp:127.0.0.2:8080", "tcp:[::]/0:80,443", "udp:127.0.0.3:5353", "udp:10.0.0.0/8"],
+        tcp_port=15001,
+        udp_port=15353,
+        loop_mark=0x80,
+        interface="eth1",
+    )
+    assert capture.ruleset.replace(capture.table, "NAME") == (
+        "table inet NAME {\n"
+        "  flags owner\n"
+        "  chain tcp_output {\n"
+        "    type nat hook output priority -100; policy accept;\n"
+        "    meta mark & 0x80 == 0x80 return\n"
+        "    ip daddr 127.0.0.2 tcp dport 8080 redirect to :15001\n"
+        "    meta nfproto ipv6 tcp dport { 80, 443 } redirect to :15001\n"
+        "  }\n"
+        "  chain tcp_prerouting {\n"
+        "    type nat hook prerouting priority -100; policy accept;\n"
+        "    meta mark & 0x80 == 0x80 return\n"
+        '    iifname { "eth1" } ip daddr 127.0.0.2 tcp dport 8080 redirect to :15001\n'
+        '    iifname { "eth1" } meta nfproto ipv6 tcp dport { 80, 443 } redirect to :15001\n'
+        "  }\n"
+        "  chain udp_output {\n"
+        "    type route hook output priority -150; policy accept;\n"
+        "    meta mark & 0x80 == 0x80 return\n"
+        "    ip daddr 127.0.0.3 udp dport 5353 meta mark set meta mark | 0x1\n"
+        "    ip daddr 10.0.0.0/8 meta l4proto udp meta mark set meta mark | 0x1\n"
+        "  }\n"
+        "  chain udp_prerouting {\n"
+        "    type filter hook prerouting priority -150; policy accept;\n"
+        "    meta mark & 0x80 == 0x80 return\n"
+        '    iifname { "lo", "eth1" } ip daddr 127.0.0.3 udp dport 5353 tproxy ip to :15353 '
+        "meta mark set meta mark | 0x1 accept\n"
+        '    iifname { "lo", "eth1" } ip daddr 10.0.0.0/8 meta l4proto udp tproxy ip to :15353 '
+        "meta mark set meta mark | 0x1 accept\n"
+        "  }\n"
+        "}\n"
+    )
