@@ -19,7 +19,7 @@ import os
 import subprocess
 
 from ._capture_rules import UDP_PREROUTING
-from ._errors import RedirectError
+from ._errors import RedirectError, RedirectPermissionError
 from ._nftables import Nftables
 
 #: The mark TPROXY sets, and the rule's fwmark: bit 0x1, the usual TPROXY
@@ -49,6 +49,9 @@ def _ip_checked(*arguments: str) -> None:
     result = _ip(*arguments)
     if result.returncode != 0:
         problem = result.stderr.strip() or f"exit status {result.returncode}"
+        # ip says the kernel's refusal in words only (RTNETLINK answers: ...).
+        if "Operation not permitted" in problem:
+            raise RedirectPermissionError(errno.EPERM, f"ip {' '.join(arguments)}: {problem}")
         raise RedirectError(errno.EINVAL, f"ip {' '.join(arguments)}: {problem}")
 
 

@@ -51,7 +51,9 @@ class CaptureTarget:
         address = str(self.network.network_address)
         if self.version == 6:
             address = f"[{address}]"
-        text = f"{self.protocol}:{address}/{self.network.prefixlen}"
+        text = f"{self.protocol}:{address}"
+        if self.network.num_addresses > 1:
+            text += f"/{self.network.prefixlen}"
         if self.ports:
             text += ":" + ",".join(
                 str(low) if low == high else f"{low}-{high}" for low, high in self.ports

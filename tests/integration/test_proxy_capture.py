@@ -76,7 +76,7 @@ def test_relayed_through_the_proxys_own_capture_and_gone_after_sigterm() -> None
     result = run_in_netns(body, sysctls=FWMARK_ACCEPT)
     table = captured_table(result["capturing"])
     assert result == {
-        "capturing": f"capturing tcp:127.0.0.2/32:8080 in nftables table {table}",
+        "capturing": f"capturing tcp:127.0.0.2:8080 in nftables table {table}",
         "table": True,
         "held": True,
         "flags": ["flags owner"],
@@ -181,18 +181,25 @@ USAGE_ERROR = "wfpredirect proxy: error: argument --capture: "
         ),
         (
             ["--capture", "udp:127.0.0.3:5353"],
-            "wfpredirect proxy: --capture udp:127.0.0.3/32:5353: no UDP listener: add one with "
+            "wfpredirect proxy: --capture udp:127.0.0.3:5353: no UDP listener: add one with "
             "--udp 0.0.0.0:PORT",
         ),
         (
             ["--capture", "tcp:[::1]:8080"],
-            "wfpredirect proxy: --capture tcp:[::1]/128:8080: no IPv6 TCP listener (--listen "
+            "wfpredirect proxy: --capture tcp:[::1]:8080: no IPv6 TCP listener (--listen "
             "127.0.0.1): give --listen [::]:15001",
         ),
         (
             ["--udp", "[::1]:15353", "--capture", "udp:127.0.0.3:5353"],
-            "wfpredirect proxy: --capture udp:127.0.0.3/32:5353: no IPv4 UDP listener (--udp "
+            "wfpredirect proxy: --capture udp:127.0.0.3:5353: no IPv4 UDP listener (--udp "
             "::1): give --udp 0.0.0.0:15353",
+        ),
+        (
+            ["--udp", "0.0.0.0:15353", "--user", "nobody", "--capture", "udp:127.0.0.3:5353"],
+            "wfpredirect proxy: --capture udp:127.0.0.3:5353 with --user: the UDP capture's "
+            "routing rule is made by the command ip, which runs without the proxy's "
+            "capabilities once it is nobody: leave --user out (the proxy still keeps only the "
+            "capabilities it needs)",
         ),
         (
             ["--capture-interface", "eth0"],
@@ -211,6 +218,7 @@ USAGE_ERROR = "wfpredirect proxy: error: argument --capture: "
         "udp-without-listener",
         "ipv6-without-listener",
         "ipv4-udp-on-ipv6",
+        "udp-with-user",
         "interface-alone",
         "bad-interface",
     ],

@@ -837,6 +837,7 @@ def run_proxy(settings: ProxySettings) -> int:
         settings.capture_interface,
         (settings.host, settings.port),
         settings.udp,
+        settings.user,
     ) or (
         this_platform.proxy_problem(
             settings.loop_mark,

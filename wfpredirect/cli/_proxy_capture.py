@@ -53,6 +53,7 @@ def capture_problem(
     interface: str | None,
     listen: tuple[str, int],
     udp: tuple[str, int] | None,
+    user: str | None = None,
 ) -> str:
     """Why these --capture options cannot work with these listeners ("" when
     they can): each target needs a listener of its protocol and family."""
@@ -60,6 +61,13 @@ def capture_problem(
         return "--capture-interface needs --capture" if interface is not None else ""
     if BACKEND != "netfilter":
         return ELSEWHERE.get(BACKEND, ELSEWHERE["unsupported"])
+    udp_targets = [target for target in targets if target.protocol == "udp"]
+    if udp_targets and user is not None:
+        return (
+            f"--capture {udp_targets[0]} with --user: the UDP capture's routing rule is made "
+            "by the command ip, which runs without the proxy's capabilities once it is "
+            f"{user}: leave --user out (the proxy still keeps only the capabilities it needs)"
+        )
     listeners = {"tcp": ("--listen", listen), "udp": ("--udp", udp)}
     for target in targets:
         option, address = listeners[target.protocol]
