@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import subprocess
 
 from ._capture_rules import UDP_PREROUTING
@@ -80,6 +81,8 @@ def sync_routes(nftables: Nftables) -> None:
     """The rule and the route present when a capture table diverts UDP,
     gone otherwise (also a duplicate or a stale one)."""
     needed = any(UDP_PREROUTING in chains for chains in capture_tables(nftables).values())
+    if not needed and shutil.which("ip") is None:
+        return  # a TCP capture works without iproute2 (and none made a rule)
     for family, everything in _FAMILIES:
         if family == "-6" and not _ipv6_available():
             continue

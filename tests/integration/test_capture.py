@@ -292,6 +292,24 @@ def test_a_failed_start_leaves_nothing() -> None:
     }
 
 
+def test_a_tcp_capture_needs_no_ip_command() -> None:
+    require_tool("nft")
+
+    def body() -> dict[str, Any]:
+        path, os.environ["PATH"] = os.environ["PATH"], "/nonexistent"
+        try:
+            capture = wfpredirect.Capture("tcp:127.0.0.2:8080", tcp_port=15001)
+            capture.install()
+        finally:
+            os.environ["PATH"] = path
+        try:
+            return {"flags": table_flags(capture.table), "routing": routing()}
+        finally:
+            capture.close()
+
+    assert run_in_netns(body) == {"flags": ["flags owner"], "routing": NO_ROUTING}
+
+
 def test_two_captures_side_by_side_closing_one_leaves_the_other() -> None:
     require_tool("nft")
 
