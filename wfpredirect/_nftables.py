@@ -84,12 +84,13 @@ class Nftables:
 
     def __init__(self) -> None:
         self._library = load_library()
+        # The context's netlink socket: libnftables opens it in nft_ctx_new
+        # or (1.0.6) at the first command; found once that has run.
+        self._sockets_before = _socket_descriptors()
         context = self._library.nft_ctx_new(NFT_CTX_DEFAULT)
         if not context:
             raise RedirectError(errno.ENOMEM, "nft_ctx_new: cannot create a context")
         self._context: int | None = context
-        # The context's netlink socket, which libnftables opens at the first
-        # command.
         self._descriptors: set[int] = set()
         _open.add(self)
         self._library.nft_ctx_buffer_output(context)
@@ -100,12 +101,11 @@ class Nftables:
         with nft's message (and the system's errno when it set one) otherwise."""
         if self._context is None:
             raise ValueError("the nftables context is closed")
-        before = None if self._descriptors else _socket_descriptors()
         ctypes.set_errno(0)
         status = self._library.nft_run_cmd_from_buffer(self._context, commands.encode())
         code = ctypes.get_errno()
-        if before is not None:
-            self._descriptors = _socket_descriptors() - before
+        if not self._descriptors:
+            self._descriptors = _socket_descriptors() - self._sockets_before
         if status != 0:
             message = (self._library.nft_ctx_get_error_buffer(self._context) or b"").decode(
                 "utf-8", "replace"
