@@ -24,11 +24,11 @@ from ._proxy import (
     MAX_WORKERS,
     ProxySettings,
     parse_address,
-    run_proxy,
     user_problem,
 )
 from ._proxy_log import FORMATS, LEVELS
 from ._relay import RELAY_PATHS
+from ._run import run_proxy
 
 
 def mark_number(text: str) -> int:

@@ -36,11 +36,13 @@ from ..aio import (
 )
 from . import _proxy_log as log
 from . import _relay as relay
-from ._capacity import plan
 from ._platform import this_platform
 
 if TYPE_CHECKING:
     from ._relay_native import NativeServer
+
+    #: _relay_native.serve_native's type.
+    ServeNative = Callable[..., Awaitable[NativeServer]]
 
 T = TypeVar("T")
 
@@ -348,7 +350,12 @@ def sweep_interval(idle_timeout: float) -> float:
 
 
 class Proxy:
-    def __init__(self, settings: ProxySettings, process: bool = False) -> None:
+    def __init__(
+        self,
+        settings: ProxySettings,
+        process: bool = False,
+        serve_native: ServeNative | None = None,
+    ) -> None:
         self.settings = settings
         # Whether this process is the proxy's own (the command line's, or a
         # worker): only then are its privileges dropped, which is each
@@ -361,8 +368,10 @@ class Proxy:
         self.gate = relay.Gate(settings.max_connections)
         self.keepalive_inherited = False
         self.loop_errors: dict[str, log.Throttle] = {}
-        # The native path's server (_relay_native), whose engine keeps the
-        # live totals.
+        # How the native path serves (_relay_native.serve_native: given by
+        # the command line, cli/_run.py, which the native relay sits above),
+        # and its server, whose engine keeps the live totals.
+        self.serve_native = serve_native
         self.native: NativeServer | None = None
         # What keep_privileges kept: (capabilities, user), or None when
         # there was nothing to drop.
@@ -673,9 +682,8 @@ class Proxy:
         settings = self.settings
         server: relay.Listening
         if settings.relay == "native":
-            from ._relay_native import serve_native
-
-            server = self.native = await serve_native(
+            assert self.serve_native is not None, "--relay native: no serve_native given"
+            server = self.native = await self.serve_native(
                 settings,
                 self.totals,
                 listener=backend.transparent_listener(
@@ -774,71 +782,3 @@ def _runner(loop: str) -> Callable[[Coroutine[Any, Any, None]], None]:
         run: Callable[[Coroutine[Any, Any, None]], None] = uvloop.run
         return run
     return asyncio.run
-
-
-def _run_one(settings: ProxySettings) -> int:
-    """One proxy process until a stop signal: the exit status."""
-    # The stop signals' handlers as they were: Proxy.run ignores the signals
-    # once it stops serving, and they come back once its loop has closed.
-    previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
-    try:
-        _runner(settings.loop)(Proxy(settings, process=True).run())
-    except OSError as error:
-        # One write: with --workers, several workers may say it at once.
-        sys.stderr.write(f"wfpredirect proxy: {error}\n")
-        sys.stderr.flush()
-        return 1
-    finally:
-        for signum, handler in previous.items():
-            if handler is not None:
-                signal.signal(signum, handler)
-    return 0
-
-
-def run_proxy(settings: ProxySettings) -> int:
-    """Run until a stop signal (STOP_SIGNALS); the exit status."""
-    problem = (
-        this_platform.proxy_problem(
-            settings.loop_mark,
-            settings.mark_mask,
-            udp=settings.udp is not None,
-            transparent=settings.transparent or settings.keep_client_address,
-        )
-        or this_platform.workers_problem(settings.workers)
-        or this_platform.privileges_problem(settings.user)
-    )
-    if not problem and settings.workers > 1 and settings.port == 0:
-        problem = (
-            f"--workers {settings.workers} needs a fixed port (each worker binds the "
-            "same address with SO_REUSEPORT)"
-        )
-    try:
-        settings.relay = relay.choose_relay_path(settings.relay)
-        _runner(settings.loop)
-    except ValueError as error:
-        problem = problem or str(error)
-    if not problem:
-        # Each process of --workers has this limit, and these caps, its own.
-        settings.descriptors = this_platform.raise_descriptor_limit()
-        try:
-            capacity = plan(
-                settings.descriptors,
-                settings.relay,
-                settings.udp is not None,
-                settings.max_connections,
-                settings.max_udp_flows,
-            )
-        except ValueError as error:
-            problem = str(error)
-        else:
-            settings.max_connections = capacity.connections
-            settings.max_udp_flows = capacity.flows
-    if problem:
-        print(f"wfpredirect proxy: {problem}", file=sys.stderr)
-        return 2
-    log.configure(settings.log_level, settings.log_format)
-    if settings.workers > 1:
-        from ._workers import run_workers
-
-        return run_workers(settings, _run_one)
-    return _run_one(settings)
