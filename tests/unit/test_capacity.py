@@ -13,7 +13,6 @@ from wfpredirect.cli._capacity import Capacity, plan
     [
         # (1024 - 64) // 6: connections take everything without --udp.
         (1024, "native", False, (None, None), (160, 0)),
-        (1024, "splice", False, (None, None), (160, 0)),
         (1024, "streams", False, (None, None), (480, 0)),
         # A quarter of 960 for flows, the rest (720) for connections.
         (1024, "native", True, (None, None), (120, 240)),

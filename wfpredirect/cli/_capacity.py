@@ -2,7 +2,7 @@
 from its descriptor limit (docs/service.md, "Descriptors and capacity").
 
 A connection that could not get a descriptor would fail half-way (accept,
-connect or a splice pipe answering EMFILE); a cap below the limit makes the
+connect or a native relay's pipe answering EMFILE); a cap below the limit makes the
 proxy pause accepting instead, and drop new UDP flows, while every held
 connection keeps what it needs. HAProxy derives its maxconn from the limit
 the same way.
@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 #: Descriptors one relayed connection holds at most, by relay path: its two
-#: sockets, and on the zero-copy paths a pipe (two ends) for each direction.
-DESCRIPTORS_PER_CONNECTION = {"native": 6, "splice": 6, "protocol": 2, "streams": 2}
+#: sockets, and on the zero-copy path (native) a pipe (two ends) for each direction.
+DESCRIPTORS_PER_CONNECTION = {"native": 6, "protocol": 2, "streams": 2}
 #: A UDP flow holds its upstream socket (its reply socket, when it has one,
 #: is opened for each answer and closed at once).
 DESCRIPTORS_PER_FLOW = 1

@@ -14,8 +14,6 @@ Each platform module has:
 - ``run_demo(keep_running) -> int``: ``wfpredirect demo``;
 - ``proxy_problem(loop_mark, mark_mask, udp, transparent) -> str``: why
   ``wfpredirect proxy`` cannot start with these settings ("" when it can);
-- ``open_splice_pipe() -> SplicePipe | None``: a pipe for the splice
-  path's zero-copy relay (None: the path copies through a buffer);
 - ``workers_problem(workers) -> str``: why ``proxy --workers`` cannot run
   that many processes here ("" when it can);
 - ``start_worker(work) -> int``: a new process (its pid) that runs
@@ -54,25 +52,6 @@ if TYPE_CHECKING:
     from ._doctor import Finding
 
 
-class SplicePipe(Protocol):
-    """A non-blocking pipe that moves a socket's bytes without copying
-    them through user space (os.splice)."""
-
-    #: How many bytes it holds.
-    capacity: int
-
-    def fill(self, fd: int, size: int) -> int:
-        """Up to `size` bytes from socket `fd` into the pipe: how many (0 at
-        end of stream); BlockingIOError when none can move now."""
-        ...
-
-    def drain(self, fd: int, size: int) -> int:
-        """Up to `size` bytes from the pipe into socket `fd`: how many."""
-        ...
-
-    def close(self) -> None: ...
-
-
 class Platform(Protocol):
     relay_paths: tuple[str, ...]
 
@@ -81,7 +60,6 @@ class Platform(Protocol):
     def proxy_problem(
         self, loop_mark: int | None, mark_mask: int | None, udp: bool, transparent: bool
     ) -> str: ...
-    def open_splice_pipe(self) -> SplicePipe | None: ...
     def workers_problem(self, workers: int) -> str: ...
     def start_worker(self, work: Callable[[], int]) -> int: ...
     def watch_parent(self, parent: int) -> None: ...

@@ -37,6 +37,8 @@ from ..aio import (
 from . import _proxy_log as log
 from . import _relay as relay
 from ._platform import this_platform
+from ._relay_protocol import serve_protocol
+from ._relay_streams import serve_streams
 
 if TYPE_CHECKING:
     from ._relay_native import NativeServer
@@ -349,6 +351,11 @@ def sweep_interval(idle_timeout: float) -> float:
     return min(1.0, idle_timeout / 4)
 
 
+#: The Python relay paths' servers, by name (the native relay's is handed
+#: to the proxy: serve_native).
+SERVERS = {"protocol": serve_protocol, "streams": serve_streams}
+
+
 class Proxy:
     def __init__(
         self,
@@ -478,7 +485,7 @@ class Proxy:
             connection.abort()
             return
         # Keepalive on both sockets, but the client's where it came from
-        # the listener (relay._accepting).
+        # the listener (relay.accepting).
         for sock in connection.sockets()[1 if self.keepalive_inherited else 0 :]:
             relay.keep_alive(sock)
         self.totals.open += 1
@@ -696,7 +703,7 @@ class Proxy:
                 bound=self.end_binding,
             )
         else:
-            server = await relay.SERVERS[settings.relay](
+            server = await SERVERS[settings.relay](
                 self.handle_connection,
                 settings.host,
                 settings.port,
