@@ -47,6 +47,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from .._core import BACKEND
+from . import _platform_netfilter, _platform_unsupported, _platform_winsock
 
 if TYPE_CHECKING:
     from ._doctor import Finding
@@ -72,18 +73,10 @@ class Platform(Protocol):
     def end_binding(self) -> None: ...
 
 
-def _chosen() -> Platform:
-    if BACKEND == "netfilter":
-        from . import _platform_netfilter
-
-        return _platform_netfilter
-    if BACKEND == "winsock":
-        from . import _platform_winsock
-
-        return _platform_winsock
-    from . import _platform_unsupported
-
-    return _platform_unsupported
-
-
-this_platform: Platform = _chosen()
+#: Each backend's platform module (typed: each is checked against Platform).
+_BY_BACKEND: dict[str, Platform] = {
+    "netfilter": _platform_netfilter,
+    "winsock": _platform_winsock,
+    "unsupported": _platform_unsupported,
+}
+this_platform = _BY_BACKEND[BACKEND]

@@ -18,7 +18,6 @@ from .._marks import marks_problem, resolve_marks
 
 if TYPE_CHECKING:
     from ._doctor import Finding
-    from ._relay_native import RelayEngine
 
 #: The native relay first: the whole connection in the core (_relay_native),
 #: zero copies for bulk and no Python per connection but its line
@@ -132,37 +131,6 @@ def start_worker(work: Callable[[], int]) -> int:
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(status)
-    raise AssertionError(sys.platform)
-
-
-def open_relay_engine(
-    listeners: list[int],
-    *,
-    connect_timeout: float,
-    keep_client_address: bool,
-    loop_mark: int | None,
-    mark_mask: int | None,
-    backlog: int,
-    splice: bool = True,
-    idle_timeout: float | None = None,
-    max_connections: int | None = None,
-) -> RelayEngine:
-    """The native relay's engine on listening descriptors `listeners`
-    (owned by it from here on): _core.RelayEngine."""
-    if sys.platform == "linux":  # always here; says so to the type checker
-        from .._core import RelayEngine
-
-        return RelayEngine(
-            listeners,
-            connect_timeout=connect_timeout,
-            keep_client_address=keep_client_address,
-            loop_mark=loop_mark,
-            mark_mask=mark_mask,
-            backlog=backlog,
-            splice=splice,
-            idle_timeout=idle_timeout,
-            max_connections=max_connections,
-        )
     raise AssertionError(sys.platform)
 
 

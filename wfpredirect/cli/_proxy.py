@@ -22,7 +22,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from .._backend import backend
 from .._errors import RedirectError
@@ -39,12 +39,6 @@ from . import _relay as relay
 from ._platform import this_platform
 from ._relay_protocol import serve_protocol
 from ._relay_streams import serve_streams
-
-if TYPE_CHECKING:
-    from ._relay_native import NativeServer
-
-    #: _relay_native.serve_native's type.
-    ServeNative = Callable[..., Awaitable[NativeServer]]
 
 T = TypeVar("T")
 
@@ -349,6 +343,19 @@ def sweep_interval(idle_timeout: float) -> float:
     second; a connection is ended between idle_timeout and idle_timeout plus
     this after its last byte."""
     return min(1.0, idle_timeout / 4)
+
+
+class NativeServer(relay.Listening, Protocol):
+    """What the proxy asks of the native relay's server (_relay_native),
+    beyond a server's: its live totals, its open connections, its stop."""
+
+    def refresh(self) -> None: ...
+    def open_count(self) -> int: ...
+    async def stop(self, grace: float) -> None: ...
+
+
+#: _relay_native.serve_native's type.
+ServeNative = Callable[..., Awaitable[NativeServer]]
 
 
 #: The Python relay paths' servers, by name (the native relay's is handed

@@ -7,27 +7,23 @@ from __future__ import annotations
 
 import signal
 import sys
-from typing import TYPE_CHECKING
 
 from . import _proxy_log as log
 from . import _relay as relay
 from ._capacity import plan
 from ._platform import this_platform
-from ._proxy import STOP_SIGNALS, Proxy, ProxySettings, _runner
+from ._proxy import STOP_SIGNALS, Proxy, ProxySettings, ServeNative, _runner
 from ._workers import run_workers
-
-if TYPE_CHECKING:
-    from ._proxy import ServeNative
 
 
 def _native(settings: ProxySettings) -> ServeNative | None:
     """How the native path serves, when it is the one chosen (Linux's: its
     modules are loaded only then)."""
-    if settings.relay != "native":
-        return None
-    from ._relay_native import serve_native
+    if sys.platform == "linux" and settings.relay == "native":
+        from ._relay_native import serve_native
 
-    return serve_native
+        return serve_native
+    return None
 
 
 def _run_one(settings: ProxySettings) -> int:
