@@ -35,15 +35,10 @@ def package() -> Path:
 
 
 def loaded_by_the_library() -> list[str]:
-    result = subprocess.run(
-        [sys.executable, "-c", LOADED],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-        cwd=NEUTRAL_DIRECTORY if sys.platform != "win32" else None,
-    )
-    return result.stdout.split()
+    directory = NEUTRAL_DIRECTORY if sys.platform != "win32" else None
+    command = [sys.executable, "-c", LOADED]
+    output = subprocess.check_output(command, text=True, cwd=directory, timeout=60)
+    return output.split()
 
 
 def test_no_import_cycle() -> None:
