@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from .._backend import backend
+from .._capture import Capture
+from .._capture_targets import CaptureTarget
 from .._errors import RedirectError
 from .._marks import LOOP_MARK
 from .._records import Datagram, RedirectInfo
@@ -37,6 +39,7 @@ from ..aio import (
 from . import _proxy_log as log
 from . import _relay as relay
 from ._platform import this_platform
+from ._proxy_capture import capture_lines, install_capture, remove_capture
 from ._relay_protocol import serve_protocol
 from ._relay_streams import serve_streams
 
@@ -124,6 +127,10 @@ class ProxySettings:
     # Linux: the user to run as once listening (with only the capabilities
     # the options need).
     user: str | None = None
+    # Linux: what --capture sends to the proxy, and --capture-interface (a
+    # --workers parent holds it: its workers get none).
+    captures: tuple[CaptureTarget, ...] = ()
+    capture_interface: str | None = None
     # The descriptors this process may open, as run_proxy raised the limit
     # (0: not known, and no capacity line).
     descriptors: int = 0
@@ -390,6 +397,8 @@ class Proxy:
         # What keep_privileges kept: (capabilities, user), or None when
         # there was nothing to drop.
         self.kept: tuple[str, str] | None = None
+        # --capture's rules while they are installed.
+        self.capture: Capture | None = None
 
     def keep_privileges(self) -> None:
         """Before the sockets are bound, while no thread but this one runs
@@ -637,8 +646,19 @@ class Proxy:
         if self.process:
             loop.set_default_executor(concurrent.futures.ThreadPoolExecutor())
         try:
+            # Once the listeners are up, before the start lines; and before
+            # --user drops the privilege it takes.
+            if settings.captures:
+                self.capture = install_capture(
+                    settings.captures,
+                    settings.capture_interface,
+                    (settings.host, settings.port),
+                    settings.udp,
+                    settings.loop_mark,
+                )
             self.end_binding()
         except BaseException:
+            self.remove_capture()
             server.close()
             if udp_socket is not None:
                 udp_socket.close()
@@ -660,6 +680,9 @@ class Proxy:
         if endpoint is not None:
             host, port = endpoint.get_extra_info("sockname")[:2]
             say(log.LISTENING_UDP.line(host=host, port=port))
+        if self.capture is not None:
+            for line in capture_lines(self.capture):
+                say(line)
         if self.kept is not None:
             say(log.PRIVILEGES.line(capabilities=self.kept[0], user=self.kept[1]))
         # Last of the start lines (a --workers parent waits for it).
@@ -671,7 +694,17 @@ class Proxy:
                     flows=settings.max_udp_flows,
                 )
             )
-        await self._until_stopped(stop, server, endpoint, started)
+        try:
+            await self._until_stopped(stop, server, endpoint, started)
+        finally:
+            self.remove_capture()
+
+    def remove_capture(self) -> None:
+        """Remove --capture's rules (once), saying it when that fails."""
+        capture, self.capture = self.capture, None
+        if capture is not None:
+            for line in remove_capture(capture):
+                say(line)
 
     def _listener(self) -> socket.socket | None:
         """The listening socket made here rather than by the event loop, if
@@ -748,6 +781,8 @@ class Proxy:
         await asyncio.sleep(0)
         if endpoint is not None:
             endpoint.close()  # each open flow gets its line
+        # Nothing listens for what it would divert any more.
+        self.remove_capture()
         native = self.native
         open_connections = len(self.connections) + (native.open_count() if native else 0)
         say(log.STOPPING.line(open=open_connections, grace=settings.grace))

@@ -13,6 +13,7 @@ from . import _relay as relay
 from ._capacity import plan
 from ._platform import this_platform
 from ._proxy import STOP_SIGNALS, Proxy, ProxySettings, ServeNative, _runner
+from ._proxy_capture import capture_problem
 from ._workers import run_workers
 
 
@@ -47,7 +48,13 @@ def _run_one(settings: ProxySettings) -> int:
 
 def run_proxy(settings: ProxySettings) -> int:
     """Run until a stop signal (STOP_SIGNALS); the exit status."""
-    problem = (
+    problem = capture_problem(
+        settings.captures,
+        settings.capture_interface,
+        (settings.host, settings.port),
+        settings.udp,
+        settings.user,
+    ) or (
         this_platform.proxy_problem(
             settings.loop_mark,
             settings.mark_mask,
