@@ -71,14 +71,13 @@ KIB = 1024
 #: splicing options (splice both ways, as bench_proxy's "haproxy splice").
 CANDIDATES: list[tuple[str, str, list[str]]] = [
     ("wfpredirect (native)", "wfpredirect", []),
-    ("wfpredirect --relay splice", "wfpredirect", ["--relay", "splice"]),
     ("wfpredirect --relay protocol", "wfpredirect", ["--relay", "protocol"]),
     ("wfpredirect --relay streams", "wfpredirect", ["--relay", "streams"]),
     ("haproxy splice", "haproxy", ["option splice-request", "option splice-response"]),
 ]
 #: Descriptors one connection holds by relay path (wfpredirect/cli/_capacity.py),
 #: to skip a count the descriptor limit cannot hold.
-PER_CONNECTION = {"wfpredirect": 2, "wfpredirect --relay splice": 6, "haproxy": 2}
+PER_CONNECTION = {"wfpredirect": 2, "haproxy": 2}
 
 
 # ---- the origin (a process of its own) ----

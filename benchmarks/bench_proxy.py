@@ -77,11 +77,9 @@ PROXY_VARIANTS: list[tuple[str, list[str]]] = [
     ("wfpredirect", []),
     ("wfpredirect --relay streams", ["--relay", "streams"]),
     ("wfpredirect --relay protocol", ["--relay", "protocol"]),
-    ("wfpredirect --relay splice", ["--relay", "splice"]),
     ("wfpredirect --loop uvloop", ["--loop", "uvloop"]),
     ("wfpredirect --relay protocol --loop uvloop", ["--relay", "protocol", "--loop", "uvloop"]),
     ("wfpredirect --workers 2", ["--workers", "2"]),
-    ("wfpredirect --relay splice --workers 2", ["--relay", "splice", "--workers", "2"]),
 ]
 #: HAProxy's: (name, splicing, nbthread). Splicing "auto" is `option
 #: splice-auto`, whose heuristics (HAProxy 2.6) may never choose to splice on

@@ -168,7 +168,6 @@ def test_only_the_capabilities_the_options_need_are_kept(
     "way",
     [
         ("--relay", "native"),
-        ("--relay", "splice"),
         ("--relay", "protocol"),
         ("--relay", "streams"),
         # uvloop resolves addresses in threads of its own, which must not

@@ -15,8 +15,6 @@ from wfpredirect.cli._capacity import Capacity, plan
         # connection, its pool of 32 pipes in the reserve; connections take
         # everything without --udp.
         (1024, "native", False, (None, None), (448, 0, 32)),
-        # (1024 - 64) // 6: a pipe each way for each connection.
-        (1024, "splice", False, (None, None), (160, 0, 0)),
         (1024, "streams", False, (None, None), (480, 0, 0)),
         # A quarter of 896 for flows, the rest (672) for connections.
         (1024, "native", True, (None, None), (336, 224, 32)),

@@ -2,7 +2,7 @@
 from its descriptor limit (docs/service.md, "Descriptors and capacity").
 
 A connection that could not get a descriptor would fail half-way (accept,
-connect or a splice pipe answering EMFILE); a cap below the limit makes the
+connect or a native relay's pipe answering EMFILE); a cap below the limit makes the
 proxy pause accepting instead, and drop new UDP flows, while every held
 connection keeps what it needs. HAProxy derives its maxconn from the limit
 the same way.
@@ -13,11 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 #: Descriptors one relayed connection holds at most, by relay path: its two
-#: sockets, and on the splice path a pipe (two ends) for each direction. The
-#: native relay's pipes are the engine's pool, taken only while bytes are in
-#: flight (csrc/core/netfilter/relay_engine.hpp): counted once, in the
-#: reserve.
-DESCRIPTORS_PER_CONNECTION = {"native": 2, "splice": 6, "protocol": 2, "streams": 2}
+#: sockets. The native relay's pipes are the engine's pool, taken only while
+#: bytes are in flight (csrc/core/netfilter/relay_engine.hpp): counted once,
+#: in the reserve.
+DESCRIPTORS_PER_CONNECTION = {"native": 2, "protocol": 2, "streams": 2}
 #: The native relay's pipe pool (max_pipes of its RelaySettings): a
 #: direction streaming faster than its destination reads holds one while
 #: bytes are in it; with every one in use the others copy through the

@@ -10,10 +10,9 @@ from .._errors import UnsupportedError
 
 if TYPE_CHECKING:
     from ._doctor import Finding
-    from ._platform import SplicePipe
 
-#: The Proactor loop (Windows' default) has no add_reader, which the splice
-#: path needs: the streams path, as before, and the protocol path.
+#: The streams path, as before, and the protocol path (Windows lacks the
+#: native relay, which is Linux's).
 relay_paths: tuple[str, ...] = ("streams", "protocol")
 
 # On Windows a connection reaches a transparent proxy only through a WFP
@@ -64,10 +63,6 @@ def proxy_problem(
             "listener, an upstream bound to the client's address)"
         )
     return ""
-
-
-def open_splice_pipe() -> SplicePipe | None:
-    return None
 
 
 def workers_problem(workers: int) -> str:
