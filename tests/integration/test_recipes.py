@@ -279,6 +279,10 @@ def test_ctrl_c_removes_everything() -> None:
         text=True,
         env=script_environment(),
         cwd="/",
+        # A shell started with SIGINT ignored cannot trap it (POSIX), and a
+        # command started in the background by a non-interactive shell, as a
+        # CI runner may start this suite, inherits it ignored.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert process.stdout is not None
     printed = []

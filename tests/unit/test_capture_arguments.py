@@ -9,6 +9,7 @@ import ipaddress
 import pytest
 
 import wfpredirect
+from support import linux_only
 from wfpredirect import Capture, CaptureTarget, _nftables
 
 FORM = "(the form is [tcp:|udp:]ADDRESS[/PREFIX][:PORTS])"
@@ -151,9 +152,7 @@ def test_each_capture_has_its_own_table() -> None:
     assert first.table.startswith("wfpredirect_") and not first.installed
 
 
-@pytest.mark.skipif(
-    wfpredirect.BACKEND != "netfilter", reason="Linux: elsewhere no library is loaded"
-)
+@linux_only  # elsewhere no library is loaded
 def test_a_missing_libnftables_names_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
     # A library name that no system has, as when libnftables1 is not installed.
     monkeypatch.setattr(_nftables, "LIBRARY", "libnftables.so.0-missing")
