@@ -1,5 +1,5 @@
 """The Windows lane: the sdist built into a win_amd64 wheel by MSVC inside
-the official Windows CPython (3.10, 3.11 and 3.13) under Wine, installed
+the official Windows CPython (3.10, 3.11, 3.12 and 3.13) under Wine, installed
 into a fresh copy of that interpreter, and the Windows suite run there; on
 3.11 and 3.13 also the test build with the emulated callout.
 
@@ -11,6 +11,7 @@ sdist to build; without it the checkout's own is made first).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import subprocess
@@ -331,3 +332,19 @@ def test_a_hung_wine_command_is_stopped_and_run_once_more(
     environment = windows_lane.wine_environment(tmp_path / "prefix")
     with pytest.raises(windows_lane.LaneError, match="it ran past 1 s, twice"):
         windows_lane.run_wine(hanging, env=environment)
+
+
+def test_a_fetched_tarball_whose_digest_differs_fails_naming_its_address(tmp_path: Path) -> None:
+    """The "url" header source's check (3.12's tarball from Ubuntu's
+    archive), on a local file: its digest is taken and compared."""
+    tarball = tmp_path / "served" / "python3.12_3.12.3.orig.tar.xz"
+    tarball.parent.mkdir()
+    tarball.write_bytes(b"not the release tarball")
+    address = tarball.as_uri()
+    digest = hashlib.sha256(b"not the release tarball").hexdigest()
+    fetched = windows_lane.download_checked(address, digest, tmp_path / "good")
+    assert fetched.read_bytes() == b"not the release tarball"
+    pinned = windows_lane.UBUNTU_PYTHON_3_12_SHA256
+    with pytest.raises(windows_lane.LaneError) as raised:
+        windows_lane.download_checked(address, pinned, tmp_path / "bad")
+    assert str(raised.value) == f"{address} has sha256 {digest}, not the pinned {pinned}"
