@@ -5,7 +5,7 @@ and a relay written with the standard library only.
       For each connection: read one line holding a byte count N, send N
       bytes, close.
   python proxy_peers.py stdlib-relay HOST PORT
-      The reference proxy's work (wfpredirect/_proxy.py) with the stdlib:
+      The reference proxy's work (wfpredirect/cli/_proxy.py) with the stdlib:
       the original destination from getsockopt(SO_ORIGINAL_DST) and struct,
       the inbound mark from getsockopt(SO_MARK), the upstream mark set with
       setsockopt(SO_MARK) before connecting, the same copy loop with

@@ -5,53 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import platform
 import socket
 import struct
-import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ._backend_winsock import end_binding as end_binding
-from ._backend_winsock import hold_signals as hold_signals
-from ._backend_winsock import keep_privileges as keep_privileges
-
-# What only Linux has (IP_TRANSPARENT, splice, workers) is refused as on Windows.
+# What only Linux has (IP_TRANSPARENT) is refused as on Windows.
 from ._backend_winsock import make_transparent as make_transparent
-from ._backend_winsock import open_splice_pipe as open_splice_pipe
-from ._backend_winsock import privileges_problem as privileges_problem
-from ._backend_winsock import proxy_problem as proxy_problem
-from ._backend_winsock import raise_descriptor_limit as raise_descriptor_limit
-from ._backend_winsock import relay_paths as relay_paths
-from ._backend_winsock import start_worker as start_worker
 from ._backend_winsock import transparent_listener as transparent_listener
-from ._backend_winsock import watch_parent as watch_parent
-from ._backend_winsock import workers_problem as workers_problem
 from ._errors import UnsupportedError
-
-if TYPE_CHECKING:
-    from ._doctor import Finding
-
-
-def doctor_checks() -> list[Finding]:
-    from ._doctor import Finding
-
-    return [
-        Finding(
-            "platform",
-            platform.platform(),
-            problem=f"no backend for {sys.platform}: every wfpredirect call raises "
-            "UnsupportedError",
-            what_to_do="run the proxy on Linux (netfilter) or Windows (WFP)",
-        )
-    ]
-
-
-def run_demo(keep_running: bool) -> int:
-    print(
-        "wfpredirect has no backend on this platform: it redirects with netfilter on Linux "
-        "and with the Windows Filtering Platform on Windows."
-    )
-    return 1
 
 
 def prepare_reply_socket(sock: socket.socket) -> None:

@@ -87,7 +87,7 @@ if sys.platform == "linux":
     # Availability: Linux (the netfilter backend's own operation).
     def _prepare_datagram_reply_socket(sock: _Socket, /) -> None: ...
 
-    # Availability: Linux: the native relay (wfpredirect/_relay_native.py).
+    # Availability: Linux: the native relay (wfpredirect/cli/_relay_native.py).
     # A pybind11 class: its metaclass at run time is pybind11's, a subclass
     # of type with no stub of its own (stubtest wants one declared).
     class RelayEngine(metaclass=type):  # noqa: UP050 - declared for stubtest (above)

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from support import NEUTRAL_DIRECTORY
-from wfpredirect._proxy_log import message
+from wfpredirect.cli._proxy_log import message
 
 
 def proxy_command(*extra: str) -> list[str]:

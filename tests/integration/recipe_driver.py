@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from wfpredirect import _proxy_log as proxy_log
+from wfpredirect.cli import _proxy_log as proxy_log
 
 # What the sanitizer pass of .ci/run preloads (support.SANITIZER_VARIABLES;
 # this file runs on its own): the proxy needs it, the client's tools do not.

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from netns import run_in_netns
 from support import NEUTRAL_DIRECTORY, require_root, require_tool
-from wfpredirect import _proxy_log as proxy_log
-from wfpredirect._demo_netfilter import PROXY_LOG_PREFIX
+from wfpredirect.cli import _proxy_log as proxy_log
+from wfpredirect.cli._demo_netfilter import PROXY_LOG_PREFIX
 
 DEMO = [sys.executable, "-m", "wfpredirect", "demo"]
 

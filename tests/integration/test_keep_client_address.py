@@ -20,7 +20,7 @@ import pytest
 from netns import run_in_netns
 from processes import messages, running
 from support import NEUTRAL_DIRECTORY, project_file, require_tool
-from wfpredirect import _proxy_log as proxy_log
+from wfpredirect.cli import _proxy_log as proxy_log
 
 HERE = Path(__file__).resolve().parent
 CLIENT, GATEWAY_CLIENT_SIDE = "127.1.0.2", "127.1.0.1"

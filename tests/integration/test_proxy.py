@@ -26,8 +26,8 @@ from netns import run_in_netns
 from processes import messages, running
 from rules import LOOPING_RULES, redirect
 from support import NEUTRAL_DIRECTORY, require_tool, unavailable
-from wfpredirect import _proxy_log as proxy_log
-from wfpredirect._proxy_log import message
+from wfpredirect.cli import _proxy_log as proxy_log
+from wfpredirect.cli._proxy_log import message
 
 HERE = Path(__file__).resolve().parent
 RULES = redirect("ip", "127.0.0.2", 8080, 15001)

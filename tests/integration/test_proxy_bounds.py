@@ -27,8 +27,8 @@ from netns import run_in_netns
 from processes import messages, running
 from rules import LOOPING_RULES, redirect
 from support import NEUTRAL_DIRECTORY, linux_only, require_tool, unavailable
-from wfpredirect import _proxy_log as proxy_log
-from wfpredirect._proxy_log import message
+from wfpredirect.cli import _proxy_log as proxy_log
+from wfpredirect.cli._proxy_log import message
 
 pytestmark = linux_only
 
@@ -514,7 +514,7 @@ def test_asyncio_s_own_accept_loop_out_of_descriptors_is_a_throttled_line(
     import logging
     import resource
 
-    from wfpredirect import _proxy, _relay
+    from wfpredirect.cli import _proxy, _relay
 
     monkeypatch.setattr(_relay, "_own_acceptors", lambda: False)
 

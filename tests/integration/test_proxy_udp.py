@@ -21,8 +21,8 @@ from support import require_tool
 from test_aio_datagrams import UdpOrigin
 from test_datagrams import IPV4, ORIGIN_PORT, PROXY_PORT, route_marked_locally, tproxy_rules
 from test_proxy import PROXY_READY, proxy_command, stop
-from wfpredirect import _proxy_log as proxy_log
-from wfpredirect._proxy_log import message
+from wfpredirect.cli import _proxy_log as proxy_log
+from wfpredirect.cli._proxy_log import message
 
 UDP_READY = proxy_log.LISTENING_UDP.line(host="0.0.0.0", port=PROXY_PORT)
 FLOW_LINE = proxy_log.UDP_FLOW.pattern

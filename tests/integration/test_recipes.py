@@ -25,7 +25,7 @@ from support import (
     require_tool,
     sanitizer_environment,
 )
-from wfpredirect import _proxy_log as proxy_log
+from wfpredirect.cli import _proxy_log as proxy_log
 
 HERE = Path(__file__).resolve().parent
 NAME = "wfpr-recipes-test"

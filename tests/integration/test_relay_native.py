@@ -32,7 +32,7 @@ from netns import run_in_netns
 from processes import messages, running
 from rules import LOOPING_RULES, redirect
 from support import require_tool
-from wfpredirect import _proxy_log as proxy_log
+from wfpredirect.cli import _proxy_log as proxy_log
 
 if sys.platform != "linux":
     pytest.skip("the native relay is Linux's", allow_module_level=True)

@@ -20,7 +20,7 @@ import pytest
 from netns import run_in_netns
 from rules import redirect
 from support import unavailable
-from wfpredirect import _relay
+from wfpredirect.cli import _relay
 
 RULES = redirect("ip", "127.0.0.2", 8080, 15001)
 
@@ -187,7 +187,7 @@ def test_every_upstream_gets_tcp_nodelay(path: str, loop: str) -> None:
     Nagle delay on a small answer's second segment), on every Python path."""
     if loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
         unavailable("uvloop is not installed (.ci/run installs it)")
-    from wfpredirect import _proxy
+    from wfpredirect.cli import _proxy
 
     def body() -> dict[str, object]:
         seen: dict[str, object] = {}

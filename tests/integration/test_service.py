@@ -23,7 +23,7 @@ from rules import redirect
 from servers import Origin, exchange
 from support import NEUTRAL_DIRECTORY, require_tool, unavailable
 from test_privilege import require_both_capabilities, without_capabilities
-from wfpredirect import _proxy_log as proxy_log
+from wfpredirect.cli import _proxy_log as proxy_log
 
 READY = proxy_log.LISTENING.line(host="127.0.0.1", port=15001)
 RULES = redirect("ip", "127.0.0.2", 8080, 15001)

@@ -31,8 +31,8 @@ from processes import proxy_command
 from rules import redirect
 from servers import Origin, exchange
 from support import NEUTRAL_DIRECTORY, require_tool
-from wfpredirect import _proxy_log as proxy_log
-from wfpredirect._proxy_log import message
+from wfpredirect.cli import _proxy_log as proxy_log
+from wfpredirect.cli._proxy_log import message
 
 RULES = redirect("ip", "127.0.0.2", 8080, 15001)
 ORIGIN = ("127.0.0.2", 8080)
@@ -473,8 +473,8 @@ def test_a_worker_that_changed_its_user_still_ends_with_its_parent() -> None:
     """A change of user clears PR_SET_PDEATHSIG: without asking again, a
     worker outlives its killed parent (it ends by itself, 0); having asked
     again (watch_parent_again), it gets SIGTERM."""
-    from wfpredirect import _workers
-    from wfpredirect._backend import backend
+    from wfpredirect.cli import _workers
+    from wfpredirect.cli._platform import this_platform
 
     def attempt(again: bool) -> int:
         ready_read, ready_write = os.pipe()
@@ -494,7 +494,7 @@ def test_a_worker_that_changed_its_user_still_ends_with_its_parent() -> None:
                     time.sleep(OUTLIVES)
                     return 0
 
-                backend.start_worker(work)
+                this_platform.start_worker(work)
                 time.sleep(WAIT)
             finally:
                 os._exit(status)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from wfpredirect._capacity import Capacity, plan
+from wfpredirect.cli._capacity import Capacity, plan
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from support import NEUTRAL_DIRECTORY, linux_only
-from wfpredirect._proxy import ProxySettings, format_address, parse_address
+from wfpredirect.cli._proxy import ProxySettings, format_address, parse_address
 
 
 @pytest.mark.parametrize(
@@ -93,7 +93,7 @@ def test_version() -> None:
 
 def test_every_example_of_the_help_is_a_valid_command() -> None:
     """The examples `wfpredirect --help` shows parse as they are written."""
-    from wfpredirect.__main__ import EXAMPLES, parser
+    from wfpredirect.cli._main import EXAMPLES, parser
 
     commands = [
         line.strip().split("  ")[0].split()
@@ -134,11 +134,11 @@ def test_quiet_and_log_level_together_are_a_usage_error() -> None:
 def test_log_options_reach_the_proxy_settings(
     monkeypatch: pytest.MonkeyPatch, arguments: list[str], level: int, form: str
 ) -> None:
-    from wfpredirect import __main__
+    from wfpredirect.cli import _main
 
     given: list[ProxySettings] = []
-    monkeypatch.setattr(__main__, "run_proxy", lambda settings: given.append(settings) or 0)
-    assert __main__.main(["proxy", "--listen", "127.0.0.1:0", *arguments]) == 0
+    monkeypatch.setattr(_main, "run_proxy", lambda settings: given.append(settings) or 0)
+    assert _main.main(["proxy", "--listen", "127.0.0.1:0", *arguments]) == 0
     assert [(settings.log_level, settings.log_format) for settings in given] == [(level, form)]
 
 
@@ -163,10 +163,10 @@ def test_an_unknown_relay_path_is_a_usage_error() -> None:
 
 
 def test_a_relay_path_this_platform_lacks_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
-    from wfpredirect import _relay
-    from wfpredirect._backend import backend
+    from wfpredirect.cli import _relay
+    from wfpredirect.cli._platform import this_platform
 
-    monkeypatch.setattr(backend, "relay_paths", ("streams", "protocol"))
+    monkeypatch.setattr(this_platform, "relay_paths", ("streams", "protocol"))
     assert _relay.choose_relay_path("auto") == "streams"
     assert _relay.choose_relay_path("protocol") == "protocol"
     with pytest.raises(ValueError) as raised:
@@ -208,11 +208,11 @@ def test_uvloop_when_it_is_not_installed(tmp_path: Path) -> None:
 def test_keep_client_address_reaches_the_proxy_settings(
     monkeypatch: pytest.MonkeyPatch, arguments: list[str], keep: bool
 ) -> None:
-    from wfpredirect import __main__
+    from wfpredirect.cli import _main
 
     given: list[ProxySettings] = []
-    monkeypatch.setattr(__main__, "run_proxy", lambda settings: given.append(settings) or 0)
-    assert __main__.main(["proxy", "--listen", "127.0.0.1:0", *arguments]) == 0
+    monkeypatch.setattr(_main, "run_proxy", lambda settings: given.append(settings) or 0)
+    assert _main.main(["proxy", "--listen", "127.0.0.1:0", *arguments]) == 0
     assert [settings.keep_client_address for settings in given] == [keep]
 
 
@@ -269,11 +269,11 @@ def test_a_number_out_of_its_range_is_a_usage_error(option: str, value: str, all
 def test_limits_reach_the_proxy_settings(
     monkeypatch: pytest.MonkeyPatch, arguments: list[str], fields: dict[str, object]
 ) -> None:
-    from wfpredirect import __main__
+    from wfpredirect.cli import _main
 
     seen: list[ProxySettings] = []
-    monkeypatch.setattr(__main__, "run_proxy", lambda settings: seen.append(settings) or 0)
-    assert __main__.main(["proxy", "--listen", "127.0.0.1:0", *arguments]) == 0
+    monkeypatch.setattr(_main, "run_proxy", lambda settings: seen.append(settings) or 0)
+    assert _main.main(["proxy", "--listen", "127.0.0.1:0", *arguments]) == 0
     assert {name: getattr(seen[0], name) for name in fields} == fields
 
 

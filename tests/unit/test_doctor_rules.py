@@ -56,6 +56,6 @@ COMMIT
     ],
 )
 def test_unexempted_diversions(tool: str, text: str, expected: list[str]) -> None:
-    from wfpredirect._doctor_netfilter import unexempted_diversions
+    from wfpredirect.cli._doctor_netfilter import unexempted_diversions
 
     assert unexempted_diversions(tool, text, 0x40) == expected

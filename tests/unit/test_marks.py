@@ -138,7 +138,7 @@ GRAMMAR = [
 def test_one_grammar_for_variables_and_flags(text: str, expected: int | str) -> None:
     """The same text means the same mark, or is refused for the same
     reason, in WFPREDIRECT_LOOP_MARK, WFPREDIRECT_MARK_MASK and --loop-mark."""
-    from wfpredirect.__main__ import mark_number
+    from wfpredirect.cli._main import mark_number
 
     result = probe(WFPREDIRECT_LOOP_MARK=text, WFPREDIRECT_MARK_MASK=text)
     try:

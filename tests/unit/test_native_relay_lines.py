@@ -15,7 +15,7 @@ from support import linux_only
 from wfpredirect._errors import CAPABILITY_ADVICE, RedirectError
 
 if sys.platform == "linux":  # the native relay is Linux's
-    from wfpredirect import _proxy, _proxy_log, _relay_native
+    from wfpredirect.cli import _proxy, _proxy_log, _relay_native
 
 pytestmark = linux_only
 

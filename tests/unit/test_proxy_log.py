@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from support import project_file
-from wfpredirect import _proxy_log as log
+from wfpredirect.cli import _proxy_log as log
 
 # 2026-12-02 09:15:02.123 UTC.
 CREATED = 1796202902.123

@@ -1,4 +1,4 @@
-"""The proxy's connect timeout (wfpredirect._proxy._within): the awaited
+"""The proxy's connect timeout (wfpredirect.cli._proxy._within): the awaited
 value, asyncio.TimeoutError after the time, and a cancellation from outside
 passed on as such."""
 
@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from wfpredirect._proxy import _within
+from wfpredirect.cli._proxy import _within
 
 
 async def value_after(seconds: float) -> str:

@@ -16,8 +16,8 @@ from collections.abc import Iterator
 import pytest
 
 from support import linux_only
-from wfpredirect import _proxy, _relay
-from wfpredirect import _proxy_log as log
+from wfpredirect.cli import _proxy, _relay
+from wfpredirect.cli import _proxy_log as log
 
 
 @pytest.fixture

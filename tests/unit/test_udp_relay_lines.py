@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from wfpredirect import _proxy
-from wfpredirect import _proxy_log as log
 from wfpredirect._records import Datagram
+from wfpredirect.cli import _proxy
+from wfpredirect.cli import _proxy_log as log
 
 
 @pytest.fixture

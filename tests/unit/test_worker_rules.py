@@ -1,4 +1,4 @@
-"""The rules the --workers parent follows (wfpredirect._workers), apart
+"""The rules the --workers parent follows (wfpredirect.cli._workers), apart
 from the processes (tests/integration/test_workers.py runs those)."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from support import linux_only
-from wfpredirect._workers import describe, exit_status, report_interval, restart_delay
+from wfpredirect.cli._workers import describe, exit_status, report_interval, restart_delay
 
 
 def test_a_replacement_waits_1_s_doubling_to_30_s_and_again_1_s_after_a_steady_minute() -> None:

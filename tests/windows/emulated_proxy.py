@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from wfpredirect import _core
-from wfpredirect.__main__ import main
+from wfpredirect.cli._main import main
 
 ERROR_INSUFFICIENT_BUFFER = 122
 

@@ -33,13 +33,13 @@ import pytest
 import wfpredirect
 from support import project_file
 from wfpredirect import _core
-from wfpredirect._proxy_log import message
 from wfpredirect.aio import (
     RedirectDatagramProtocol,
     create_redirect_datagram_endpoint,
     open_upstream,
     start_redirect_server,
 )
+from wfpredirect.cli._proxy_log import message
 
 pytestmark = [
     pytest.mark.skipif(

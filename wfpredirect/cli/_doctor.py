@@ -1,6 +1,6 @@
 """``python -m wfpredirect doctor``: what this machine offers a transparent
-proxy, and for each problem what to do. The checks are the backend's
-(_backend: _doctor_netfilter, _doctor_winsock); this module runs and prints
+proxy, and for each problem what to do. The checks are the platform's
+(_platform: _doctor_netfilter, _doctor_winsock); this module runs and prints
 them."""
 
 from __future__ import annotations
@@ -12,8 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from ._backend import backend
-from ._core import BACKEND
+from .._core import BACKEND
 
 
 @dataclass
@@ -60,15 +59,16 @@ def query_failed(name: str, error: Exception) -> Finding:
     )
 
 
-def run_doctor() -> int:
-    """Print the report; exit status 0 without problems, else 1."""
-    from . import __version__
+def run_doctor(checks: Callable[[], list[Finding]]) -> int:
+    """Print the report, the platform's `checks` after what every platform
+    says; exit status 0 without problems, else 1."""
+    from .. import __version__
 
     findings = [
         Finding("backend", BACKEND),
         Finding("wfpredirect", __version__),
         Finding("python", f"{platform.python_version()} ({sys.executable})"),
-        *backend.doctor_checks(),
+        *checks(),
     ]
     width = max(len(finding.name) for finding in findings)
     for finding in findings:

@@ -11,11 +11,11 @@ between the client and its upstream (``wfpredirect proxy --relay``).
 - ``splice``: the non-blocking sockets watched with loop.add_reader and
   add_writer, the bytes moved with os.splice through a pipe (raised to
   PIPE_SIZE where the system permits) without entering user space; where
-  splice is not possible (no pipe from the backend, or the kernel answers
+  splice is not possible (no pipe from the platform, or the kernel answers
   EINVAL) a plain recv/send copy through one buffer. Needs a loop with
   add_reader (the selector loops, uvloop).
 
-Which paths this platform has, and which ``auto`` picks, is the backend's
+Which paths this platform has, and which ``auto`` picks, is the platform's (_platform)
 ``relay_paths``. Every path keeps the same behaviour: back-pressure (a slow
 reader slows its writer), a half-close passed on (shutdown of one direction
 reaches the other end while the other direction goes on), the exact byte
@@ -46,16 +46,17 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
+from .. import _upstream as upstream
+from .._addresses import Address
+from .._backend import backend
+from .._errors import RedirectError
+from .._loops import Endpoint, forget_upstream, remember_upstream
+from .._records import RedirectInfo
+from ..aio import judge_connection, open_upstream, redirect_stream_callback
 from . import _proxy_log as log
-from . import _upstream as upstream
-from ._addresses import Address
-from ._backend import SplicePipe, backend
-from ._errors import RedirectError
-from ._loops import Endpoint, forget_upstream, remember_upstream
-from ._records import RedirectInfo
-from .aio import judge_connection, open_upstream, redirect_stream_callback
+from ._platform import SplicePipe, this_platform
 
-#: Every relay path's name; ``auto`` is the backend's first (backend.relay_paths).
+#: Every relay path's name; ``auto`` is the platform's first (this_platform.relay_paths).
 #: ``native`` (Linux) is _relay_native's: the whole connection in the core.
 RELAY_PATHS = ("splice", "protocol", "streams", "native")
 
@@ -140,9 +141,9 @@ class Listening(Protocol):
 
 
 def choose_relay_path(requested: str) -> str:
-    """The path for ``--relay requested`` here ("auto": the backend's
+    """The path for ``--relay requested`` here ("auto": the platform's
     first); ValueError saying what this platform has otherwise."""
-    paths = backend.relay_paths
+    paths = this_platform.relay_paths
     if requested == "auto":
         return paths[0]
     if requested not in paths:
@@ -839,7 +840,7 @@ def _take_pipe() -> SplicePipe | None:
     if _spare_pipes:
         return _spare_pipes.pop()
     try:
-        return backend.open_splice_pipe()
+        return this_platform.open_splice_pipe()
     except OSError:
         return None
 

@@ -24,19 +24,20 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import _proxy_log as log
-from . import _relay as relay
-from ._backend import backend
-from ._capacity import plan
-from ._errors import RedirectError
-from ._marks import LOOP_MARK
-from ._records import Datagram, RedirectInfo
-from .aio import (
+from .._backend import backend
+from .._errors import RedirectError
+from .._marks import LOOP_MARK
+from .._records import Datagram, RedirectInfo
+from ..aio import (
     DatagramFlow,
     RedirectDatagramEndpoint,
     RedirectDatagramProtocol,
     create_redirect_datagram_endpoint,
 )
+from . import _proxy_log as log
+from . import _relay as relay
+from ._capacity import plan
+from ._platform import this_platform
 
 if TYPE_CHECKING:
     from ._relay_native import NativeServer
@@ -109,7 +110,7 @@ class ProxySettings:
     log_format: str = "text"
     # Linux: bind each upstream to the client's address (IP_TRANSPARENT).
     keep_client_address: bool = False
-    # How the bytes move (_relay.RELAY_PATHS, or "auto": the backend's first).
+    # How the bytes move (_relay.RELAY_PATHS, or "auto": the platform's first).
     relay: str = "auto"
     # Processes, each with its own SO_REUSEPORT listener (Linux; _workers).
     workers: int = 1
@@ -306,11 +307,11 @@ after_user_change: Callable[[], None] | None = None
 
 
 def keep_privileges(settings: ProxySettings, starting: bool = False) -> tuple[str, str] | None:
-    """Keep only the capabilities `settings` need (backend.keep_privileges):
+    """Keep only the capabilities `settings` need (this_platform.keep_privileges):
     a proxy's, before it binds; with `starting`, a ``--workers`` parent's,
     which binds nothing but must start replacement workers that do."""
     ports = [settings.port] + ([settings.udp[1]] if settings.udp is not None else [])
-    return backend.keep_privileges(
+    return this_platform.keep_privileges(
         settings.transparent or settings.keep_client_address or settings.udp is not None,
         settings.user,
         relaying=not starting,
@@ -378,7 +379,7 @@ class Proxy:
     def end_binding(self) -> None:
         """The sockets are bound: CAP_NET_BIND_SERVICE goes, if it was kept."""
         if self.process:
-            backend.end_binding()
+            this_platform.end_binding()
             if self.settings.user is not None and after_user_change is not None:
                 after_user_change()
 
@@ -577,7 +578,7 @@ class Proxy:
                 signal.signal(signum, request_stop)
         # A --workers worker starts with them held (_workers): one sent
         # meanwhile is a stop request now.
-        backend.hold_signals(STOP_SIGNALS, False)
+        this_platform.hold_signals(STOP_SIGNALS, False)
         # asyncio's own errors (its accept loop out of descriptors, above
         # all) as the proxy's lines: in its format, throttled, no traceback.
         loop.set_exception_handler(self.loop_exception)
@@ -797,14 +798,14 @@ def _run_one(settings: ProxySettings) -> int:
 def run_proxy(settings: ProxySettings) -> int:
     """Run until a stop signal (STOP_SIGNALS); the exit status."""
     problem = (
-        backend.proxy_problem(
+        this_platform.proxy_problem(
             settings.loop_mark,
             settings.mark_mask,
             udp=settings.udp is not None,
             transparent=settings.transparent or settings.keep_client_address,
         )
-        or backend.workers_problem(settings.workers)
-        or backend.privileges_problem(settings.user)
+        or this_platform.workers_problem(settings.workers)
+        or this_platform.privileges_problem(settings.user)
     )
     if not problem and settings.workers > 1 and settings.port == 0:
         problem = (
@@ -818,7 +819,7 @@ def run_proxy(settings: ProxySettings) -> int:
         problem = problem or str(error)
     if not problem:
         # Each process of --workers has this limit, and these caps, its own.
-        settings.descriptors = backend.raise_descriptor_limit()
+        settings.descriptors = this_platform.raise_descriptor_limit()
         try:
             capacity = plan(
                 settings.descriptors,

@@ -8,9 +8,9 @@ import ctypes
 import platform
 import sys
 
-from ._core import original_destination, query_redirect_records
+from .._core import original_destination, query_redirect_records
+from .._errors import NotRedirectedError, UnsupportedError
 from ._doctor import Finding, query_failed, test_connection_error
-from ._errors import NotRedirectedError, UnsupportedError
 
 
 def _build() -> Finding:

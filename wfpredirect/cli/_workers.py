@@ -17,7 +17,7 @@ leaves its totals up to its last report in the sums. The UDP relay
 The parent supervises:
 
 - a worker gets SIGTERM when the parent ends, even by SIGKILL
-  (backend.watch_parent), and then stops as on any stop signal;
+  (this_platform.watch_parent), and then stops as on any stop signal;
 - a worker that ends while the proxy runs is named (a ``worker_died``
   line) and replaced after a back-off (restart_delay); the replacement
   binds the same address;
@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING
 
 from . import _proxy
 from . import _proxy_log as log
-from ._backend import backend
+from ._platform import this_platform
 
 if TYPE_CHECKING:
     from ._proxy import ProxySettings
@@ -156,7 +156,7 @@ def watch_parent_again() -> None:
     PR_SET_PDEATHSIG): SIGTERM again when the parent ends. Nothing in any
     other process."""
     if parent is not None:
-        backend.watch_parent(parent)
+        this_platform.watch_parent(parent)
 
 
 def _noted(signum: int, frame: object) -> None:
@@ -189,12 +189,12 @@ def _work(
     stay held until the proxy has its handlers (_proxy.Proxy.run)."""
     global parent
     forget_parent()
-    parent = os.getppid()  # the one start_worker has checked (backend.watch_parent)
+    parent = os.getppid()  # the one start_worker has checked (this_platform.watch_parent)
     signal.set_wakeup_fd(-1)
     watched = _watched()
     for signum in watched:
         signal.signal(signum, signal.SIG_DFL)
-    backend.hold_signals(watched[-1:], False)  # SIGCHLD
+    this_platform.hold_signals(watched[-1:], False)  # SIGCHLD
     _proxy.worker_channel = _Channel(channel).offer
     # Becoming --user clears PR_SET_PDEATHSIG: the proxy asks again then.
     _proxy.after_user_change = watch_parent_again
@@ -307,9 +307,9 @@ class _Parent:
         watched = _watched()
         # Held across the fork: the worker starts with them held, and its
         # inherited handlers never run.
-        backend.hold_signals(watched, True)
+        this_platform.hold_signals(watched, True)
         try:
-            pid = backend.start_worker(
+            pid = this_platform.start_worker(
                 functools.partial(
                     _work,
                     self.run_one,
@@ -323,7 +323,7 @@ class _Parent:
             raise
         finally:
             os.close(write_end)
-            backend.hold_signals(watched, False)
+            this_platform.hold_signals(watched, False)
         worker = _Worker(number, pid, read_end, time.monotonic())
         slot.worker = worker
         self.by_channel[read_end] = worker

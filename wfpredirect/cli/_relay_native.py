@@ -23,13 +23,14 @@ import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from .._addresses import Address
+from .._backend_netfilter import transparent_error
+from .._errors import RedirectError, renamed
+from ..aio import say_loop_refused, say_unreadable
 from . import _proxy
 from . import _proxy_log as log
-from ._addresses import Address
-from ._backend_netfilter import open_relay_engine, transparent_error
-from ._errors import RedirectError, renamed
+from ._platform_netfilter import open_relay_engine
 from ._relay import connect_failed, make_listeners, say_accept_paused
-from .aio import say_loop_refused, say_unreadable
 
 #: A relayed connection's code when the stop cut it (kCutAtShutdown).
 CUT_AT_SHUTDOWN = -1

@@ -23,11 +23,11 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
+from .._backend_netfilter import SO_MARK
+from .._marks import LOOP_MARK
+from .._socket import RedirectSocket
 from . import _proxy_log as proxy_log
-from ._backend_netfilter import SO_MARK
 from ._doctor_netfilter import process_status
-from ._marks import LOOP_MARK
-from ._socket import RedirectSocket
 
 CLONE_NEWNET = 0x40000000  # linux/sched.h
 PR_SET_PDEATHSIG = 1  # linux/prctl.h

@@ -13,10 +13,10 @@ import struct
 import subprocess
 import sys
 
-from ._core import original_destination
+from .._core import original_destination
+from .._errors import CAPABILITY_ADVICE, NotRedirectedError
+from .._marks import LOOP_MARK, MARK_MASK, marks_problem
 from ._doctor import Finding, query_failed, test_connection_error
-from ._errors import CAPABILITY_ADVICE, NotRedirectedError
-from ._marks import LOOP_MARK, MARK_MASK, marks_problem
 
 CAP_NET_ADMIN = 12  # linux/capability.h
 CAP_NET_RAW = 13
