@@ -132,7 +132,7 @@ RUN_OPTIONS = [
         "how the bytes move: splice (Linux: os.splice through a pipe, zero-copy), "
         "protocol (asyncio Protocols), streams (asyncio streams), native (Linux: the "
         "whole connection in the C++ core, its own loop in a thread); auto: native on "
-        "Linux, streams on Windows",
+        "Linux, protocol on Windows",
     ),
     ("--loop", EVENT_LOOPS, "the event loop (uvloop when installed)"),
 ]
