@@ -348,3 +348,33 @@ def test_a_fetched_tarball_whose_digest_differs_fails_naming_its_address(tmp_pat
     with pytest.raises(windows_lane.LaneError) as raised:
         windows_lane.download_checked(address, pinned, tmp_path / "bad")
     assert str(raised.value) == f"{address} has sha256 {digest}, not the pinned {pinned}"
+
+
+def test_wine_run_runs_a_benchmark_inside_windows_cpython(
+    sdist: Path, lane: tuple[Path, windows_lane.Msvc], tmp_path: Path
+) -> None:
+    """benchmarks/wine_run.py as docs/performance.md shows it: the sdist's
+    wheel built by MSVC inside Windows CPython 3.11, and
+    bench_windows_relay.py run there under Wine, on a small load."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "benchmarks/wine_run.py",
+            "--sdist",
+            str(sdist),
+            "benchmarks/bench_windows_relay.py",
+            *("--rounds", "1", "--connections", "3", "--download-mib", "1"),
+            *("--output", windows_lane.windows_path(tmp_path)),
+        ],
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=windows_lane.TOOL_TIMEOUT,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].endswith("on the Proactor loop (Wine, not Windows)"), result.stdout
+    assert lines[1].startswith("CPython 3.11."), result.stdout
+    assert (tmp_path / "windows_relay-wine.txt").read_text() == result.stdout
