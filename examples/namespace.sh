@@ -6,8 +6,12 @@
 #
 # Usage: examples/namespace.sh [OPTIONS] [-- COMMAND...]     (as root)
 #
-#   --rules nft|iptables    the rule language (default nft; iptables is
-#                           iptables-nft, Debian's `iptables` package)
+#   --rules nft|iptables|capture
+#                           the rule language (default nft; iptables is
+#                           iptables-nft, Debian's `iptables` package), or
+#                           capture: no rules here, the proxy's --capture
+#                           installs its own while it runs (cases local,
+#                           gateway and tproxy-udp, --exempt mark)
 #   --family 4|6            IPv4 or IPv6 (default 4)
 #   --case CASE             local       REDIRECT in OUTPUT: connections this host makes
 #                           gateway     REDIRECT in PREROUTING: connections arriving
@@ -30,8 +34,9 @@
 #   WFPR_PROXY         the proxy's command line
 #   WFPR_CLIENT        the client's command line (run it in WFPR_CLIENT_NETNS)
 #
-# Refused (exit status 2, with the reason): --family 6 --case gateway, and
-# --exempt owner with any case but local. docs/recipes.md explains each case.
+# Refused (exit status 2, with the reason): --family 6 --case gateway,
+# --exempt owner with any case but local, and --rules capture with
+# --case tproxy-tcp or --exempt owner. docs/recipes.md explains each case.
 set -euo pipefail
 
 readonly program=namespace.sh
@@ -78,7 +83,7 @@ while (($#)); do
     esac
 done
 
-[[ $rules == nft || $rules == iptables ]] || refuse "--rules is nft or iptables, not '$rules'"
+[[ $rules =~ ^(nft|iptables|capture)$ ]] || refuse "--rules is nft, iptables or capture, not '$rules'"
 [[ $family == 4 || $family == 6 ]] || refuse "--family is 4 or 6, not '$family'"
 [[ $case =~ ^(local|gateway|tproxy-tcp|tproxy-udp)$ ]] ||
     refuse "--case is local, gateway, tproxy-tcp or tproxy-udp, not '$case'"
@@ -97,9 +102,19 @@ if [[ $exempt == owner && $case != local ]]; then
     refuse "--exempt owner works with --case local only: in PREROUTING a packet has no\
  local socket, so there is no owner to match (meta skuid, -m owner); use --exempt mark"
 fi
+if [[ $rules == capture && $case == tproxy-tcp ]]; then
+    refuse "--rules capture diverts TCP with REDIRECT (--case local or gateway) and UDP with\
+ TPROXY (--case tproxy-udp): --case tproxy-tcp needs --rules nft or iptables"
+fi
+if [[ $rules == capture && $exempt == owner ]]; then
+    refuse "--rules capture exempts the proxy's traffic by its loop mark: use --exempt mark"
+fi
 ((EUID == 0)) || refuse "needs root (network namespaces and rules): sudo $0 $*"
 needed=(ip nsenter python3)
-[[ $rules == nft ]] && needed+=(nft) || needed+=("$([[ $family == 4 ]] && echo iptables || echo ip6tables)")
+case $rules in
+    nft) needed+=(nft) ;;
+    iptables) needed+=("$([[ $family == 4 ]] && echo iptables || echo ip6tables)") ;;
+esac
 [[ $exempt == owner ]] && needed+=(setpriv)
 for tool in "${needed[@]}"; do
     command -v "$tool" >/dev/null || refuse "needs $tool, which is not on PATH"
@@ -315,11 +330,13 @@ fi
 if [[ $rules == nft ]]; then
     loaded=$(nft_rules)
     in_namespace "$name" nft -f - <<<"$loaded"
-else
+elif [[ $rules == iptables ]]; then
     loaded=$(iptables_rules)
     run_lines "$name" <<<"$loaded"
+else
+    loaded="none: the proxy's --capture installs them, and they go with it"
 fi
-if [[ $case == tproxy-* ]]; then
+if [[ $case == tproxy-* && $rules != capture ]]; then
     routing=$(tproxy_routing)
     run_lines "$name" <<<"$routing"
     loaded+=$'\n'$routing
@@ -380,6 +397,18 @@ case $case in
     tproxy-tcp) proxy_flags="--listen $listen_any:$proxy_port --transparent" ;;
     tproxy-udp) proxy_flags="--listen $listen:$proxy_port --udp $listen_any:$udp_proxy_port" ;;
 esac
+# [capture]
+# The one-command way: the proxy diverts what it relays itself, in a table
+# that goes with it (docs/recipes.md).
+if [[ $rules == capture ]]; then
+    if [[ $case == tproxy-udp ]]; then
+        proxy_flags+=" --capture udp:$url_host:$udp_port"
+    else
+        proxy_flags+=" --capture tcp:$url_host:$tcp_port"
+    fi
+    [[ $case == gateway ]] && proxy_flags+=" --capture-interface $gateway_end"
+fi
+# [/capture]
 export WFPR_NETNS=$name WFPR_CLIENT_NETNS=$client_ns
 export WFPR_PROXY="${wfpredirect:-wfpredirect} proxy $proxy_flags --loop-mark $loop_mark"
 if [[ $case == tproxy-udp ]]; then

@@ -19,6 +19,8 @@ except ImportError as _error:
         # `python -m wfpredirect` in such a tree: the message, not a traceback.
         raise SystemExit(str(_problem)) from None
     raise _problem from _error
+from ._capture import Capture
+from ._capture_targets import CaptureTarget
 from ._core import (
     BACKEND,
     IP_WFP_REDIRECT_CONTEXT,
@@ -70,6 +72,8 @@ __all__ = [
     "SIO_QUERY_WFP_CONNECTION_REDIRECT_RECORDS",
     "SIO_SET_WFP_CONNECTION_REDIRECT_RECORDS",
     "BufferTooSmallError",
+    "Capture",
+    "CaptureTarget",
     "Datagram",
     "NotRedirectedError",
     "RedirectError",

@@ -69,10 +69,18 @@ ACCEPTED = [
 ACCEPTED += [
     Case(rules, family, "local", "owner") for rules in ("nft", "iptables") for family in "46"
 ]
+# The one-command way: the proxy's --capture instead of rules.
+ACCEPTED += [
+    Case("capture", family, case)
+    for family in "46"
+    for case in ("local", "gateway", "tproxy-udp")
+    if (family, case) != ("6", "gateway")
+]
 # The proxy's flag and the rules follow --loop-mark together.
 ACCEPTED += [
     Case("nft", "4", "local", loop_mark="0x80"),
     Case("iptables", "4", "tproxy-udp", loop_mark="0x80"),
+    Case("capture", "4", "tproxy-udp", loop_mark="0x80"),
 ]
 
 GATEWAY_V6 = (
@@ -85,12 +93,21 @@ OWNER_OUTSIDE_OUTPUT = (
     "namespace.sh: --exempt owner works with --case local only: in PREROUTING a packet has no "
     "local socket, so there is no owner to match (meta skuid, -m owner); use --exempt mark"
 )
+CAPTURE_TPROXY_TCP = (
+    "namespace.sh: --rules capture diverts TCP with REDIRECT (--case local or gateway) and UDP "
+    "with TPROXY (--case tproxy-udp): --case tproxy-tcp needs --rules nft or iptables"
+)
+CAPTURE_OWNER = (
+    "namespace.sh: --rules capture exempts the proxy's traffic by its loop mark: use --exempt mark"
+)
 REFUSED = [
     (Case("nft", "6", "gateway"), GATEWAY_V6),
     (Case("iptables", "6", "gateway"), GATEWAY_V6),
     (Case("nft", "4", "gateway", "owner"), OWNER_OUTSIDE_OUTPUT),
     (Case("iptables", "4", "tproxy-tcp", "owner"), OWNER_OUTSIDE_OUTPUT),
     (Case("nft", "6", "tproxy-udp", "owner"), OWNER_OUTSIDE_OUTPUT),
+    (Case("capture", "4", "tproxy-tcp"), CAPTURE_TPROXY_TCP),
+    (Case("capture", "4", "local", "owner"), CAPTURE_OWNER),
 ]
 
 
@@ -100,7 +117,7 @@ def script(case: Case) -> list[str]:
     tools = ["ip", "nsenter", "python3", "curl"]
     if case.rules == "nft":
         tools.append("nft")
-    else:
+    elif case.rules == "iptables":
         tools.append("iptables" if case.family == "4" else "ip6tables")
     if case.exempt == "owner":
         tools.append("setpriv")

@@ -107,6 +107,7 @@ def test_every_example_of_the_help_is_a_valid_command() -> None:
         ["wfpredirect", "proxy"],
         ["wfpredirect", "proxy"],
         ["wfpredirect", "proxy"],
+        ["wfpredirect", "proxy"],
     ]
     for command in commands:
         parser().parse_args(command[1:])

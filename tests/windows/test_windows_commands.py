@@ -132,3 +132,20 @@ def test_proxy_refuses_what_only_linux_has(flag: str) -> None:
         "wfpredirect proxy: --transparent and --keep-client-address are Linux's "
         "(IP_TRANSPARENT: a TPROXY listener, an upstream bound to the client's address)\n",
     )
+
+
+def test_capture_is_refused_with_where_to_read_why() -> None:
+    """--capture installs nftables rules: on Windows there is nothing to
+    install without a callout driver."""
+    completed = subprocess.run(
+        [sys.executable, "-m", "wfpredirect", "proxy", "--listen", "127.0.0.1:15001",
+         "--capture", "tcp:127.0.0.2:8080"],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False,
+        cwd=NEUTRAL_DIRECTORY, timeout=120,
+    )  # fmt: skip
+    assert (completed.returncode, completed.stdout, completed.stderr) == (
+        2,
+        "",
+        "wfpredirect proxy: --capture: Windows has no rules to install without a callout "
+        "driver (see docs/windows.md)\n",
+    )

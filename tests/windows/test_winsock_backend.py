@@ -8,6 +8,7 @@ another class, with the raw code kept in `winerror`.
 
 from __future__ import annotations
 
+import errno
 import socket
 import sys
 from collections.abc import Iterator
@@ -127,3 +128,16 @@ def test_reset_on_close_sets_windows_linger_struct(
     assert accepted.getsockopt(socket.SOL_SOCKET, socket.SO_LINGER, 4) == b"\x01\x00\x00\x00"
     accepted.close()
     backend.reset_on_close(accepted)  # closed: nothing, no error
+
+
+def test_a_capture_is_refused_with_where_to_read_why() -> None:
+    """Nothing to install on Windows without a callout driver (docs/windows.md)."""
+    capture = wfpredirect.Capture("tcp:127.0.0.2:8080", tcp_port=15001)
+    with pytest.raises(wfpredirect.UnsupportedError) as refused:
+        capture.install()
+    assert refused.value.errno == errno.EOPNOTSUPP
+    assert refused.value.strerror == (
+        "a capture installs nftables rules: Linux only (Windows has nothing to install "
+        "without a callout driver: see docs/windows.md)"
+    )
+    assert not capture.installed

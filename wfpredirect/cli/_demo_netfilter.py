@@ -1,8 +1,10 @@
 """The demo on Linux, as root: this process moves into a new network
-namespace of its own (so everything it creates vanishes with it), loads an
-nft redirect, starts an HTTP origin and ``python -m wfpredirect proxy``,
-shows one connection's redirect state and the loop that the records prevent,
-then drives HTTP clients through the proxy and checks every answer."""
+namespace of its own (so everything it creates vanishes with it), captures
+the origin's traffic (wfpredirect.Capture: an nftables table that goes with
+the process holding it), starts an HTTP origin, shows one connection's
+redirect state and the loop that the records prevent, hands the capture to
+``python -m wfpredirect proxy --capture``, then drives HTTP clients through
+the proxy and checks every answer."""
 
 from __future__ import annotations
 
@@ -24,7 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from .._backend_netfilter import SO_MARK
+from .._capture import Capture
+from .._capture_routes import capture_tables
+from .._errors import UnsupportedError
 from .._marks import LOOP_MARK
+from .._nftables import Nftables, load_library
 from .._socket import RedirectSocket
 from . import _proxy_log as proxy_log
 from ._doctor_netfilter import process_status
@@ -40,14 +46,7 @@ PROXY_LOG_PREFIX = "proxy | "
 REQUESTS = 20
 CLIENTS = 4
 STEPS = 6
-NFT_RULE = f"""table ip wfpredirect_demo {{
-  chain out {{
-    type nat hook output priority -100;
-    meta mark & {LOOP_MARK:#x} == {LOOP_MARK:#x} return
-    ip daddr {ORIGIN[0]} tcp dport {ORIGIN[1]} redirect to :{PROXY[1]}
-  }}
-}}
-"""
+CAPTURE = f"tcp:{ORIGIN[0]}:{ORIGIN[1]}"
 
 _output_lock = threading.Lock()
 
@@ -82,9 +81,12 @@ def _missing_requirements() -> list[str]:
             "the demo needs root: it creates a network namespace and loads an nft rule. "
             f"Run it as: sudo {sys.executable} -m wfpredirect demo"
         )
-    for tool, package in (("nft", "nftables"), ("ip", "iproute2")):
-        if shutil.which(tool) is None:
-            problems.append(f"the command {tool!r} is missing: apt-get install {package}")
+    if shutil.which("ip") is None:
+        problems.append("the command 'ip' is missing: apt-get install iproute2")
+    try:
+        load_library()
+    except UnsupportedError as error:
+        problems.append(str(error.strerror))
     return problems
 
 
@@ -237,13 +239,14 @@ def _demo(site: Path, stack: ExitStack, keep_running: bool) -> int:
         f"a network namespace of this process alone, {namespace}: only a loopback "
         "interface; it disappears when the demo ends",
     )
-    subprocess.run(["nft", "-f", "-"], input=NFT_RULE, text=True, check=True)
+    capture = stack.enter_context(Capture(CAPTURE, tcp_port=PROXY[1]))
     step(
         2,
-        f"an nft rule sends connections for {ORIGIN[0]}:{ORIGIN[1]} to the proxy on port "
-        f"{PROXY[1]}, except those carrying the loop mark {LOOP_MARK:#x}:",
+        f"a capture (wfpredirect.Capture) sends connections for {ORIGIN[0]}:{ORIGIN[1]} to "
+        f"port {PROXY[1]}, except those carrying the loop mark {LOOP_MARK:#x}: an nftables "
+        "table that the kernel removes with the process holding it",
     )
-    for line in NFT_RULE.splitlines():
+    for line in capture.ruleset.splitlines():
         say(line, 6)
     pages = _make_site(site)
     origin = stack.enter_context(
@@ -282,7 +285,11 @@ def _demo(site: Path, stack: ExitStack, keep_running: bool) -> int:
         "0",
         "--grace",
         "1",
+        "--capture",
+        CAPTURE,
     ]
+    # The proxy takes the capture over: a table of its own, that goes with it.
+    capture.close()
     proxy = stack.enter_context(
         _child(proxy_command, ready=proxy_log.LISTENING.line(host=PROXY[0], port=PROXY[1]))
     )
@@ -313,6 +320,12 @@ def _demo(site: Path, stack: ExitStack, keep_running: bool) -> int:
     proxy.wait(timeout=10)
     log.join(timeout=10)
     say(f"the proxy stopped with exit status {proxy.returncode}")
+    nftables = Nftables()
+    try:
+        left = len(capture_tables(nftables))
+    finally:
+        nftables.close()
+    say(f"capture tables left in the namespace: {left} (the proxy's went with it)")
     return 0 if correct == len(pages) and proxy.returncode == 0 else 1
 
 

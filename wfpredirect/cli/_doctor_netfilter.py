@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import os
 import platform
 import re
 import shutil
@@ -13,6 +14,7 @@ import struct
 import subprocess
 import sys
 
+from .._capture_routes import TABLE_PREFIX
 from .._core import original_destination
 from .._errors import CAPABILITY_ADVICE, NotRedirectedError
 from .._marks import LOOP_MARK, MARK_MASK, marks_problem
@@ -254,6 +256,46 @@ def unexempted_diversions(tool: str, text: str, loop_mark: int) -> list[str]:
     return found
 
 
+# A capture's table (wfpredirect.Capture, --capture): its name carries the
+# pid of the process that made it; `flags owner` follows the opening line.
+CAPTURE_TABLE = re.compile(rf"^table inet ({TABLE_PREFIX}(\d+)_\d+) \{{")
+
+
+def capture_tables(text: str) -> list[tuple[str, int, bool]]:
+    """(name, pid, owned) of each capture table in `nft list ruleset`'s `text`."""
+    found: list[tuple[str, int, bool]] = []
+    for line in text.splitlines():
+        opened = CAPTURE_TABLE.match(line)
+        if opened:
+            found.append((opened[1], int(opened[2]), False))
+        elif found and line.strip() == "flags owner":
+            found[-1] = (*found[-1][:2], True)
+    return found
+
+
+def _capture_findings(rulesets: list[tuple[str, str]]) -> list[Finding]:
+    findings = []
+    for tool, text in rulesets:
+        if tool != "nft":
+            continue
+        for name, pid, owned in capture_tables(text):
+            alive = os.path.exists(f"/proc/{pid}")
+            if owned or alive:
+                how = "removed with it" if owned else "without 'flags owner': deleted when it stops"
+                findings.append(Finding("capture table", f"{name}: process {pid}, {how}"))
+            else:
+                findings.append(
+                    Finding(
+                        "leftover capture table",
+                        name,
+                        problem=f"its process {pid} is gone (killed without 'flags owner'), and "
+                        "the table still sends traffic to a port nobody may listen on",
+                        what_to_do=f"nft delete table inet {name}",
+                    )
+                )
+    return findings
+
+
 def _rules_using_the_marks() -> list[Finding]:
     rulesets = _rulesets()
     if not rulesets:
@@ -295,6 +337,7 @@ def _rules_using_the_marks() -> list[Finding]:
                     what_to_do=_exemption_for(tool, LOOP_MARK),
                 )
             )
+    findings += _capture_findings(rulesets)
     for conflict in conflicts:
         findings.append(
             Finding(

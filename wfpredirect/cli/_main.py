@@ -9,6 +9,8 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from .. import __version__
+from .._capture import check_interface
+from .._capture_targets import CaptureTarget
 from .._marks import (
     DEFAULT_LOOP_MARK,
     DEFAULT_MARK_MASK,
@@ -82,6 +84,22 @@ def listen_address(text: str) -> tuple[str, int]:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def capture_target(text: str) -> CaptureTarget:
+    """--capture SPEC: [tcp:|udp:]ADDRESS[/PREFIX][:PORTS]."""
+    try:
+        return CaptureTarget.parse(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def interface_name(text: str) -> str:
+    try:
+        check_interface(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
 EXAMPLES = """\
 examples:
   wfpredirect demo                              the whole flow in a throw-away
@@ -89,6 +107,8 @@ examples:
   wfpredirect doctor                            what this machine offers
   wfpredirect proxy --listen 127.0.0.1:15001    relay what a redirect rule
                                                 sends to port 15001
+  wfpredirect proxy --listen 127.0.0.1:15001 --capture tcp:127.0.0.2:8080
+                                                and send it there itself (Linux)
   wfpredirect proxy --listen 127.0.0.1:15001 --udp 0.0.0.0:15002
                                                 TCP, and UDP from a TPROXY rule
   wfpredirect proxy --listen 127.0.0.1:15001 --log-format json --quiet
@@ -176,6 +196,22 @@ def parser() -> argparse.ArgumentParser:
         type=listen_address,
         metavar="HOST:PORT",
         help="also relay redirected UDP flows received here (Linux: a TPROXY rule's target)",
+    )
+    proxy.add_argument(
+        "--capture",
+        type=capture_target,
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="Linux: send this traffic to the proxy while it runs, in an nftables table "
+        "that goes with it (even after kill -9); SPEC is [tcp:|udp:]ADDRESS[/PREFIX][:PORTS], "
+        "PORTS a port, N-M or a comma list, IPv6 in brackets; repeatable",
+    )
+    proxy.add_argument(
+        "--capture-interface",
+        type=interface_name,
+        metavar="IFACE",
+        help="Linux: also capture what arrives on IFACE (a gateway), not only what this host sends",
     )
     for flag, variable, default, what in MARK_OPTIONS:
         proxy.add_argument(
@@ -320,6 +356,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 relay=arguments.relay,
                 loop=arguments.loop,
                 workers=arguments.workers,
+                captures=tuple(arguments.capture),
+                capture_interface=arguments.capture_interface,
             )
         )
     if arguments.command == "doctor":

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._backend import backend
+from .._capture import Capture
+from .._capture_targets import CaptureTarget
 from .._errors import RedirectError
 from .._marks import LOOP_MARK
 from .._records import Datagram, RedirectInfo
@@ -38,6 +40,7 @@ from . import _proxy_log as log
 from . import _relay as relay
 from ._capacity import plan
 from ._platform import this_platform
+from ._proxy_capture import capture_lines, capture_problem, install_capture, remove_capture
 
 if TYPE_CHECKING:
     from ._relay_native import NativeServer
@@ -126,6 +129,10 @@ class ProxySettings:
     # Linux: the user to run as once listening (with only the capabilities
     # the options need).
     user: str | None = None
+    # Linux: what --capture sends to the proxy, and --capture-interface (a
+    # --workers parent holds it: its workers get none).
+    captures: tuple[CaptureTarget, ...] = ()
+    capture_interface: str | None = None
     # The descriptors this process may open, as run_proxy raised the limit
     # (0: not known, and no capacity line).
     descriptors: int = 0
@@ -367,6 +374,8 @@ class Proxy:
         # What keep_privileges kept: (capabilities, user), or None when
         # there was nothing to drop.
         self.kept: tuple[str, str] | None = None
+        # --capture's rules while they are installed.
+        self.capture: Capture | None = None
 
     def keep_privileges(self) -> None:
         """Before the sockets are bound, while no thread but this one runs
@@ -614,8 +623,19 @@ class Proxy:
         if self.process:
             loop.set_default_executor(concurrent.futures.ThreadPoolExecutor())
         try:
+            # Once the listeners are up, before the start lines; and before
+            # --user drops the privilege it takes.
+            if settings.captures:
+                self.capture = install_capture(
+                    settings.captures,
+                    settings.capture_interface,
+                    (settings.host, settings.port),
+                    settings.udp,
+                    settings.loop_mark,
+                )
             self.end_binding()
         except BaseException:
+            self.remove_capture()
             server.close()
             if udp_socket is not None:
                 udp_socket.close()
@@ -637,6 +657,9 @@ class Proxy:
         if endpoint is not None:
             host, port = endpoint.get_extra_info("sockname")[:2]
             say(log.LISTENING_UDP.line(host=host, port=port))
+        if self.capture is not None:
+            for line in capture_lines(self.capture):
+                say(line)
         if self.kept is not None:
             say(log.PRIVILEGES.line(capabilities=self.kept[0], user=self.kept[1]))
         # Last of the start lines (a --workers parent waits for it).
@@ -648,7 +671,17 @@ class Proxy:
                     flows=settings.max_udp_flows,
                 )
             )
-        await self._until_stopped(stop, server, endpoint, started)
+        try:
+            await self._until_stopped(stop, server, endpoint, started)
+        finally:
+            self.remove_capture()
+
+    def remove_capture(self) -> None:
+        """Remove --capture's rules (once), saying it when that fails."""
+        capture, self.capture = self.capture, None
+        if capture is not None:
+            for line in remove_capture(capture):
+                say(line)
 
     def _listener(self) -> socket.socket | None:
         """The listening socket made here rather than by the event loop, if
@@ -726,6 +759,8 @@ class Proxy:
         await asyncio.sleep(0)
         if endpoint is not None:
             endpoint.close()  # each open flow gets its line
+        # Nothing listens for what it would divert any more.
+        self.remove_capture()
         native = self.native
         open_connections = len(self.connections) + (native.open_count() if native else 0)
         say(log.STOPPING.line(open=open_connections, grace=settings.grace))
@@ -797,7 +832,13 @@ def _run_one(settings: ProxySettings) -> int:
 
 def run_proxy(settings: ProxySettings) -> int:
     """Run until a stop signal (STOP_SIGNALS); the exit status."""
-    problem = (
+    problem = capture_problem(
+        settings.captures,
+        settings.capture_interface,
+        (settings.host, settings.port),
+        settings.udp,
+        settings.user,
+    ) or (
         this_platform.proxy_problem(
             settings.loop_mark,
             settings.mark_mask,

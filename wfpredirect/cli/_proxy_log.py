@@ -60,6 +60,9 @@ _FIELDS: dict[str, tuple[str, type]] = {
     "capabilities": (r"\S+", str),
     "user": (r"\S+", str),
     "listener": (r"\S+", str),
+    "targets": (r"\S+", str),
+    "table": (r"\S+", str),
+    "command": (r".+", str),
 }
 
 #: The levels --log-level accepts, by name.
@@ -123,6 +126,20 @@ _TOTALS = (
 
 LISTENING = LogLine("listening", "listening on {host} port {port}")
 LISTENING_UDP = LogLine("listening_udp", "listening for udp on {host} port {port}")
+#: --capture, at start, after the listening lines: what the proxy captures
+#: and the nftables table that holds it (wfpredirect.Capture).
+CAPTURING = LogLine("capturing", "capturing {targets} in nftables table {table}")
+#: --capture without `flags owner` (before Linux 5.12 or nftables 1.0.1).
+CAPTURE_NOT_OWNED = LogLine(
+    "capture_not_owned",
+    "nftables table {table} is deleted when the proxy stops, but this system lacks "
+    "'flags owner': after a kill -9, delete it with: {command}",
+    logging.WARNING,
+)
+#: --capture: removing the table or the UDP routing rule failed at stop.
+CAPTURE_NOT_REMOVED = LogLine(
+    "capture_not_removed", "nftables table {table} not removed: {error}", logging.WARNING
+)
 #: At start, after the listening lines: the descriptor limit (raised to the
 #: hard limit) and the caps derived from it or given (_capacity).
 CAPACITY = LogLine(

@@ -50,11 +50,12 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from . import _proxy
+from . import _proxy, _proxy_capture
 from . import _proxy_log as log
 from ._platform import this_platform
 
 if TYPE_CHECKING:
+    from .._capture import Capture
     from ._proxy import ProxySettings
 
 #: The lines a worker hands its parent, by how they begin.
@@ -257,6 +258,8 @@ class _Parent:
         self.failure: int | None = None
         self.next_report: float | None = None
         self.last_report = (0.0, dict.fromkeys(TOTALS, 0))
+        # --capture's rules while they are installed (held here, not by a worker).
+        self.capture: Capture | None = None
 
     def run(self) -> int:
         watched = _watched()
@@ -268,6 +271,7 @@ class _Parent:
             self.supervise()
             return self.failure or 0
         finally:
+            self.remove_capture()
             signal.set_wakeup_fd(previous_wakeup)
             for signum, handler in previous.items():
                 if handler is not None:
@@ -301,6 +305,9 @@ class _Parent:
         settings = dataclasses.replace(
             self.settings,
             udp=self.settings.udp if number == 0 else None,
+            # The parent holds the capture (its own table, for them all).
+            captures=(),
+            capture_interface=None,
             summary_interval=report_interval(self.settings.summary_interval),
         )
         read_end, write_end = os.pipe()
@@ -411,6 +418,7 @@ class _Parent:
         if hangup and not self.stop_requested:
             _proxy.say(log.HANGUP.line())
         self.stop_requested = True
+        self.remove_capture()
         for slot in self.slots:
             slot.restart_at = None
             worker = slot.worker
@@ -521,9 +529,13 @@ class _Parent:
         # A worker is up once it has said its last start line, the capacity.
         if self.started is None and workers and all(w and w.said_capacity() for w in workers):
             self.started = now
+            self.install_capture()
             for worker in workers:
                 assert worker is not None
                 self.say_listening(worker.listening)
+            if self.capture is not None:
+                for line in _proxy_capture.capture_lines(self.capture):
+                    _proxy.say(line)
             # Every worker has dropped its own privileges by now; this
             # process keeps only what starting a replacement takes.
             try:
@@ -538,6 +550,32 @@ class _Parent:
         if self.next_report is not None and now >= self.next_report and not self.stop_requested:
             self.report(now)
         self.say_stopping()
+
+    def install_capture(self) -> None:
+        """--capture, held here for every worker, once they all listen (and
+        before this process keeps only what starting a replacement takes);
+        when refused, said, and the proxy stops."""
+        settings = self.settings
+        if not settings.captures:
+            return
+        try:
+            self.capture = _proxy_capture.install_capture(
+                settings.captures,
+                settings.capture_interface,
+                (settings.host, settings.port),
+                settings.udp,
+                settings.loop_mark,
+            )
+        except OSError as error:
+            sys.stderr.write(f"wfpredirect proxy: {error}\n")
+            self.failure = 1
+            self.request_stop()
+
+    def remove_capture(self) -> None:
+        capture, self.capture = self.capture, None
+        if capture is not None:
+            for line in _proxy_capture.remove_capture(capture):
+                _proxy.say(line)
 
     def say_listening(self, lines: list[str]) -> None:
         """Each listening line once: a replacement listens where its
