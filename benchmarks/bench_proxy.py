@@ -77,11 +77,9 @@ PROXY_VARIANTS: list[tuple[str, list[str]]] = [
     ("wfpredirect", []),
     ("wfpredirect --relay streams", ["--relay", "streams"]),
     ("wfpredirect --relay protocol", ["--relay", "protocol"]),
-    ("wfpredirect --relay splice", ["--relay", "splice"]),
     ("wfpredirect --loop uvloop", ["--loop", "uvloop"]),
     ("wfpredirect --relay protocol --loop uvloop", ["--relay", "protocol", "--loop", "uvloop"]),
     ("wfpredirect --workers 2", ["--workers", "2"]),
-    ("wfpredirect --relay splice --workers 2", ["--relay", "splice", "--workers", "2"]),
 ]
 #: HAProxy's: (name, splicing, nbthread). Splicing "auto" is `option
 #: splice-auto`, whose heuristics (HAProxy 2.6) may never choose to splice on
@@ -413,6 +411,19 @@ def native_environment() -> dict[str, str]:
     return {name: value for name, value in os.environ.items() if name != "LD_PRELOAD"}
 
 
+def spawn(command: list[str], stdout: Any, errors: Any, haproxy: bool) -> subprocess.Popen[bytes]:
+    """A candidate's process, in / with no input and its errors to `errors`
+    (HAProxy without a preloaded library: native_environment)."""
+    return subprocess.Popen(
+        command,
+        stdout=stdout,
+        stderr=errors,
+        stdin=subprocess.DEVNULL,
+        cwd="/",
+        env=native_environment() if haproxy else None,
+    )
+
+
 def build_loadgen(directory: Path) -> Path:
     compiler = shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
@@ -549,14 +560,7 @@ def start_candidate(
     with open(log, "w") as errors:
         # The per-connection log lines go to a pipe drained by `cat`, as a
         # proxy's log would go somewhere; its errors go to a file.
-        process = subprocess.Popen(
-            command,
-            stdout=subprocess.PIPE,
-            stderr=errors,
-            stdin=subprocess.DEVNULL,
-            cwd="/",
-            env=native_environment() if candidate.kind == "haproxy" else None,
-        )
+        process = spawn(command, subprocess.PIPE, errors, candidate.kind == "haproxy")
     assert process.stdout is not None
     drain = subprocess.Popen(
         ["cat"], stdin=process.stdout, stdout=subprocess.DEVNULL, env=native_environment()

@@ -64,6 +64,7 @@ from bench_windows_calls import save, wine_version
 import wfpredirect
 from wfpredirect import RedirectInfo
 from wfpredirect.cli import _relay as relay
+from wfpredirect.cli import _relay_protocol, _relay_streams
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PATHS = ("protocol", "streams")
@@ -226,17 +227,17 @@ async def serve(path: str, origin: tuple[str, int], relays: Relays) -> asyncio.A
     if path == "streams":
 
         async def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await relays.run(relay.StreamConnection(reader, writer), origin)
+            await relays.run(_relay_streams.StreamConnection(reader, writer), origin)
 
-        # As relay.serve_streams on Windows: asyncio's server, its streams.
+        # As serve_streams on Windows: asyncio's server, its streams.
         return await asyncio.start_server(lambda r, w: relays.start(connected(r, w)), LOOPBACK, 0)
 
-    class ClientSide(relay._Side):
-        """relay._ClientSide without the judgement: the relay starts at once."""
+    class ClientSide(_relay_protocol._Side):
+        """_relay_protocol._ClientSide without the judgement: the relay starts at once."""
 
         def __init__(self) -> None:
             super().__init__("up")
-            relay.ProtocolConnection(self)  # type: ignore[arg-type]
+            _relay_protocol.ProtocolConnection(self)  # type: ignore[arg-type]
 
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
             super().connection_made(transport)

@@ -368,7 +368,7 @@ def out_of_descriptors() -> list[Row]:
             f"{result.returncode}, {len(result.stderr.splitlines())}",
         )
     ]
-    for relay in ("native", "splice", "protocol", "streams"):
+    for relay in ("native", "protocol", "streams"):
         proxy = Proxy(["--relay", relay, "--log-format", "json"])
         # Out of descriptors for another reason than the connection cap
         # (which the limit at start bounds): the limit lowered under it.

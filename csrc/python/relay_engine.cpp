@@ -1,5 +1,5 @@
 // RelayEngine: the native relay (csrc/core/netfilter/relay_engine.hpp) as a
-// Python object, for wfpredirect/_relay_native.py. Conversion only: the
+// Python object, for wfpredirect/cli/_relay_native.py. Conversion only: the
 // engine makes every system call. Availability: Linux.
 #include "relay_engine.hpp"
 
@@ -25,11 +25,28 @@ namespace engine = core::netfilter;
 
 constexpr const char* kName = "RelayEngine";
 
+// An int argument `name` of at least `least` that fits an int; the
+// TypeError or ValueError naming it otherwise.
+std::size_t count_argument(const py::object& value, const char* name, long long least) {
+    const std::string at_least = least == 0 ? "0 or more" : "at least " + std::to_string(least);
+    if (!PyLong_Check(value.ptr()))
+        throw_error(PyExc_TypeError, kName,
+                    (std::string(name) + " must be an int, or None").c_str());
+    const long long count = PyLong_AsLongLong(value.ptr());
+    if (count == -1 && PyErr_Occurred())
+        throw py::error_already_set();
+    if (count < least || count > INT_MAX)
+        throw_error(
+            PyExc_ValueError, kName,
+            (std::string(name) + " must be " + at_least + " (and fit an int), or None").c_str());
+    return static_cast<std::size_t>(count);
+}
+
 class RelayEngine {
   public:
     RelayEngine(const py::sequence& listeners, double connect_timeout, bool keep_client_address,
                 py::object loop_mark, py::object mark_mask, int backlog, bool splice,
-                py::object idle_timeout, py::object max_connections) {
+                py::object idle_timeout, py::object max_connections, py::object max_pipes) {
         if (listeners.size() == 0)
             throw_error(PyExc_ValueError, kName, "listeners must name at least one socket");
         std::vector<int> fds;
@@ -59,17 +76,10 @@ class RelayEngine {
                             "idle_timeout must be a positive number, or None");
             settings.idle_timeout = seconds;
         }
-        if (!max_connections.is_none()) {
-            if (!PyLong_Check(max_connections.ptr()))
-                throw_error(PyExc_TypeError, kName, "max_connections must be an int, or None");
-            const long long cap = PyLong_AsLongLong(max_connections.ptr());
-            if (cap == -1 && PyErr_Occurred())
-                throw py::error_already_set();
-            if (cap < 1 || cap > INT_MAX)
-                throw_error(PyExc_ValueError, kName,
-                            "max_connections must be at least 1 (and fit an int), or None");
-            settings.max_connections = static_cast<std::size_t>(cap);
-        }
+        if (!max_connections.is_none())
+            settings.max_connections = count_argument(max_connections, "max_connections", 1);
+        if (!max_pipes.is_none())
+            settings.max_pipes = count_argument(max_pipes, "max_pipes", 0);
         settings.connect_timeout = connect_timeout;
         settings.keep_client_address = keep_client_address;
         settings.inbound_marks = configured_marks();
@@ -115,6 +125,11 @@ class RelayEngine {
     py::tuple counters() const {
         return py::make_tuple(engine_->relaying_count(), engine_->bytes_up(),
                               engine_->bytes_down());
+    }
+
+    py::tuple pipes() const {
+        const engine::PipeCounts counts = engine_->pipe_counts();
+        return py::make_tuple(counts.spare, counts.in_use, counts.spliced);
     }
 
     py::list events() {
@@ -170,11 +185,12 @@ void init_relay_engine(py::module_& module) {
                             "owned from here on) and relays each redirected connection in its "
                             "own loop (wfpredirect proxy --relay native). Availability: Linux.")
         .def(py::init<const py::sequence&, double, bool, py::object, py::object, int, bool,
-                      py::object, py::object>(),
+                      py::object, py::object, py::object>(),
              py::arg("listeners"), py::pos_only(), py::kw_only(), py::arg("connect_timeout"),
              py::arg("keep_client_address") = false, py::arg("loop_mark") = py::none(),
              py::arg("mark_mask") = py::none(), py::arg("backlog") = 1024, py::arg("splice") = true,
-             py::arg("idle_timeout") = py::none(), py::arg("max_connections") = py::none())
+             py::arg("idle_timeout") = py::none(), py::arg("max_connections") = py::none(),
+             py::arg("max_pipes") = py::none())
         .def_property_readonly("event_fd", &RelayEngine::event_fd,
                                "Readable while events() has something.")
         .def("run", &RelayEngine::run,
@@ -187,7 +203,10 @@ void init_relay_engine(py::module_& module) {
              "Connections accepted and not yet ended (connecting or relaying).")
         .def("counters", &RelayEngine::counters,
              "(relaying, bytes up, bytes down): the connections relaying now, and the bytes "
-             "delivered so far each way (open connections' too).");
+             "delivered so far each way (open connections' too).")
+        .def("pipes", &RelayEngine::pipes,
+             "(spare, in use, bytes spliced): the pipe pool's empty pipes, the ones holding "
+             "bytes in flight, and the bytes that went through a pipe so far.");
 }
 
 } // namespace wfpredirect::python

@@ -84,13 +84,12 @@ def namespace(name: str, link: str, peer: str, address: str, gateway: str) -> It
 @pytest.mark.parametrize(
     "arguments",
     [
-        ["--keep-client-address"],
         ["--keep-client-address", "--relay", "protocol"],
         ["--keep-client-address", "--relay", "streams"],
         ["--keep-client-address", "--relay", "native"],
         [],
     ],
-    ids=["splice", "protocol", "streams", "native", "without"],
+    ids=["protocol", "streams", "native", "without"],
 )
 def test_the_origin_sees_the_client(arguments: list[str]) -> None:
     keep = "--keep-client-address" in arguments
@@ -103,7 +102,7 @@ def test_the_origin_sees_the_client(arguments: list[str]) -> None:
     }
 
 
-@pytest.mark.parametrize("relay", ["splice", "native"])
+@pytest.mark.parametrize("relay", ["native"])
 def test_without_the_routing_the_replies_miss_the_proxy(relay: str) -> None:
     """The origin's replies to the client's address, not routed to the
     proxy's socket, go on to the client, which knows nothing of them: the

@@ -44,15 +44,11 @@ RELAY_LINE = proxy_log.RELAYED.pattern
 
 # Every test here runs the proxy each of these ways: the default (the native
 # relay on Linux) alone, on uvloop and with two SO_REUSEPORT workers; the
-# splice path the same three ways; the protocol path on asyncio and on
-# uvloop's transports; the streams path.
+# protocol path on asyncio and on uvloop's transports; the streams path.
 PROXY_WAYS = {
     "native": (),
     "native-uvloop": ("--loop", "uvloop"),
     "native-workers": ("--workers", "2"),
-    "splice": ("--relay", "splice"),
-    "splice-uvloop": ("--relay", "splice", "--loop", "uvloop"),
-    "splice-workers": ("--relay", "splice", "--workers", "2"),
     "protocol": ("--relay", "protocol"),
     "uvloop-protocol": ("--loop", "uvloop", "--relay", "protocol"),
     "streams": ("--relay", "streams"),

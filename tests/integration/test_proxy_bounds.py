@@ -1,5 +1,5 @@
-"""The proxy's bounds on the Python relay paths (``--relay splice``,
-``protocol``, ``streams``), each in a fresh network namespace: the idle
+"""The proxy's bounds on the Python relay paths (``--relay protocol``,
+``streams``), each in a fresh network namespace: the idle
 timeout, TCP keepalive on both sockets, the connection cap (accepting
 paused, not failing), a client gone before its redirect state was read, a
 loop counted as refused, and accept() out of descriptors said at most once
@@ -36,10 +36,8 @@ RULES = redirect("ip", "127.0.0.2", 8080, 15001)
 PROXY_READY = proxy_log.LISTENING.line(host="127.0.0.1", port=15001)
 # Each Python relay path, on asyncio's loop and on uvloop's.
 PATHS = [
-    "splice",
     "protocol",
     "streams",
-    "splice-uvloop",
     "protocol-uvloop",
     "streams-uvloop",
 ]
@@ -516,7 +514,7 @@ def test_asyncio_s_own_accept_loop_out_of_descriptors_is_a_throttled_line(
 
     from wfpredirect.cli import _proxy, _relay
 
-    monkeypatch.setattr(_relay, "_own_acceptors", lambda: False)
+    monkeypatch.setattr(_relay, "own_acceptors", lambda: False)
 
     def body() -> dict[str, object]:
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

@@ -203,6 +203,12 @@ def test_the_engine_names_each_bad_argument() -> None:
             connect_timeout=1,
             max_connections=1.5,  # type: ignore[arg-type]
         ),
+        "pipes": lambda: RelayEngine([listener.fileno()], connect_timeout=1, max_pipes=-1),
+        "pipes type": lambda: RelayEngine(
+            [listener.fileno()],
+            connect_timeout=1,
+            max_pipes="32",  # type: ignore[arg-type]
+        ),
         "marks": lambda: RelayEngine(
             [listener.fileno()], connect_timeout=1, loop_mark=0x100, mark_mask=0xF0
         ),
@@ -233,6 +239,11 @@ def test_the_engine_names_each_bad_argument() -> None:
             "RelayEngine: max_connections must be at least 1 (and fit an int), or None",
         ),
         "cap type": ("TypeError", "RelayEngine: max_connections must be an int, or None"),
+        "pipes": (
+            "ValueError",
+            "RelayEngine: max_pipes must be 0 or more (and fit an int), or None",
+        ),
+        "pipes type": ("TypeError", "RelayEngine: max_pipes must be an int, or None"),
         "marks": (
             "ValueError",
             "RelayEngine: loop_mark 0x100 is not inside mark_mask 0xf0: the loop mark must "

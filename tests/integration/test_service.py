@@ -24,6 +24,7 @@ from servers import Origin, exchange
 from support import NEUTRAL_DIRECTORY, require_tool, unavailable
 from test_privilege import require_both_capabilities, without_capabilities
 from wfpredirect.cli import _proxy_log as proxy_log
+from wfpredirect.cli._capacity import PIPE_POOL
 
 READY = proxy_log.LISTENING.line(host="127.0.0.1", port=15001)
 RULES = redirect("ip", "127.0.0.2", 8080, 15001)
@@ -113,8 +114,8 @@ def dropped_to(mask: int, user: int = 0) -> dict[str, object]:
     }
 
 
-def capacity(connections: int, flows: int) -> str:
-    return proxy_log.CAPACITY.line(limit=HARD, connections=connections, flows=flows)
+def capacity(connections: int, flows: int, pipes: int = PIPE_POOL) -> str:
+    return proxy_log.CAPACITY.line(limit=HARD, connections=connections, flows=flows, pipes=pipes)
 
 
 def privileges(capabilities: str, user: str = "root") -> str:
@@ -124,25 +125,26 @@ def privileges(capabilities: str, user: str = "root") -> str:
 @pytest.mark.parametrize(
     ("flags", "mask", "said"),
     [
-        # (4096 - 64) // 6 connections on the native relay.
-        ((), NET_ADMIN, [privileges("CAP_NET_ADMIN"), capacity(672, 0)]),
+        # (4096 - 64 - 2 * 32) // 2 connections on the native relay (its
+        # pool of 32 pipes in the reserve).
+        ((), NET_ADMIN, [privileges("CAP_NET_ADMIN"), capacity(1984, 0)]),
         (
             ("--transparent",),
             NET_ADMIN | NET_RAW,
-            [privileges("CAP_NET_ADMIN,CAP_NET_RAW"), capacity(672, 0)],
+            [privileges("CAP_NET_ADMIN,CAP_NET_RAW"), capacity(1984, 0)],
         ),
-        # A quarter of 4032 for the flows, the rest for connections.
+        # A quarter of 3968 for the flows, the rest for connections.
         (
             ("--udp", "127.0.0.1:15002"),
             NET_ADMIN | NET_RAW,
             [
                 proxy_log.LISTENING_UDP.line(host="127.0.0.1", port=15002),
                 privileges("CAP_NET_ADMIN,CAP_NET_RAW"),
-                capacity(504, 1008),
+                capacity(1488, 992),
             ],
         ),
         # 2 descriptors a connection on the streams relay.
-        (("--relay", "streams"), NET_ADMIN, [privileges("CAP_NET_ADMIN"), capacity(2016, 0)]),
+        (("--relay", "streams"), NET_ADMIN, [privileges("CAP_NET_ADMIN"), capacity(2016, 0, 0)]),
     ],
     ids=["default", "transparent", "udp", "streams"],
 )
@@ -166,7 +168,6 @@ def test_only_the_capabilities_the_options_need_are_kept(
     "way",
     [
         ("--relay", "native"),
-        ("--relay", "splice"),
         ("--relay", "protocol"),
         ("--relay", "streams"),
         # uvloop resolves addresses in threads of its own, which must not
@@ -233,7 +234,7 @@ def test_as_another_user_with_the_capabilities_it_needs() -> None:
         }
 
     assert run_in_netns(body, nft_rules=RULES, sysctls=FWMARK_ACCEPT) == {
-        "start": [privileges("CAP_NET_ADMIN", "nobody"), capacity(672, 0)],
+        "start": [privileges("CAP_NET_ADMIN", "nobody"), capacity(1984, 0)],
         "held": dropped_to(NET_ADMIN, NOBODY),
         "answer": b"origin ping\n",
         "mark": 0x40,
@@ -287,7 +288,7 @@ def test_workers_each_drop_and_their_parent_keeps_what_they_start_with() -> None
     worker = dropped_to(NET_ADMIN, NOBODY)
     parent = dropped_to(NET_ADMIN | KILL | SETUID | SETGID | SETPCAP)
     assert run_in_netns(body, nft_rules=RULES, sysctls=FWMARK_ACCEPT) == {
-        "start": [privileges("CAP_NET_ADMIN", "nobody"), capacity(672, 0)],
+        "start": [privileges("CAP_NET_ADMIN", "nobody"), capacity(1984, 0)],
         "held": {"parent": parent, "workers": [worker, worker]},
         "answer": b"origin ping\n",
         "mark": 0x40,
@@ -309,11 +310,11 @@ def test_the_soft_descriptor_limit_is_raised_to_the_hard_one() -> None:
     ("flags", "line"),
     [
         (
-            ("--max-connections", "1000"),
-            "--max-connections 1000 needs 6064 descriptors (6 a connection on the native "
-            "relay, 64 for the listeners and logging), and this process may open 4096: raise "
-            "the limit (`ulimit -n 6064` in the shell that starts it, LimitNOFILE=6064 in a "
-            "systemd unit) or lower --max-connections",
+            ("--max-connections", "2000"),
+            "--max-connections 2000 needs 4128 descriptors (2 a connection on the native "
+            "relay, 64 for its pool of 32 pipes, 64 for the listeners and logging), and this "
+            "process may open 4096: raise the limit (`ulimit -n 4128` in the shell that starts "
+            "it, LimitNOFILE=4128 in a systemd unit) or lower --max-connections",
         ),
         (
             ("--relay", "streams", "--udp", "127.0.0.1:15002", "--max-udp-flows", "5000"),
@@ -342,14 +343,14 @@ def test_caps_beyond_the_limit_stop_it_at_start(flags: tuple[str, ...], line: st
 
 
 def test_at_a_caps_exact_need_it_starts() -> None:
-    """--max-connections 672 is exactly what HARD descriptors hold."""
+    """--max-connections 1984 is exactly what HARD descriptors hold."""
 
     def body() -> list[str]:
-        with proxy("--max-connections", "672") as process:
+        with proxy("--max-connections", "1984") as process:
             assert process.stdout is not None
             return [proxy_log.message(process.stdout.readline().rstrip("\n")) for _ in range(2)]
 
-    assert run_in_netns(body) == [privileges("CAP_NET_ADMIN"), capacity(672, 0)]
+    assert run_in_netns(body) == [privileges("CAP_NET_ADMIN"), capacity(1984, 0)]
 
 
 def test_without_the_capabilities_to_switch_user_it_does_not_start() -> None:
@@ -421,7 +422,7 @@ def test_started_with_fewer_capabilities(bounding: str, said: list[str], mask: i
         return {"start": start, "held": held, "exit": process.returncode}
 
     assert run_in_netns(body) == {
-        "start": [READY, *said, capacity(672, 0)],
+        "start": [READY, *said, capacity(1984, 0)],
         "held": {**dropped_to(NET_ADMIN), "CapBnd": mask},
         "exit": 0,
     }

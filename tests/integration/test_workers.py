@@ -356,13 +356,13 @@ def test_sighup_stops_the_parent_and_its_workers_with_one_line(to: str) -> None:
 
 def test_a_fork_that_fails_stops_the_started_workers() -> None:
     """Under pids.max 3, the third of four workers cannot be forked: one
-    line, exit 1, the two started killed and nothing left. (The splice
+    line, exit 1, the two started killed and nothing left. (The protocol
     relay: its workers have no thread of their own to count.)"""
 
     def body() -> dict[str, object]:
         with (
             pids_cgroup(3) as group,
-            proxy(group, "--workers", "4", "--relay", "splice") as (process, lines),
+            proxy(group, "--workers", "4", "--relay", "protocol") as (process, lines),
         ):
             status = process.wait(WAIT)
             output = lines.rest()

@@ -67,8 +67,8 @@ def test_the_candidates_their_ports_threads_and_reasons(bench: ModuleType) -> No
     assert [c.listen_port for c in found] == list(range(16000, 16000 + len(found)))
     by_name = {candidate.name: candidate for candidate in found}
     assert by_name["wfpredirect"].skipped == ""
-    assert by_name["wfpredirect --relay splice --workers 2"].threads == 2
-    assert by_name["wfpredirect --relay splice --workers 2"].skipped == ""
+    assert by_name["wfpredirect --workers 2"].threads == 2
+    assert by_name["wfpredirect --workers 2"].skipped == ""
     assert by_name["wfpredirect --loop uvloop"].skipped == "`wfpredirect proxy` has no --loop"
     assert by_name[bench.STDLIB].skipped == ""
     assert by_name["haproxy splice-auto nbthread 2"].skipped == "haproxy is not installed"
@@ -172,7 +172,7 @@ def test_targets_against_haproxy_with_as_many_threads(bench: ModuleType) -> None
     found = bench.candidates(LATER_HELP, "")
     rounds = {
         "wfpredirect": [sample(4000, 700, 300, 200)],
-        "wfpredirect --relay splice --workers 2": [sample(9000, 2100, 150, 100)],
+        "wfpredirect --workers 2": [sample(9000, 2100, 150, 100)],
         "haproxy": [sample(10000, 1000, 150, 80)],
         # splice-auto did not splice; splice did: the better one is the anchor.
         "haproxy splice-auto": [sample(10000, 1000, 150, 80)],
@@ -182,7 +182,7 @@ def test_targets_against_haproxy_with_as_many_threads(bench: ModuleType) -> None
         # (haproxy splice nbthread 2 did not run: the other one is the anchor)
     }
     targets = bench.evaluate_targets(found, rounds)
-    assert set(targets) == {"wfpredirect", "wfpredirect --relay splice --workers 2"}
+    assert set(targets) == {"wfpredirect", "wfpredirect --workers 2"}
     one = targets["wfpredirect"]
     assert one["bulk"] == {
         "anchor": "haproxy splice-auto or haproxy splice",
@@ -193,7 +193,7 @@ def test_targets_against_haproxy_with_as_many_threads(bench: ModuleType) -> None
     assert one["p50"] == {"anchor": "haproxy", "ratio": 2.0, "limit": 1.6, "passed": False}
     assert one["cpu"] == {"anchor": "haproxy", "ratio": 2.5, "limit": 2.0, "passed": False}
     assert one["connections"] == {"anchor": "haproxy", "ratio": 0.4, "limit": 0.5, "passed": False}
-    two = targets["wfpredirect --relay splice --workers 2"]
+    two = targets["wfpredirect --workers 2"]
     assert two["bulk"] == {
         "anchor": "haproxy splice-auto nbthread 2",
         "ratio": 1.05,

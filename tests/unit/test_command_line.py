@@ -158,9 +158,9 @@ def test_an_unknown_relay_path_is_a_usage_error() -> None:
     # Newer argparse (the 3.13 of the Windows lane) lists the choices unquoted.
     assert result.stderr.splitlines()[-1] in {
         "wfpredirect proxy: error: argument --relay: invalid choice: 'sendfile' "
-        "(choose from 'auto', 'splice', 'protocol', 'streams', 'native')",
+        "(choose from 'auto', 'protocol', 'streams', 'native')",
         "wfpredirect proxy: error: argument --relay: invalid choice: 'sendfile' "
-        "(choose from auto, splice, protocol, streams, native)",
+        "(choose from auto, protocol, streams, native)",
     }
 
 
@@ -172,9 +172,9 @@ def test_a_relay_path_this_platform_lacks_is_named(monkeypatch: pytest.MonkeyPat
     assert _relay.choose_relay_path("auto") == "streams"
     assert _relay.choose_relay_path("protocol") == "protocol"
     with pytest.raises(ValueError) as raised:
-        _relay.choose_relay_path("splice")
+        _relay.choose_relay_path("native")
     assert str(raised.value) == (
-        "--relay splice is not available here: this platform has streams, protocol (auto: streams)"
+        "--relay native is not available here: this platform has streams, protocol (auto: streams)"
     )
 
 

@@ -106,7 +106,7 @@ def test_every_kind_has_its_level_and_fields() -> None:
     } == {
         "listening": ("INFO", ["host", "port"]),
         "listening_udp": ("INFO", ["host", "port"]),
-        "capacity": ("INFO", ["limit", "connections", "flows"]),
+        "capacity": ("INFO", ["limit", "connections", "flows", "pipes"]),
         "capturing": ("INFO", ["targets", "table"]),
         "capture_not_owned": ("WARNING", ["table", "command"]),
         "capture_not_removed": ("WARNING", ["table", "error"]),

@@ -2,7 +2,7 @@
 from its descriptor limit (docs/service.md, "Descriptors and capacity").
 
 A connection that could not get a descriptor would fail half-way (accept,
-connect or a splice pipe answering EMFILE); a cap below the limit makes the
+connect or a native relay's pipe answering EMFILE); a cap below the limit makes the
 proxy pause accepting instead, and drop new UDP flows, while every held
 connection keeps what it needs. HAProxy derives its maxconn from the limit
 the same way.
@@ -13,8 +13,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 #: Descriptors one relayed connection holds at most, by relay path: its two
-#: sockets, and on the zero-copy paths a pipe (two ends) for each direction.
-DESCRIPTORS_PER_CONNECTION = {"native": 6, "splice": 6, "protocol": 2, "streams": 2}
+#: sockets. The native relay's pipes are the engine's pool, taken only while
+#: bytes are in flight (csrc/core/netfilter/relay_engine.hpp): counted once,
+#: in the reserve.
+DESCRIPTORS_PER_CONNECTION = {"native": 2, "protocol": 2, "streams": 2}
+#: The native relay's pipe pool (max_pipes of its RelaySettings): a
+#: direction streaming faster than its destination reads holds one while
+#: bytes are in it; with every one in use the others copy through the
+#: engine's buffer. HAProxy's maxpipes is a quarter of maxconn; one thread
+#: rarely has more than a few directions stalled at once.
+PIPE_POOL = 32
+DESCRIPTORS_PER_PIPE = 2
 #: A UDP flow holds its upstream socket (its reply socket, when it has one,
 #: is opened for each answer and closed at once).
 DESCRIPTORS_PER_FLOW = 1
@@ -34,6 +43,13 @@ class Capacity:
     limit: int
     connections: int
     flows: int
+    #: The native relay's pipe pool (0 on the other paths).
+    pipes: int
+
+
+def pool_pipes(relay: str) -> int:
+    """The pipes relay path `relay` keeps in a pool (PIPE_POOL on native)."""
+    return PIPE_POOL if relay == "native" else 0
 
 
 def plan(
@@ -48,7 +64,9 @@ def plan(
     (without `udp`, no flows); ValueError (the line to print) when they
     cannot fit."""
     per_connection = DESCRIPTORS_PER_CONNECTION[relay]
-    available = limit - RESERVED_DESCRIPTORS
+    pipes = pool_pipes(relay)
+    reserved = RESERVED_DESCRIPTORS + pipes * DESCRIPTORS_PER_PIPE
+    available = limit - reserved
     if not udp:
         max_udp_flows = 0
     connections, flows = max_connections, max_udp_flows
@@ -61,10 +79,10 @@ def plan(
         flows = (available - connections * per_connection) // DESCRIPTORS_PER_FLOW
     used = connections * per_connection + flows * DESCRIPTORS_PER_FLOW
     if connections >= 1 and (flows >= 1 or not udp) and used <= available:
-        return Capacity(limit, connections, flows)
+        return Capacity(limit, connections, flows, pipes)
     # The least that would do: what was asked for, and one of what was not.
     least = max_connections or 1, max_udp_flows if max_udp_flows is not None else 1
-    need = RESERVED_DESCRIPTORS + least[0] * per_connection + least[1] * DESCRIPTORS_PER_FLOW
+    need = reserved + least[0] * per_connection + least[1] * DESCRIPTORS_PER_FLOW
     given = [
         f"{flag} {value}"
         for flag, value in (
@@ -74,6 +92,8 @@ def plan(
         if value
     ]
     per = f"{per_connection} a connection on the {relay} relay"
+    if pipes:
+        per += f", {pipes * DESCRIPTORS_PER_PIPE} for its pool of {pipes} pipes"
     if udp:
         per += f", {DESCRIPTORS_PER_FLOW} a udp flow"
     raise ValueError(

@@ -26,11 +26,11 @@ from ._proxy import (
     MAX_WORKERS,
     ProxySettings,
     parse_address,
-    run_proxy,
     user_problem,
 )
 from ._proxy_log import FORMATS, LEVELS
 from ._relay import RELAY_PATHS
+from ._run import run_proxy
 
 
 def mark_number(text: str) -> int:
@@ -149,10 +149,9 @@ RUN_OPTIONS = [
     (
         "--relay",
         ("auto", *RELAY_PATHS),
-        "how the bytes move: splice (Linux: os.splice through a pipe, zero-copy), "
-        "protocol (asyncio Protocols), streams (asyncio streams), native (Linux: the "
-        "whole connection in the C++ core, its own loop in a thread); auto: native on "
-        "Linux, protocol on Windows",
+        "how the bytes move: protocol (asyncio Protocols), streams (asyncio streams), "
+        "native (Linux: the whole connection in the C++ core, its own loop in a "
+        "thread); auto: native on Linux, protocol on Windows",
     ),
     ("--loop", EVENT_LOOPS, "the event loop (uvloop when installed)"),
 ]

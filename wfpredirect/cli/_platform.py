@@ -14,8 +14,6 @@ Each platform module has:
 - ``run_demo(keep_running) -> int``: ``wfpredirect demo``;
 - ``proxy_problem(loop_mark, mark_mask, udp, transparent) -> str``: why
   ``wfpredirect proxy`` cannot start with these settings ("" when it can);
-- ``open_splice_pipe() -> SplicePipe | None``: a pipe for the splice
-  path's zero-copy relay (None: the path copies through a buffer);
 - ``workers_problem(workers) -> str``: why ``proxy --workers`` cannot run
   that many processes here ("" when it can);
 - ``start_worker(work) -> int``: a new process (its pid) that runs
@@ -49,28 +47,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from .._core import BACKEND
+from . import _platform_netfilter, _platform_unsupported, _platform_winsock
 
 if TYPE_CHECKING:
     from ._doctor import Finding
-
-
-class SplicePipe(Protocol):
-    """A non-blocking pipe that moves a socket's bytes without copying
-    them through user space (os.splice)."""
-
-    #: How many bytes it holds.
-    capacity: int
-
-    def fill(self, fd: int, size: int) -> int:
-        """Up to `size` bytes from socket `fd` into the pipe: how many (0 at
-        end of stream); BlockingIOError when none can move now."""
-        ...
-
-    def drain(self, fd: int, size: int) -> int:
-        """Up to `size` bytes from the pipe into socket `fd`: how many."""
-        ...
-
-    def close(self) -> None: ...
 
 
 class Platform(Protocol):
@@ -81,7 +61,6 @@ class Platform(Protocol):
     def proxy_problem(
         self, loop_mark: int | None, mark_mask: int | None, udp: bool, transparent: bool
     ) -> str: ...
-    def open_splice_pipe(self) -> SplicePipe | None: ...
     def workers_problem(self, workers: int) -> str: ...
     def start_worker(self, work: Callable[[], int]) -> int: ...
     def watch_parent(self, parent: int) -> None: ...
@@ -94,18 +73,10 @@ class Platform(Protocol):
     def end_binding(self) -> None: ...
 
 
-def _chosen() -> Platform:
-    if BACKEND == "netfilter":
-        from . import _platform_netfilter
-
-        return _platform_netfilter
-    if BACKEND == "winsock":
-        from . import _platform_winsock
-
-        return _platform_winsock
-    from . import _platform_unsupported
-
-    return _platform_unsupported
-
-
-this_platform: Platform = _chosen()
+#: Each backend's platform module (typed: each is checked against Platform).
+_BY_BACKEND: dict[str, Platform] = {
+    "netfilter": _platform_netfilter,
+    "winsock": _platform_winsock,
+    "unsupported": _platform_unsupported,
+}
+this_platform = _BY_BACKEND[BACKEND]

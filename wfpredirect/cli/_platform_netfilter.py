@@ -18,17 +18,11 @@ from .._marks import marks_problem, resolve_marks
 
 if TYPE_CHECKING:
     from ._doctor import Finding
-    from ._platform import SplicePipe
-    from ._relay_native import RelayEngine
-
-#: What a splice pipe is raised to (F_SETPIPE_SZ): the default maximum of
-#: /proc/sys/fs/pipe-max-size, where an unprivileged process may go.
-PIPE_SIZE = 1 << 20
 
 #: The native relay first: the whole connection in the core (_relay_native),
 #: zero copies for bulk and no Python per connection but its line
-#: (bench_proxy.py measures each); then the Python paths, splice first.
-relay_paths: tuple[str, ...] = ("native", "splice", "protocol", "streams")
+#: (bench_proxy.py measures each); then the Python paths, the faster first.
+relay_paths: tuple[str, ...] = ("native", "protocol", "streams")
 
 
 def doctor_checks() -> list[Finding]:
@@ -78,45 +72,6 @@ def proxy_problem(
                 f"setsockopt(IP_TRANSPARENT): {error.strerror}: {CAPABILITY_ADVICE}"
             )
     return ""
-
-
-class _Pipe:
-    """A SplicePipe: both ends non-blocking and close-on-exec, raised to
-    PIPE_SIZE where permitted (F_SETPIPE_SZ answers EPERM beyond the user's
-    pipe-user-pages-soft, when not root): its default size otherwise."""
-
-    read_end: int
-    write_end: int
-    capacity: int
-
-    def __init__(self) -> None:
-        if sys.platform == "linux":  # always here; says so to the type checker
-            import fcntl
-
-            self.read_end, self.write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-            try:
-                self.capacity = fcntl.fcntl(self.write_end, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
-            except OSError:
-                self.capacity = fcntl.fcntl(self.write_end, fcntl.F_GETPIPE_SZ)
-            self._flags = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
-
-    def fill(self, fd: int, size: int) -> int:
-        if sys.platform == "linux":
-            return os.splice(fd, self.write_end, size, flags=self._flags)
-        raise AssertionError(sys.platform)
-
-    def drain(self, fd: int, size: int) -> int:
-        if sys.platform == "linux":
-            return os.splice(self.read_end, fd, size, flags=self._flags)
-        raise AssertionError(sys.platform)
-
-    def close(self) -> None:
-        os.close(self.read_end)
-        os.close(self.write_end)
-
-
-def open_splice_pipe() -> SplicePipe | None:
-    return _Pipe()
 
 
 def workers_problem(workers: int) -> str:
@@ -176,37 +131,6 @@ def start_worker(work: Callable[[], int]) -> int:
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(status)
-    raise AssertionError(sys.platform)
-
-
-def open_relay_engine(
-    listeners: list[int],
-    *,
-    connect_timeout: float,
-    keep_client_address: bool,
-    loop_mark: int | None,
-    mark_mask: int | None,
-    backlog: int,
-    splice: bool = True,
-    idle_timeout: float | None = None,
-    max_connections: int | None = None,
-) -> RelayEngine:
-    """The native relay's engine on listening descriptors `listeners`
-    (owned by it from here on): _core.RelayEngine."""
-    if sys.platform == "linux":  # always here; says so to the type checker
-        from .._core import RelayEngine
-
-        return RelayEngine(
-            listeners,
-            connect_timeout=connect_timeout,
-            keep_client_address=keep_client_address,
-            loop_mark=loop_mark,
-            mark_mask=mark_mask,
-            backlog=backlog,
-            splice=splice,
-            idle_timeout=idle_timeout,
-            max_connections=max_connections,
-        )
     raise AssertionError(sys.platform)
 
 

@@ -6,12 +6,11 @@ from __future__ import annotations
 import platform
 import sys
 
-# What only Linux has (splice, workers, capabilities) is refused as on Windows.
+# What only Linux has (the native relay, workers, capabilities) is refused as on Windows.
 from ._doctor import Finding
 from ._platform_winsock import end_binding as end_binding
 from ._platform_winsock import hold_signals as hold_signals
 from ._platform_winsock import keep_privileges as keep_privileges
-from ._platform_winsock import open_splice_pipe as open_splice_pipe
 from ._platform_winsock import privileges_problem as privileges_problem
 from ._platform_winsock import proxy_problem as proxy_problem
 from ._platform_winsock import raise_descriptor_limit as raise_descriptor_limit

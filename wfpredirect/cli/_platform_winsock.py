@@ -10,16 +10,14 @@ from .._errors import UnsupportedError
 
 if TYPE_CHECKING:
     from ._doctor import Finding
-    from ._platform import SplicePipe
 
-#: The Proactor loop (Windows' default) has no add_reader, which the splice
-#: path needs: the protocol path, then the streams path. ``auto`` picks
-#: protocol: on the Proactor loop (benchmarks/bench_windows_relay.py, under
-#: Wine) it took less of the relay process's CPU per MiB in 4 of 5 runs
-#: (0.91x in the shipped one) and was no slower beyond the runs' noise; on
-#: Linux the same code moves 3x the MiB/s of streams, which passes each
-#: chunk through a StreamReader, a task switch and a drain (figures and
-#: the caveats in docs/performance.md).
+#: Windows lacks the native relay, which is Linux's: the protocol path,
+#: then the streams path. ``auto`` picks protocol: on the Proactor loop
+#: (benchmarks/bench_windows_relay.py, under Wine) it took less of the relay
+#: process's CPU per MiB in 4 of 5 runs (0.91x in the shipped one) and was
+#: no slower beyond the runs' noise; on Linux the same code moves 3x the
+#: MiB/s of streams, which passes each chunk through a StreamReader, a task
+#: switch and a drain (figures and the caveats in docs/performance.md).
 relay_paths: tuple[str, ...] = ("protocol", "streams")
 
 # On Windows a connection reaches a transparent proxy only through a WFP
@@ -70,10 +68,6 @@ def proxy_problem(
             "listener, an upstream bound to the client's address)"
         )
     return ""
-
-
-def open_splice_pipe() -> SplicePipe | None:
-    return None
 
 
 def workers_problem(workers: int) -> str:

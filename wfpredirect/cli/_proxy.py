@@ -22,7 +22,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from .._backend import backend
 from .._capture import Capture
@@ -38,12 +38,11 @@ from ..aio import (
 )
 from . import _proxy_log as log
 from . import _relay as relay
-from ._capacity import plan
+from ._capacity import pool_pipes
 from ._platform import this_platform
-from ._proxy_capture import capture_lines, capture_problem, install_capture, remove_capture
-
-if TYPE_CHECKING:
-    from ._relay_native import NativeServer
+from ._proxy_capture import capture_lines, install_capture, remove_capture
+from ._relay_protocol import serve_protocol
+from ._relay_streams import serve_streams
 
 T = TypeVar("T")
 
@@ -354,8 +353,31 @@ def sweep_interval(idle_timeout: float) -> float:
     return min(1.0, idle_timeout / 4)
 
 
+class NativeServer(relay.Listening, Protocol):
+    """What the proxy asks of the native relay's server (_relay_native),
+    beyond a server's: its live totals, its open connections, its stop."""
+
+    def refresh(self) -> None: ...
+    def open_count(self) -> int: ...
+    async def stop(self, grace: float) -> None: ...
+
+
+#: _relay_native.serve_native's type.
+ServeNative = Callable[..., Awaitable[NativeServer]]
+
+
+#: The Python relay paths' servers, by name (the native relay's is handed
+#: to the proxy: serve_native).
+SERVERS = {"protocol": serve_protocol, "streams": serve_streams}
+
+
 class Proxy:
-    def __init__(self, settings: ProxySettings, process: bool = False) -> None:
+    def __init__(
+        self,
+        settings: ProxySettings,
+        process: bool = False,
+        serve_native: ServeNative | None = None,
+    ) -> None:
         self.settings = settings
         # Whether this process is the proxy's own (the command line's, or a
         # worker): only then are its privileges dropped, which is each
@@ -368,8 +390,10 @@ class Proxy:
         self.gate = relay.Gate(settings.max_connections)
         self.keepalive_inherited = False
         self.loop_errors: dict[str, log.Throttle] = {}
-        # The native path's server (_relay_native), whose engine keeps the
-        # live totals.
+        # How the native path serves (_relay_native.serve_native: given by
+        # the command line, cli/_run.py, which the native relay sits above),
+        # and its server, whose engine keeps the live totals.
+        self.serve_native = serve_native
         self.native: NativeServer | None = None
         # What keep_privileges kept: (capabilities, user), or None when
         # there was nothing to drop.
@@ -478,7 +502,7 @@ class Proxy:
             connection.abort()
             return
         # Keepalive on both sockets, but the client's where it came from
-        # the listener (relay._accepting).
+        # the listener (relay.accepting).
         for sock in connection.sockets()[1 if self.keepalive_inherited else 0 :]:
             relay.keep_alive(sock)
         self.totals.open += 1
@@ -669,6 +693,7 @@ class Proxy:
                     limit=settings.descriptors,
                     connections=settings.max_connections,
                     flows=settings.max_udp_flows,
+                    pipes=pool_pipes(settings.relay),
                 )
             )
         try:
@@ -706,9 +731,8 @@ class Proxy:
         settings = self.settings
         server: relay.Listening
         if settings.relay == "native":
-            from ._relay_native import serve_native
-
-            server = self.native = await serve_native(
+            assert self.serve_native is not None, "--relay native: no serve_native given"
+            server = self.native = await self.serve_native(
                 settings,
                 self.totals,
                 listener=backend.transparent_listener(
@@ -721,7 +745,7 @@ class Proxy:
                 bound=self.end_binding,
             )
         else:
-            server = await relay.SERVERS[settings.relay](
+            server = await SERVERS[settings.relay](
                 self.handle_connection,
                 settings.host,
                 settings.port,
@@ -809,77 +833,3 @@ def _runner(loop: str) -> Callable[[Coroutine[Any, Any, None]], None]:
         run: Callable[[Coroutine[Any, Any, None]], None] = uvloop.run
         return run
     return asyncio.run
-
-
-def _run_one(settings: ProxySettings) -> int:
-    """One proxy process until a stop signal: the exit status."""
-    # The stop signals' handlers as they were: Proxy.run ignores the signals
-    # once it stops serving, and they come back once its loop has closed.
-    previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
-    try:
-        _runner(settings.loop)(Proxy(settings, process=True).run())
-    except OSError as error:
-        # One write: with --workers, several workers may say it at once.
-        sys.stderr.write(f"wfpredirect proxy: {error}\n")
-        sys.stderr.flush()
-        return 1
-    finally:
-        for signum, handler in previous.items():
-            if handler is not None:
-                signal.signal(signum, handler)
-    return 0
-
-
-def run_proxy(settings: ProxySettings) -> int:
-    """Run until a stop signal (STOP_SIGNALS); the exit status."""
-    problem = capture_problem(
-        settings.captures,
-        settings.capture_interface,
-        (settings.host, settings.port),
-        settings.udp,
-        settings.user,
-    ) or (
-        this_platform.proxy_problem(
-            settings.loop_mark,
-            settings.mark_mask,
-            udp=settings.udp is not None,
-            transparent=settings.transparent or settings.keep_client_address,
-        )
-        or this_platform.workers_problem(settings.workers)
-        or this_platform.privileges_problem(settings.user)
-    )
-    if not problem and settings.workers > 1 and settings.port == 0:
-        problem = (
-            f"--workers {settings.workers} needs a fixed port (each worker binds the "
-            "same address with SO_REUSEPORT)"
-        )
-    try:
-        settings.relay = relay.choose_relay_path(settings.relay)
-        _runner(settings.loop)
-    except ValueError as error:
-        problem = problem or str(error)
-    if not problem:
-        # Each process of --workers has this limit, and these caps, its own.
-        settings.descriptors = this_platform.raise_descriptor_limit()
-        try:
-            capacity = plan(
-                settings.descriptors,
-                settings.relay,
-                settings.udp is not None,
-                settings.max_connections,
-                settings.max_udp_flows,
-            )
-        except ValueError as error:
-            problem = str(error)
-        else:
-            settings.max_connections = capacity.connections
-            settings.max_udp_flows = capacity.flows
-    if problem:
-        print(f"wfpredirect proxy: {problem}", file=sys.stderr)
-        return 2
-    log.configure(settings.log_level, settings.log_format)
-    if settings.workers > 1:
-        from ._workers import run_workers
-
-        return run_workers(settings, _run_one)
-    return _run_one(settings)

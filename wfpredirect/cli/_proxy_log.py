@@ -57,6 +57,7 @@ _FIELDS: dict[str, tuple[str, type]] = {
     "delay": (r"\S+", float),
     "connections": (r"\d+", int),
     "flows": (r"\d+", int),
+    "pipes": (r"\d+", int),
     "capabilities": (r"\S+", str),
     "user": (r"\S+", str),
     "listener": (r"\S+", str),
@@ -141,9 +142,12 @@ CAPTURE_NOT_REMOVED = LogLine(
     "capture_not_removed", "nftables table {table} not removed: {error}", logging.WARNING
 )
 #: At start, after the listening lines: the descriptor limit (raised to the
-#: hard limit) and the caps derived from it or given (_capacity).
+#: hard limit), the caps derived from it or given, and the native relay's
+#: pipe pool (_capacity).
 CAPACITY = LogLine(
-    "capacity", "descriptors: {limit}; up to {connections} connections and {flows} udp flows"
+    "capacity",
+    "descriptors: {limit}; up to {connections} connections and {flows} udp flows; "
+    "a pool of {pipes} pipes",
 )
 #: Linux, once the sockets are bound: the capabilities kept (comma-separated),
 #: and the user the proxy runs as (_privileges).

@@ -2,9 +2,9 @@
 whole of each connection in the core (csrc/core/netfilter/relay_engine.cpp),
 in one epoll loop in a thread of its own that holds no interpreter lock:
 the accept, the redirect state, the judgement of judge_connection, the
-upstream carrying the records, both directions through a pipe each with
-splice(2) (a plain copy where splice is not possible), the half-close, and
-the close.
+upstream carrying the records, both directions (through the engine's one
+buffer, or with splice(2) through a pipe of its pool, PIPE_POOL, while a
+direction streams), the half-close, and the close.
 
 What Python does is turn the engine's events, which come in batches
 signalled on a descriptor the event loop watches, into the lines and the
@@ -19,9 +19,10 @@ import asyncio
 import errno
 import os
 import socket
+import sys
 import threading
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 from .._addresses import Address
 from .._backend_netfilter import transparent_error
@@ -29,26 +30,19 @@ from .._errors import RedirectError, renamed
 from ..aio import say_loop_refused, say_unreadable
 from . import _proxy
 from . import _proxy_log as log
-from ._platform_netfilter import open_relay_engine
+from ._capacity import PIPE_POOL
 from ._relay import connect_failed, make_listeners, say_accept_paused
+
+# The native relay is Linux's (serve_native is loaded only there): says so
+# to the type checker, which reads no further on another platform.
+assert sys.platform == "linux"
+
+from .._core import RelayEngine  # noqa: E402 - Linux's: after the assert
 
 #: A relayed connection's code when the stop cut it (kCutAtShutdown).
 CUT_AT_SHUTDOWN = -1
 #: ... when it delivered no byte either way for --idle-timeout (kIdleTimeout).
 IDLE_TIMEOUT = -2
-
-
-class RelayEngine(Protocol):
-    """_core.RelayEngine (Linux)."""
-
-    @property
-    def event_fd(self) -> int: ...
-    def run(self) -> None: ...
-    def close_listeners(self) -> None: ...
-    def stop(self, grace: float, /) -> None: ...
-    def events(self) -> list[tuple[Any, ...]]: ...
-    def open_count(self) -> int: ...
-    def counters(self) -> tuple[int, int, int]: ...
 
 
 class _Listening:
@@ -240,7 +234,8 @@ async def serve_native(
             sock.listen(settings.backlog)
         bound()
         addresses = [sock.getsockname() for sock in listeners]
-        engine = open_relay_engine(
+        # The engine owns the listening descriptors from here on.
+        engine = RelayEngine(
             [sock.fileno() for sock in listeners],
             connect_timeout=settings.connect_timeout,
             keep_client_address=settings.keep_client_address,
@@ -250,6 +245,7 @@ async def serve_native(
             idle_timeout=settings.idle_timeout,
             # None until the proxy derives it from the descriptor limit: no cap.
             max_connections=settings.max_connections,
+            max_pipes=PIPE_POOL,
         )
     except BaseException:
         for sock in listeners:

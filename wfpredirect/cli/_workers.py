@@ -362,7 +362,7 @@ class _Parent:
             if error.errno == errno.EAGAIN
             else ""
         )
-        # One write, as _proxy._run_one's error lines.
+        # One write, as _run._run_one's error lines.
         sys.stderr.write(
             f"wfpredirect proxy: cannot start worker {number} of {count}: fork: {error}"
             f"{advice} (the {len(workers)} started were stopped)\n"

@@ -1,5 +1,5 @@
 // The native relay's loop (relay_engine.hpp). Each connection's steps are
-// those of the splice path in wfpredirect/_relay.py (_Acceptor, _Pump,
+// those of the splice path in wfpredirect/cli/_relay.py (_Acceptor, _Pump,
 // SocketConnection), so that both give the same lines: see that file for
 // why each step is as it is.
 #include "relay_engine.hpp"
@@ -23,11 +23,12 @@ namespace wfpredirect::core::netfilter {
 namespace {
 
 // What a splice pipe is raised to (F_SETPIPE_SZ): the default maximum of
-// /proc/sys/fs/pipe-max-size (PIPE_SIZE in _backend_netfilter.py).
+// /proc/sys/fs/pipe-max-size (PIPE_SIZE in wfpredirect/cli/_platform_netfilter.py).
 constexpr int kPipeSize = 1 << 20;
-// Empty pipes kept for the next connections (SPARE_PIPES in _relay.py).
-constexpr std::size_t kSparePipes = 64;
-// The plain copy's buffer (CHUNK_SIZE in _relay.py).
+// The shared buffer (CHUNK_SIZE in _relay.py). A read that fills it says
+// the source streams, and its next reads splice: HAProxy's splice-auto
+// (its "streamer" reads fill the buffer), for which a pipe is worth its
+// setup; fewer bytes at a time go cheaper through the buffer.
 constexpr std::size_t kCopySize = 65536;
 // accept(2) errors that say the system is out of a resource: accepting
 // pauses for kAcceptPauseSeconds (asyncio's selector loop does the same).
@@ -104,22 +105,21 @@ bool is_unspecified(const SocketAddress& address) {
 
 } // namespace
 
-// One direction of a connection: from its source to its destination
-// through a pipe (splice) or, where splice is not possible, a buffer.
+// One direction of a connection: from its source to its destination. At
+// rest it holds nothing; bytes read and not yet passed on are in `held`
+// (read through the shared buffer) or in `pipe` (spliced), never both.
 struct Pump {
-    int pipe_read = -1;
-    int pipe_write = -1;
-    std::size_t capacity = 0;
-    std::unique_ptr<std::uint8_t[]> buffer; // the plain copy's
-    std::size_t pending = 0;                // read, not yet written
-    std::size_t offset = 0;                 // where they start in the buffer
-    bool eof = false;                       // the source's end of stream read
-    bool done = false;                      // ... and passed on (SHUT_WR)
-    bool spliced = false;                   // splice has moved bytes (no fallback then)
-    // The pipe of a pump that fell back to the copy: empty, given back at
-    // the end.
-    int unused_read = -1;
-    int unused_write = -1;
+    RelayPipe pipe;                       // from the pool, while bytes are in it
+    std::unique_ptr<std::uint8_t[]> held; // the copy's bytes the destination refused so far
+    std::size_t pending = 0;              // in the pipe or in `held`
+    std::size_t offset = 0;               // where they start in `held`
+    bool eof = false;                     // the source's end of stream read
+    bool done = false;                    // ... and passed on (SHUT_WR)
+    // The last read filled the shared buffer (or a splice moved as much):
+    // the next reads splice, while the pool has a pipe.
+    bool streaming = false;
+    bool no_splice = false; // splice refused these descriptors: the copy only
+    std::uint64_t spliced = 0;
     std::uint64_t moved = 0;
 };
 
@@ -148,86 +148,6 @@ struct Connection {
     Pump up;   // client to upstream
     Pump down; // upstream to client
 };
-
-namespace {
-
-// Whether one direction still has something to do; the error (errno) that
-// ends the connection, or 0.
-int pump(Pump& pump, int source, int destination, bool& source_readable,
-         bool& destination_writable) {
-    while (!pump.done) {
-        bool progress = false;
-        if (pump.pending > 0 && destination_writable) {
-            ssize_t size;
-            if (pump.pipe_read >= 0)
-                size = splice(pump.pipe_read, nullptr, destination, nullptr, pump.pending,
-                              kSpliceFlags);
-            else
-                size =
-                    send(destination, pump.buffer.get() + pump.offset, pump.pending, MSG_NOSIGNAL);
-            if (size > 0) {
-                pump.pending -= static_cast<std::size_t>(size);
-                pump.offset = pump.pending > 0 ? pump.offset + static_cast<std::size_t>(size) : 0;
-                pump.moved += static_cast<std::uint64_t>(size);
-                progress = true;
-            } else if (errno == EAGAIN) {
-                destination_writable = false;
-            } else if (errno == EINTR) {
-                progress = true; // again
-            } else {
-                return errno;
-            }
-        }
-        const bool room = pump.pipe_read >= 0 ? pump.pending < pump.capacity : pump.pending == 0;
-        if (!pump.eof && room && source_readable) {
-            ssize_t size;
-            if (pump.pipe_read >= 0)
-                size = splice(source, nullptr, pump.pipe_write, nullptr,
-                              pump.capacity - pump.pending, kSpliceFlags);
-            else
-                size = recv(source, pump.buffer.get(), kCopySize, 0);
-            if (size > 0) {
-                pump.pending += static_cast<std::size_t>(size);
-                pump.spliced = pump.spliced || pump.pipe_read >= 0;
-                progress = true;
-            } else if (size == 0) {
-                pump.eof = true;
-                progress = true;
-            } else if (errno == EAGAIN) {
-                // With bytes in the pipe, EAGAIN may be the pipe's (out of
-                // slots): the socket counts as read dry only with the pipe
-                // empty; otherwise the next drain tries again.
-                if (pump.pending == 0)
-                    source_readable = false;
-            } else if (errno == EINTR) {
-                progress = true;
-            } else if (pump.pipe_read >= 0 && pump.pending == 0 && !pump.spliced &&
-                       (errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP)) {
-                // Not with these descriptors: a plain copy from here on
-                // (SPLICE_NOT_POSSIBLE in _relay.py). The caller's pipe goes
-                // back when the connection ends.
-                pump.buffer.reset(new std::uint8_t[kCopySize]);
-                pump.unused_read = pump.pipe_read;
-                pump.unused_write = pump.pipe_write;
-                pump.pipe_read = pump.pipe_write = -1;
-                progress = true;
-            } else {
-                return errno;
-            }
-        }
-        if (pump.eof && pump.pending == 0) {
-            if (shutdown(destination, SHUT_WR) != 0)
-                return errno;
-            pump.done = true;
-            return 0;
-        }
-        if (!progress)
-            break;
-    }
-    return 0;
-}
-
-} // namespace
 
 bool RelayEngine::EndpointKey::operator==(const EndpointKey& other) const {
     return port == other.port && version == other.version &&
@@ -342,7 +262,7 @@ RelayEngine::~RelayEngine() {
     for (Connection* connection : ended_)
         delete connection;
     close_listener_fds();
-    for (Pipe& pipe : spare_pipes_) {
+    for (RelayPipe& pipe : spare_pipes_) {
         close(pipe.read_end);
         close(pipe.write_end);
     }
@@ -409,36 +329,192 @@ bool RelayEngine::is_listener_address(const SocketAddress& address) const {
     return false;
 }
 
-bool RelayEngine::take_pipe(Pipe& pipe) {
+bool RelayEngine::take_pipe(Pump& pump) {
     if (!spare_pipes_.empty()) {
-        pipe = spare_pipes_.back();
+        pump.pipe = spare_pipes_.back();
         spare_pipes_.pop_back();
-        return true;
+    } else {
+        if (pipes_open_ >= settings_.max_pipes)
+            return false; // the pool is out: the copy
+        int ends[2];
+        if (pipe2(ends, O_NONBLOCK | O_CLOEXEC) != 0)
+            return false; // EMFILE, ENFILE: the copy
+        ++pipes_open_;
+        pump.pipe.read_end = ends[0];
+        pump.pipe.write_end = ends[1];
+        // EPERM beyond the user's pipe-user-pages-soft when not root: the
+        // default size then.
+        int capacity = fcntl(ends[1], F_SETPIPE_SZ, kPipeSize);
+        if (capacity < 0)
+            capacity = fcntl(ends[1], F_GETPIPE_SZ);
+        pump.pipe.capacity = capacity > 0 ? static_cast<std::size_t>(capacity) : kCopySize;
     }
-    int ends[2];
-    if (pipe2(ends, O_NONBLOCK | O_CLOEXEC) != 0)
-        return false; // EMFILE, ENFILE: the plain copy
-    pipe.read_end = ends[0];
-    pipe.write_end = ends[1];
-    // EPERM beyond the user's pipe-user-pages-soft when not root: the
-    // default size then.
-    int capacity = fcntl(ends[1], F_SETPIPE_SZ, kPipeSize);
-    if (capacity < 0)
-        capacity = fcntl(ends[1], F_GETPIPE_SZ);
-    pipe.capacity = capacity > 0 ? static_cast<std::size_t>(capacity) : 65536;
+    spare_count_.store(spare_pipes_.size(), std::memory_order_relaxed);
+    in_use_count_.store(pipes_open_ - spare_pipes_.size(), std::memory_order_relaxed);
     return true;
 }
 
-void RelayEngine::give_back(Pipe& pipe, bool empty) {
+void RelayEngine::release_pipe(Pump& pump) {
+    RelayPipe& pipe = pump.pipe;
     if (pipe.read_end < 0)
         return;
-    if (empty && spare_pipes_.size() < kSparePipes) {
+    if (pump.pending == 0) {
         spare_pipes_.push_back(pipe);
     } else {
+        // Bytes nobody will read: the pipe goes with them.
         close(pipe.read_end);
         close(pipe.write_end);
+        --pipes_open_;
     }
-    pipe.read_end = pipe.write_end = -1;
+    pipe = RelayPipe();
+    spare_count_.store(spare_pipes_.size(), std::memory_order_relaxed);
+    in_use_count_.store(pipes_open_ - spare_pipes_.size(), std::memory_order_relaxed);
+}
+
+PipeCounts RelayEngine::pipe_counts() const {
+    PipeCounts counts;
+    counts.spare = spare_count_.load(std::memory_order_relaxed);
+    counts.in_use = in_use_count_.load(std::memory_order_relaxed);
+    counts.spliced = bytes_spliced_.load(std::memory_order_relaxed);
+    return counts;
+}
+
+int RelayEngine::transfer(Pump& pump, int source, int destination, bool& source_readable,
+                          bool& destination_writable) {
+    while (!pump.done) {
+        bool progress = false;
+        if (pump.pending > 0 && destination_writable) {
+            const ssize_t size =
+                pump.pipe.read_end >= 0
+                    ? splice(pump.pipe.read_end, nullptr, destination, nullptr, pump.pending,
+                             kSpliceFlags)
+                    : send(destination, pump.held.get() + pump.offset, pump.pending, MSG_NOSIGNAL);
+            if (size > 0) {
+                pump.pending -= static_cast<std::size_t>(size);
+                pump.offset += static_cast<std::size_t>(size);
+                pump.moved += static_cast<std::uint64_t>(size);
+                progress = true;
+                if (pump.pending == 0) {
+                    // Drained: the pipe back to the pool, the bytes' room freed.
+                    release_pipe(pump);
+                    pump.held.reset();
+                    pump.offset = 0;
+                }
+            } else if (errno == EAGAIN) {
+                destination_writable = false;
+            } else if (errno == EINTR) {
+                progress = true; // again
+            } else {
+                return errno;
+            }
+        }
+        // More is read while nothing waits (a pipe not full may take more):
+        // bytes the destination cannot take yet stay in the source socket.
+        const bool piped = pump.pipe.read_end >= 0;
+        const bool room = pump.pending == 0 || (piped && pump.pending < pump.pipe.capacity);
+        if (!pump.eof && room && source_readable && destination_writable) {
+            // A pipe holding bytes takes the next ones too (their order).
+            const bool splicing =
+                piped || (settings_.splice && pump.streaming && !pump.no_splice && take_pipe(pump));
+            const int error = splicing ? splice_in(pump, source, source_readable, progress)
+                                       : copy(pump, source, destination, source_readable,
+                                              destination_writable, progress);
+            if (error != 0)
+                return error;
+        }
+        if (pump.eof && pump.pending == 0) {
+            if (shutdown(destination, SHUT_WR) != 0)
+                return errno;
+            pump.done = true;
+            return 0;
+        }
+        if (!progress)
+            break;
+    }
+    return 0;
+}
+
+int RelayEngine::splice_in(Pump& pump, int source, bool& source_readable, bool& progress) {
+    const ssize_t size = splice(source, nullptr, pump.pipe.write_end, nullptr,
+                                pump.pipe.capacity - pump.pending, kSpliceFlags);
+    const int error = size < 0 ? errno : 0;
+    if (size > 0) {
+        pump.pending += static_cast<std::size_t>(size);
+        pump.spliced += static_cast<std::uint64_t>(size);
+        bytes_spliced_.fetch_add(static_cast<std::uint64_t>(size), std::memory_order_relaxed);
+        // A smaller read: the source slowed down, the buffer again.
+        pump.streaming = static_cast<std::size_t>(size) >= kCopySize;
+        progress = true;
+    } else if (size == 0) {
+        pump.eof = true;
+        progress = true;
+    } else if (error == EAGAIN) {
+        // With bytes in the pipe, EAGAIN may be the pipe's (out of slots):
+        // the socket counts as read dry only with the pipe empty;
+        // otherwise the next drain tries again.
+        if (pump.pending == 0)
+            source_readable = false;
+    } else if (error == EINTR) {
+        progress = true;
+    } else if (pump.pending == 0 && pump.spliced == 0 &&
+               (error == EINVAL || error == ENOSYS || error == EOPNOTSUPP)) {
+        // Not with these descriptors: the copy from here on
+        // (SPLICE_NOT_POSSIBLE in _relay.py).
+        pump.no_splice = true;
+        progress = true;
+    } else {
+        return error;
+    }
+    if (pump.pending == 0)
+        release_pipe(pump); // nothing in flight: the pipe is not this pump's to keep
+    return 0;
+}
+
+int RelayEngine::copy(Pump& pump, int source, int destination, bool& source_readable,
+                      bool& destination_writable, bool& progress) {
+    if (!shared_buffer_)
+        shared_buffer_.reset(new std::uint8_t[kCopySize]);
+    std::uint8_t* const buffer = shared_buffer_.get();
+    const ssize_t size = recv(source, buffer, kCopySize, 0);
+    if (size == 0) {
+        pump.eof = true;
+        progress = true;
+        return 0;
+    }
+    if (size < 0) {
+        if (errno == EAGAIN)
+            source_readable = false;
+        else if (errno == EINTR)
+            progress = true;
+        else
+            return errno;
+        return 0;
+    }
+    progress = true;
+    const auto read = static_cast<std::size_t>(size);
+    pump.streaming = read == kCopySize;
+    std::size_t sent = 0;
+    while (sent < read) {
+        const ssize_t written = send(destination, buffer + sent, read - sent, MSG_NOSIGNAL);
+        if (written > 0) {
+            sent += static_cast<std::size_t>(written);
+        } else if (errno == EAGAIN) {
+            destination_writable = false;
+            break;
+        } else if (errno != EINTR) {
+            return errno;
+        }
+    }
+    pump.moved += sent;
+    if (sent < read) {
+        // The rest waits in the pump, in room of its own, until it is sent:
+        // the shared buffer is the next read's.
+        pump.pending = read - sent;
+        pump.offset = 0;
+        pump.held.reset(new std::uint8_t[pump.pending]);
+        std::memcpy(pump.held.get(), buffer + sent, pump.pending);
+    }
+    return 0;
 }
 
 int RelayEngine::wait_milliseconds(double now) const {
@@ -832,27 +908,17 @@ void RelayEngine::connected(Connection& connection, double now) {
     connection.started = now;
     connection.last_active = now;
     relaying_.fetch_add(1, std::memory_order_relaxed);
-    for (Pump* pump : {&connection.up, &connection.down}) {
-        Pipe pipe;
-        if (settings_.splice && take_pipe(pipe)) {
-            pump->pipe_read = pipe.read_end;
-            pump->pipe_write = pipe.write_end;
-            pump->capacity = pipe.capacity;
-        } else {
-            pump->buffer.reset(new std::uint8_t[kCopySize]);
-        }
-    }
     service(connection, now);
 }
 
 void RelayEngine::service(Connection& connection, double now) {
     const std::uint64_t up = connection.up.moved;
     const std::uint64_t down = connection.down.moved;
-    int error = pump(connection.up, connection.client_fd, connection.upstream_fd,
-                     connection.client_readable, connection.upstream_writable);
+    int error = transfer(connection.up, connection.client_fd, connection.upstream_fd,
+                         connection.client_readable, connection.upstream_writable);
     if (error == 0)
-        error = pump(connection.down, connection.upstream_fd, connection.client_fd,
-                     connection.upstream_readable, connection.client_writable);
+        error = transfer(connection.down, connection.upstream_fd, connection.client_fd,
+                         connection.upstream_readable, connection.client_writable);
     // The summary's live totals (the only shared writes per transfer).
     if (connection.up.moved != up)
         bytes_up_.fetch_add(connection.up.moved - up, std::memory_order_relaxed);
@@ -916,14 +982,8 @@ void RelayEngine::uncount(Connection& connection) {
 void RelayEngine::discard(Connection& connection) {
     close(connection.client_fd);
     close(connection.upstream_fd);
-    for (Pump* pump : {&connection.up, &connection.down}) {
-        Pipe pipe;
-        const bool fell_back = pump->unused_read >= 0;
-        pipe.read_end = fell_back ? pump->unused_read : pump->pipe_read;
-        pipe.write_end = fell_back ? pump->unused_write : pump->pipe_write;
-        pipe.capacity = pump->capacity;
-        give_back(pipe, fell_back || pump->pending == 0);
-    }
+    release_pipe(connection.up);
+    release_pipe(connection.down);
     if (connection.has_key) {
         auto found = upstreams_.find(key_of(connection.upstream_local));
         if (found != upstreams_.end() && --found->second <= 0)

@@ -2,9 +2,13 @@
 // run in one thread, that does all of a proxied TCP connection's work: the
 // accept, the redirect state (query_connection_state), the judgement of
 // wfpredirect.aio.judge_connection, the upstream carrying the records
-// (set_redirect_records), both directions through a pipe each with
-// splice(2), and the close. What Python hears of it is a batch of events
-// (RelayEvent), signalled on an eventfd; wfpredirect/_relay_native.py turns
+// (set_redirect_records), both directions, and the close. A direction
+// moves its bytes through one buffer the whole engine shares (recv, then
+// send), or, while the source streams (its reads fill that buffer), with
+// splice(2) through a pipe from a bounded pool of the engine's, taken only
+// while bytes are in it (HAProxy's splice-auto): a connection at rest holds
+// its two sockets and nothing else. What Python hears of it is a batch of events
+// (RelayEvent), signalled on an eventfd; wfpredirect/cli/_relay_native.py turns
 // them into the proxy's lines. Availability: Linux.
 #pragma once
 
@@ -36,8 +40,14 @@ struct RelaySettings {
     std::uint32_t loop_mark = 0;
     // Accepts per wakeup of a listener (as asyncio: its backlog).
     int accepts_per_wakeup = 1024;
-    // False: a plain copy through a buffer in both directions (no pipes).
+    // False: a plain copy through the shared buffer in both directions (no
+    // pipes).
     bool splice = true;
+    // Pipes the engine may hold at once (the pool: in use and spare); with
+    // all of them in use a direction copies through the shared buffer
+    // instead. PIPE_POOL in wfpredirect/cli/_capacity.py, which counts their
+    // descriptors once.
+    std::size_t max_pipes = 32;
     // Seconds a relaying connection may deliver no byte either way before
     // it is ended (code kIdleTimeout); 0: never.
     double idle_timeout = 0;
@@ -78,6 +88,21 @@ struct RelayEvent {
 };
 
 struct Connection;
+struct Pump;
+
+// A pipe of the pool: its two ends, and the bytes it holds at most.
+struct RelayPipe {
+    int read_end = -1;
+    int write_end = -1;
+    std::size_t capacity = 0;
+};
+
+// The pipe pool's state, for the proxy and the tests.
+struct PipeCounts {
+    std::size_t spare = 0;     // empty, held for the next streaming direction
+    std::size_t in_use = 0;    // holding bytes in flight
+    std::uint64_t spliced = 0; // bytes that went through a pipe, every connection
+};
 
 class RelayEngine {
   public:
@@ -112,6 +137,7 @@ class RelayEngine {
     // Bytes delivered so far, by every connection (open ones too), each way.
     std::uint64_t bytes_up() const { return bytes_up_.load(std::memory_order_relaxed); }
     std::uint64_t bytes_down() const { return bytes_down_.load(std::memory_order_relaxed); }
+    PipeCounts pipe_counts() const;
 
   private:
     RelayEngine() = default;
@@ -129,11 +155,6 @@ class RelayEngine {
         Connection* last = nullptr;
         void push_back(Connection& connection);
         void remove(Connection& connection);
-    };
-    struct Pipe {
-        int read_end = -1;
-        int write_end = -1;
-        std::size_t capacity = 0;
     };
     struct EndpointKey {
         std::uint8_t address[16];
@@ -166,8 +187,20 @@ class RelayEngine {
     void emit(const RelayEvent& event);
     bool is_listener_address(const SocketAddress& address) const;
     static EndpointKey key_of(const SocketAddress& address);
-    bool take_pipe(Pipe& pipe);
-    void give_back(Pipe& pipe, bool empty);
+    // One direction's work until it waits: the errno that ends the
+    // connection, or 0.
+    int transfer(Pump& pump, int source, int destination, bool& source_readable,
+                 bool& destination_writable);
+    // One read into the pump's pipe (splice).
+    int splice_in(Pump& pump, int source, bool& source_readable, bool& progress);
+    // One read into the shared buffer, passed on at once; what the
+    // destination does not take waits in the pump.
+    int copy(Pump& pump, int source, int destination, bool& source_readable,
+             bool& destination_writable, bool& progress);
+    // A pipe from the pool: a spare one, or a new one below max_pipes.
+    bool take_pipe(Pump& pump);
+    // The pump's pipe back to the pool (empty) or closed (bytes left in it).
+    void release_pipe(Pump& pump);
     int wait_milliseconds(double now) const;
 
     RelaySettings settings_;
@@ -191,7 +224,11 @@ class RelayEngine {
     bool capped_ = false;
     // Ended in this round; freed once its events are handled.
     std::vector<Connection*> ended_;
-    std::vector<Pipe> spare_pipes_;
+    // The pool: the spare pipes, and how many exist (spare and in use).
+    std::vector<RelayPipe> spare_pipes_;
+    std::size_t pipes_open_ = 0;
+    // Every direction's recv lands here first (the engine's one thread).
+    std::unique_ptr<std::uint8_t[]> shared_buffer_;
     // The local endpoints of this engine's open upstreams (the loop check).
     std::unordered_map<EndpointKey, int, EndpointHash> upstreams_;
 
@@ -208,6 +245,9 @@ class RelayEngine {
     std::atomic<std::size_t> relaying_{0};
     std::atomic<std::uint64_t> bytes_up_{0};
     std::atomic<std::uint64_t> bytes_down_{0};
+    std::atomic<std::size_t> spare_count_{0};
+    std::atomic<std::size_t> in_use_count_{0};
+    std::atomic<std::uint64_t> bytes_spliced_{0};
     bool ran_ = false;
 };
 
