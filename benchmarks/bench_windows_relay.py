@@ -27,8 +27,9 @@ phases:
 - download: one connection carrying --download-mib MiB from the origin: MiB/s
   (wall time) and the relay process's CPU per MiB.
 In both, the Proactor's overlapped socket operations (Operations) are
-counted too: what a path asks of Winsock, the same on Windows as under
-Wine however fast Wine is. Every byte is checked: the request the origin
+counted too: what a path asks of Winsock, which depends far less than the
+times on how fast Wine is (only through how writes gather while a send is
+under way). Every byte is checked: the request the origin
 got, the answer and the download the client got, and the byte counts the
 relay reported.
 
@@ -251,7 +252,7 @@ class Operations:
     recv, recv_into and send: each one a Winsock call and a completion),
     counted by wrapping the loop's proactor (asyncio's private
     ``_proactor``; its transports look the methods up at each call): what a
-    path asks of the sockets, which no speed of Wine changes."""
+    path asks of the sockets."""
 
     NAMES = ("accept", "connect", "recv", "recv_into", "send")
 
