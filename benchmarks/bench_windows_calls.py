@@ -317,16 +317,21 @@ def main() -> int:
         "connections": options.connections,
         "stacks": {stack: run_stack(_core, stack, options.connections) for stack in STACKS},
     }
-    table = render(result)
+    save(options.output, "bench_windows_calls", wine, result, render(result))
+    return 0
+
+
+def save(output: Path, benchmark: str, wine: str | None, result: Any, table: str) -> None:
+    """Print `table`, and write it and `result` to `output` as
+    BENCHMARK-wine (under Wine) or BENCHMARK-windows, .txt and .json."""
     print(table)
     name = "wine" if wine else "windows"
-    options.output.mkdir(parents=True, exist_ok=True)
+    output.mkdir(parents=True, exist_ok=True)
     # Line ends as the other results' (Windows' text mode would write CRLF).
-    (options.output / f"bench_windows_calls-{name}.json").write_text(
+    (output / f"{benchmark}-{name}.json").write_text(
         json.dumps(result, indent=2) + "\n", newline="\n"
     )
-    (options.output / f"bench_windows_calls-{name}.txt").write_text(table + "\n", newline="\n")
-    return 0
+    (output / f"{benchmark}-{name}.txt").write_text(table + "\n", newline="\n")
 
 
 if __name__ == "__main__":

