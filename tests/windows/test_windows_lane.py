@@ -70,8 +70,6 @@ def collected(*paths: str) -> int:
 # nothing about it.
 ALLOWED_SKIPS = {
     "tests the netfilter backend, which is Linux's",
-    # tests/unit/test_capture_arguments.py: the capture loads libnftables on Linux only.
-    "Linux: elsewhere no library is loaded",
     "needs a free-threaded build (such as 3.14t)",
     "this platform has a backend",
     # The embeddable build's ._pth file (tests/unit/test_source_tree.py).
