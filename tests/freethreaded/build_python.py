@@ -1,30 +1,39 @@
 """A free-threaded CPython for the free-threaded pass of .ci/run.
 
-Debian trixie's python3.13 source package, fetched through a deb-src list of
-this script's own (the machine's apt sources stay as they are, as in the
-Windows lane), built from its upstream tarball with `./configure
---disable-gil` and installed under the cache folder
-(WFPREDIRECT_FREETHREADED_CACHE, default ~/.cache/wfpredirect-freethreaded),
-one folder per source version: a later run finds it and builds nothing.
+CPython 3.14's upstream tarball as Ubuntu's archive carries it (the
+python3.14 source package of Ubuntu 26.04; Debian's suites list python3.14
+too, but their pool does not serve its files here), fetched directly and
+checked against its pinned sha256, built with `./configure --disable-gil`
+and installed under the cache folder (WFPREDIRECT_FREETHREADED_CACHE,
+default ~/.cache/wfpredirect-freethreaded), one folder per source version:
+a later run finds it and builds nothing.
 
-Prints the path of the interpreter (bin/python3.13t). Run it alone:
+Prints the path of the interpreter (bin/python3.14t). Run it alone:
 `python3 tests/freethreaded/build_python.py`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
-import re
 import shutil
 import subprocess
 import sys
 import tarfile
 import time
+import urllib.request
 from pathlib import Path
 
-SUITE = "trixie"
-PACKAGE = "python3.13"
-MINOR = "3.13"
+# 3.14 is the first CPython whose free-threaded build is supported (PEP 779)
+# rather than experimental.
+PACKAGE = "python3.14"
+MINOR = "3.14"
+VERSION = "3.14.4"
+SOURCE = f"http://archive.ubuntu.com/ubuntu/pool/main/p/{PACKAGE}/{PACKAGE}_{VERSION}.orig.tar.xz"
+# From Ubuntu resolute's main/source/Sources.gz (Checksums-Sha256), and the
+# file's own when fetched.
+SOURCE_SHA256 = "d923c51303e38e249136fc1bdf3568d56ecb03214efdef48516176d3d7faaef8"
+DOWNLOAD_TIMEOUT = 300
 
 # A stamp in a finished installation: a folder without it was left half made.
 DONE = ".prepared"
@@ -52,48 +61,17 @@ def run(command: list[str | Path], cwd: Path, log: Path | None = None) -> None:
         sys.exit(f"build_python: {' '.join(map(str, command))} failed:\n" + "\n".join(tail))
 
 
-def debian_mirror() -> str:
-    """The Debian mirror the machine's own apt sources use."""
-    for source in (Path("/etc/apt/sources.list.d/debian.sources"), Path("/etc/apt/sources.list")):
-        if not source.exists():
-            continue
-        text = source.read_text()
-        found = re.search(r"^URIs:\s*(\S+)", text, re.MULTILINE) or re.search(
-            r"^deb\s+(?:\[[^]]*\]\s+)?(\S+)\s", text, re.MULTILINE
-        )
-        if found:
-            return found.group(1)
-    sys.exit("build_python: no Debian mirror found in /etc/apt/sources.list(.d)")
-
-
-def apt_options(folder: Path) -> list[str]:
-    return [
-        "-o",
-        "Dir::Etc::sourcelist=/dev/null",
-        "-o",
-        f"Dir::Etc::sourceparts={folder / 'sources'}",
-        "-o",
-        f"Dir::State::Lists={folder / 'lists'}",
-    ]
-
-
-def fetch_source(apt: Path) -> tuple[str, Path]:
-    """The source package's version and its upstream tarball, in `apt`."""
-    shutil.rmtree(apt, ignore_errors=True)
-    (apt / "sources").mkdir(parents=True)
-    (apt / "lists" / "partial").mkdir(parents=True)
-    (apt / "sources" / "freethreaded.sources").write_text(
-        f"Types: deb-src\nURIs: {debian_mirror()}\nSuites: {SUITE}\nComponents: main\n"
-        "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
-    )
-    run(["apt-get", "-qq", *apt_options(apt), "update"], cwd=apt)
-    run(["apt-get", "-qq", *apt_options(apt), "source", "--download-only", PACKAGE], cwd=apt)
-    (description,) = apt.glob(f"{PACKAGE}_*.dsc")
-    version = description.name.removeprefix(f"{PACKAGE}_").removesuffix(".dsc")
-    (original,) = [
-        path for path in apt.glob(f"{PACKAGE}_*.orig.tar.*") if path.suffix in (".gz", ".xz")
-    ]
-    return version, original
+def fetch_source(folder: Path) -> Path:
+    """CPython's source tarball, saved in `folder` and checked."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    target = folder / SOURCE.rsplit("/", 1)[1]
+    with urllib.request.urlopen(SOURCE, timeout=DOWNLOAD_TIMEOUT) as answer:
+        target.write_bytes(answer.read())
+    digest = hashlib.sha256(target.read_bytes()).hexdigest()
+    if digest != SOURCE_SHA256:
+        sys.exit(f"build_python: {SOURCE} has sha256 {digest}, not the pinned {SOURCE_SHA256}")
+    return target
 
 
 def installed(cache: Path) -> Path | None:
@@ -107,9 +85,9 @@ def installed(cache: Path) -> Path | None:
 
 def build(cache: Path) -> Path:
     work = cache / "work"
-    version, original = fetch_source(work / "apt")
-    prefix = cache / f"{PACKAGE}-{version}-freethreaded"
-    say(f"building {PACKAGE} {version} (from {SUITE}) with --disable-gil into {prefix}")
+    original = fetch_source(work / "download")
+    prefix = cache / f"{PACKAGE}-{VERSION}-freethreaded"
+    say(f"building CPython {VERSION} with --disable-gil into {prefix}")
     shutil.rmtree(prefix, ignore_errors=True)
     source = work / "source"
     shutil.rmtree(source, ignore_errors=True)
