@@ -291,6 +291,7 @@ def run(options: argparse.Namespace) -> dict[str, Any]:
         with open(f"/proc/sys/{name}", "w") as sysctl:
             sysctl.write(value)
     result: dict[str, Any] = {
+        "benchmark": "bench_held",
         "machine": machine.describe(),
         "namespace": how,
         "descriptor_limit": hard,

@@ -91,8 +91,56 @@ def plot_proxy(result: dict[str, Any]) -> Any:
     return figure, f"bench_proxy (linux): reference proxy, HAProxy, stdlib relay; {rounds} rounds"
 
 
+#: bench_held's rows for relay paths the proxy no longer has (docs/design.md,
+#: "Relay paths"): still in the results as the figures they were replaced for.
+RETIRED = ("wfpredirect --relay splice",)
+
+
+def held_label(name: str) -> str:
+    return f"{name} (retired)" if name in RETIRED else name
+
+
+def plot_held(result: dict[str, Any]) -> Any:
+    """bench_held: descriptors, kernel memory above direct and RSS per held
+    connection, a row of panels per metric and a column per count, a bar per
+    candidate (a skipped one says so)."""
+    counts = result["counts"]
+    panels = [
+        ("descriptors per connection", "descriptors", "{:.2f}"),
+        ("kernel KiB per connection, above direct", "kernel_kib", "{:.1f}"),
+        ("RSS KiB per connection", "rss_kib", "{:.1f}"),
+    ]
+    candidates = max(len(rows) - 1 for rows in counts.values())  # less "direct"
+    figure, grid = plt.subplots(
+        len(panels),
+        len(counts),
+        figsize=(6.5 * len(counts), 1.0 + 0.3 * candidates * len(panels)),
+        sharex="row",  # the counts side by side on one scale
+        squeeze=False,
+    )
+    for column, (count, rows) in enumerate(counts.items()):
+        names = [name for name in rows if name != "direct"]
+        positions = range(len(names))
+        for axes, (title, metric, form) in zip(grid[:, column], panels, strict=True):
+            values = [rows[name].get(metric, 0) for name in names]
+            colours = ["tab:gray" if name in RETIRED else proxy_colour(name) for name in names]
+            axes.barh(positions, values, color=colours)
+            axes.set_yticks(list(positions), [held_label(name) for name in names], fontsize=8)
+            axes.invert_yaxis()
+            axes.set_title(f"{title} ({int(count):,} held)", fontsize=10)
+            for position, name, number in zip(positions, names, values, strict=True):
+                text = " skipped" if "skipped" in rows[name] else " " + form.format(number)
+                axes.text(number, position, text, va="center", fontsize=8)
+            axes.margins(x=0.25)
+    hold = result["hold_seconds"]
+    return figure, (
+        f"bench_held (linux): per held connection, lower is better; hold {hold:g} s, "
+        "each answered before and after"
+    )
+
+
 #: The benchmarks that have a chart (bench_windows_calls counts calls: a table).
-CHARTED = ("bench_calls", "callgrind_calls", "bench_proxy")
+CHARTED = ("bench_calls", "callgrind_calls", "bench_proxy", "bench_held")
 
 
 def plot(path: Path) -> Path:
@@ -104,6 +152,9 @@ def plot(path: Path) -> Path:
             print(f"{path}: an earlier bench_proxy.py's layout; rerun it with --write")
             return path.with_suffix(".png")
         figure, title = plot_proxy(result)
+        return save(figure, title, info, path)
+    if result["benchmark"] == "bench_held":
+        figure, title = plot_held(result)
         return save(figure, title, info, path)
     operations = result["operations"]
     figure, grid = plt.subplots(len(operations), 1, figsize=(8, 2.1 * len(operations)))
@@ -136,7 +187,9 @@ def save(figure: Any, title: str, info: dict[str, Any], path: Path) -> Path:
 def main() -> int:
     directory = Path(sys.argv[1]) if len(sys.argv) > 1 else RESULTS
     for path in sorted(directory.glob("*.json")):
-        if json.loads(path.read_text())["benchmark"] not in CHARTED:
+        result = json.loads(path.read_text())
+        # service_scenarios writes a list of rows, with no "benchmark".
+        if not isinstance(result, dict) or result.get("benchmark") not in CHARTED:
             print(f"{path}: a table only, no chart")
             continue
         print(f"{path} -> {plot(path)}")
