@@ -331,6 +331,12 @@ ASYNCIO_ACCEPT_PAUSED = "socket.accept() out of system resource"
 #: The event loop's other errors are throttled one kind (message) at a
 #: time, up to this many kinds; beyond, they share one throttle.
 LOOP_ERROR_KINDS = 64
+#: Loop turns the stop waits, after cutting the connections, for those
+#: accepted just before the listeners closed: the selector loop's
+#: connect_accepted_socket makes the transport in a task (one turn), calls
+#: connection_made (one), whose judgement starts the connection's task
+#: (one); uvloop's takes fewer. Twice that, for what the turns run late.
+LATE_CONNECTION_TURNS = 6
 
 
 class Activity:
@@ -792,16 +798,26 @@ class Proxy:
             await native.stop(settings.grace)
         if self.connections:
             await asyncio.wait(set(self.connections), timeout=settings.grace)
-        for task in set(self.connections):
-            task.cancel()
-        if self.connections:
-            await asyncio.wait(set(self.connections))
+        await self._cut_connections()
+        # A connection accepted just before the listeners closed reaches its
+        # task some loop turns later (asyncio makes its transport in a task
+        # of its own, whose protocol then judges it): it is cut too, and its
+        # line comes before the stop's.
+        for _ in range(LATE_CONNECTION_TURNS):
+            await asyncio.sleep(0)
+            await self._cut_connections()
         await server.wait_closed()
         if reporter is not None:
             await reporter
         if sweeper is not None:
             await sweeper
         say(log.STOPPED.line(seconds=time.monotonic() - started, **self.summary()))
+
+    async def _cut_connections(self) -> None:
+        for task in set(self.connections):
+            task.cancel()
+        if self.connections:
+            await asyncio.wait(set(self.connections))
 
 
 def _bind_udp(address: tuple[str, int]) -> socket.socket:
