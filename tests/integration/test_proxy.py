@@ -422,6 +422,11 @@ def test_half_close_in_each_direction() -> None:
     }
 
 
+#: How long a test waits for a summary line that says what it expects
+#: (summaries come every 0.2 s there, when the totals changed).
+SUMMARY_WAIT_SECONDS = 20
+
+
 def test_sigterm_stops_cleanly_within_the_grace_period() -> None:
     """SIGTERM with a connection open: the proxy stops listening, gives the
     connection its grace period, cuts it, closes both ends, prints its final
@@ -447,13 +452,20 @@ def test_sigterm_stops_cleanly_within_the_grace_period() -> None:
             client = socket.create_connection(("127.0.0.2", 8080), timeout=10)
             client.sendall(b"partial request")
             assert relaying.wait(10)
-            # The next summary counts the open connection.
-            while True:
-                summary = message(proxy.stdout.readline())
-                assert summary, "the proxy ended"
-                counted = proxy_log.SUMMARY.pattern.fullmatch(summary.rstrip())
-                if counted and counted["open"] == "1":
-                    break
+            # The next summary counts the open connection. Bounded: without
+            # that summary the proxy is killed, and the test fails instead
+            # of waiting on its output for ever.
+            watchdog = threading.Timer(SUMMARY_WAIT_SECONDS, proxy.kill)
+            watchdog.start()
+            try:
+                while True:
+                    summary = message(proxy.stdout.readline())
+                    assert summary, "no summary counted the open connection"
+                    counted = proxy_log.SUMMARY.pattern.fullmatch(summary.rstrip())
+                    if counted and counted["open"] == "1":
+                        break
+            finally:
+                watchdog.cancel()
             # Five intervals in which nothing changes: no summary says so.
             time.sleep(1.0)
             pid = proxy.pid
