@@ -576,7 +576,11 @@ class Proxy:
         interval = self.settings.summary_interval
         last = time.monotonic()
         moved = 0
-        said = self.summary()
+        # Changed since the start, not since this task's first turn: the
+        # listeners accept from the start line on (a --workers parent's
+        # readiness), and a connection that came in before this turn must
+        # still get its summary.
+        said = dict.fromkeys(self.summary(), 0)
         while True:
             try:
                 await asyncio.wait_for(stop.wait(), interval)
